@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ class LocalGateway:
         moto.core.config.default_user_config.setdefault("lambda", {})["use_docker"] = False
         self._server = make_server(self.host, self.port, self, threaded=True)
         self.port = self._server.server_port
+        # moto's Step Functions runner sends its SDK/Lambda task calls to localhost:$MOTO_PORT;
+        # pointing it here makes those calls take the same routes as every other client.
+        os.environ["MOTO_PORT"] = str(self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True)
         self._thread.start()
         return self
