@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export SAGEMAKER_SUPPRESS_V2_WARNING := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test test-fast bench lock definition clean
+.PHONY: venv demo test test-fast bench lock definition clean browser
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "pip is required"; exit 1; }
@@ -22,8 +22,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mlops demo
 
+## Headless Chromium (Debian package) for the tests that look at a rendered page.
+browser:
+	@bash scripts/ensure_chromium.sh
+
 ## Every test (unit, integration on moto server, infrastructure checks).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: $(STAMP)

@@ -1,0 +1,161 @@
+"""P1 — rows/s written into the local Feature Store through PutRecord.
+
+Ours: `jobs.ingest.write_rows_with_ray` (Ray actors, each with a bounded pool of concurrent
+PutRecord calls, retries with backoff), as the ingest step calls it, with the pipeline defaults
+(10 actors × 0.5 CPU, 16 calls in flight per actor).
+
+Baseline: the reference sample's pattern — 10 Ray actors with `num_cpus=0.5`, the rows split into
+one chunk per actor, and inside each actor `DataFrame.iterrows()` with one blocking `put_record`
+per row, errors printed and ignored.
+
+Both write the same rows (`local.datagen.generate_housing`, prepared by the ingest step's own
+schema inference) to the same service: `local.featurestore.FeatureStoreRuntimeApp` routed by
+`local.gateway.LocalGateway` (moto S3/SageMaker behind it), in a process of its own. Both use the
+same Ray head, started with 5 logical CPUs so the reference's 10 × 0.5-CPU actors can all be placed
+on a small machine (with fewer, its extra actors would wait forever). Timed: from actor creation to
+the last row acknowledged; excluded: CSV parsing and waiting for the offline store.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from bench.harness import RATIO_AT_LEAST, Row, Target, not_measured
+from bench.support import (
+    REGION, GatewayProcess, boto_client, housing, local_aws_env, patched_environ, ray_cluster, timed,
+)
+
+KEY = "P1"
+TARGET = Target(RATIO_AT_LEAST, 5.0)
+ACTORS = 10
+ACTOR_CPUS = 0.5
+RAY_LOGICAL_CPUS = 5
+ROLE_ARN = "arn:aws:iam::123456789012:role/bench-feature-store"
+BUCKET = "bench-offline-store"
+
+
+def reference_actor_class():
+    import ray
+
+    @ray.remote(num_cpus=ACTOR_CPUS)
+    class ReferenceIngester:
+        """The reference sample's actor: one blocking put_record per row, sequentially."""
+
+        def __init__(self, endpoint_url: str, region: str):
+            import boto3
+
+            self.client = boto3.client("sagemaker-featurestore-runtime", endpoint_url=endpoint_url,
+                                       region_name=region)
+
+        def ingest_features(self, feature_group_name: str, df) -> int:
+            written = 0
+            for index, row in df.iterrows():
+                try:
+                    self.client.put_record(
+                        FeatureGroupName=feature_group_name,
+                        Record=[{"FeatureName": name, "ValueAsString": str(value)} for name, value in row.items()],
+                        TargetStores=["OfflineStore"],
+                    )
+                    written += 1
+                except Exception as error:  # the reference prints and carries on
+                    print(f"An error occurred: {error}; failed to process record number {index}")
+            return written
+
+    return ReferenceIngester
+
+
+def run_reference(frame, feature_group_name: str, endpoint_url: str) -> int:
+    """The reference pattern end to end (actor creation included); returns rows written."""
+    import numpy as np
+    import ray
+
+    actor_class = reference_actor_class()
+    actors = [actor_class.remote(endpoint_url, REGION) for _ in range(ACTORS)]
+    try:
+        chunks = np.array_split(np.arange(len(frame)), ACTORS)
+        refs = [a.ingest_features.remote(feature_group_name, frame.iloc[c]) for a, c in zip(actors, chunks)]
+        return sum(ray.get(refs))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def reference_frame(good_rows, feature_names, dataset_version: str, event_time: float):
+    """The rows as the reference handed them to its actors: a DataFrame with record id and event
+    time columns, every value already a string (the same strings ours sends)."""
+    import pandas as pd
+
+    from jobs import ingest
+
+    columns = [ingest.RECORD_IDENTIFIER, ingest.EVENT_TIME_FEATURE, ingest.DATASET_VERSION_FEATURE, *feature_names]
+    data = [
+        [ingest.record_id(dataset_version, number), repr(float(event_time)), dataset_version, *values]
+        for number, values in good_rows
+    ]
+    return pd.DataFrame(data, columns=columns, dtype=str)
+
+
+def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
+    rows = 2_000 if quick else 20_000
+    measure = f"PutRecord ingestion, {rows:,} rows (rows/s)"
+    try:
+        from jobs import ingest
+    except ImportError as error:
+        report(not_measured(KEY, measure, "rows/s", TARGET, f"jobs.ingest cannot be imported: {error}"))
+        return
+
+    frame = housing(rows).astype(str)
+    schema = ingest.infer_schema(frame, "PRICE")
+    good_rows, rejected = ingest.prepare_rows(frame, schema)
+    if rejected:
+        raise RuntimeError(f"the generated data has {len(rejected)} rows the ingest step rejects")
+
+    with patched_environ(local_aws_env()), \
+            GatewayProcess(log_path=workdir / "gateway.log") as gateway, \
+            ray_cluster(workdir, num_cpus=RAY_LOGICAL_CPUS):
+        sagemaker = boto_client("sagemaker", gateway.url)
+        s3 = boto_client("s3", gateway.url)
+        s3.create_bucket(Bucket=BUCKET)
+        groups = {}
+        for side in ("ours", "reference"):
+            name = ingest.effective_group_name(f"bench-{side}", schema)
+            ingest.ensure_feature_group(sagemaker, name, schema, f"s3://{BUCKET}/{side}", ROLE_ARN, poll_seconds=0.2)
+            groups[side] = name
+        event_time = round(time.time(), 3)
+
+        # The reference first: whatever warms up in the service (definition cache, connection
+        # pools) then favours ours less than the other way round.
+        base_frame = reference_frame(good_rows, schema.columns, "bench-reference", event_time)
+        base_seconds, base_written = timed(run_reference, base_frame, groups["reference"], gateway.url)
+        ours_seconds, (written, write_rejected) = timed(
+            ingest.write_rows_with_ray,
+            good_rows,
+            feature_group_name=groups["ours"],
+            feature_names=schema.columns,
+            dataset_version="bench-ours",
+            event_time=event_time,
+            actors=ACTORS,
+            actor_cpus=ACTOR_CPUS,
+            max_concurrency_per_actor=16,
+            endpoint_url=gateway.url,
+            region_name=REGION,
+        )
+    if base_written != len(good_rows) or len(written) != len(good_rows):
+        raise RuntimeError(
+            f"not every row was written: reference {base_written}, ours {len(written)} "
+            f"({len(write_rejected)} rejected) of {len(good_rows)}"
+        )
+    report(Row(
+        KEY, measure, len(good_rows) / ours_seconds, len(good_rows) / base_seconds, "rows/s", TARGET,
+        notes=(f"ours {ours_seconds:.1f} s (10 actors × 16 in flight), reference {base_seconds:.1f} s "
+               f"(10 actors, 1 blocking call each); one local gateway process serves both; Ray with "
+               f"{RAY_LOGICAL_CPUS} logical CPUs on {_cores()} cores"),
+        details={"ours_seconds": ours_seconds, "baseline_seconds": base_seconds, "rows": len(good_rows)},
+    ))
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0

@@ -1,0 +1,207 @@
+"""What several benchmarks share: timing, a private Ray head, a local AWS gateway (moto plus the
+featurestore runtime) in its own process, data, and percentile arithmetic.
+
+Every process or server started here is stopped by the same context manager that started it, by
+its own handle (never by name).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+REGION = "us-east-1"
+NOISE_STD = 5000.0  # price noise so the model has something to learn beyond the exact formula
+SEED = 7
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    """(wall seconds, result) of one call."""
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - started, result
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0–100), linear interpolation (numpy's default)."""
+    if not samples:
+        raise ValueError("no samples")
+    return float(np.percentile(np.asarray(samples, dtype=float), q))
+
+
+def median(samples: Sequence[float]) -> float:
+    return percentile(samples, 50)
+
+
+def local_aws_env(endpoint_url: str | None = None) -> dict[str, str]:
+    """Dummy credentials and region; never real AWS."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+    }
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
+    return env
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def housing(rows: int, seed: int = SEED, noise_std: float = NOISE_STD):
+    from local.datagen import generate_housing
+
+    return generate_housing(rows, seed, noise_std)
+
+
+# --------------------------------------------------------------------------- Ray
+@contextlib.contextmanager
+def ray_cluster(workdir: Path, num_cpus: int | None = None) -> Iterator[Any]:
+    """A private Ray head (`local.ray_head.RayHead`, free ports, its own token) with this process
+    connected as a driver; `RAY_ADDRESS` is set so jobs run from here join it."""
+    from local.ray_head import RayHead
+
+    head = RayHead(num_cpus=num_cpus, state_dir=workdir / "ray-state").start()
+    try:
+        # Before `import ray`: Ray reads some of these (loopback-only cluster mode) at import time.
+        with patched_environ({**head.client_env(), "RAY_ADDRESS": head.address}):
+            import ray
+
+            ray.init(address=head.address, log_to_driver=False)
+            try:
+                yield head
+            finally:
+                ray.shutdown()
+    finally:
+        head.stop()
+
+
+# --------------------------------------------------------------------------- AWS gateway
+class GatewayProcess:
+    """moto + the local featurestore runtime behind `local.gateway.LocalGateway`, in a child
+    process, so the service's CPU work does not share a GIL with the benchmark driver."""
+
+    def __init__(self, replication_delay_seconds: float = 0.0, log_path: Path | None = None):
+        self.replication_delay_seconds = replication_delay_seconds
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self.url: str | None = None
+
+    def start(self, timeout: float = 60.0) -> "GatewayProcess":
+        env = dict(os.environ, **local_aws_env())
+        env.pop("AWS_ENDPOINT_URL", None)
+        stderr = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.support", "serve-gateway", str(self.replication_delay_seconds)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, text=True,
+        )
+        ready: dict[str, str] = {}
+
+        def read_ready() -> None:
+            assert self.process is not None and self.process.stdout is not None
+            for line in self.process.stdout:
+                if line.startswith("READY "):
+                    ready["url"] = line.split()[1]
+                    return
+
+        reader = threading.Thread(target=read_ready, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if "url" not in ready:
+            self.stop()
+            raise RuntimeError(f"the local gateway did not start within {timeout:.0f} s")
+        self.url = ready["url"]
+        return self
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        try:
+            assert process.stdin is not None
+            process.stdin.close()  # the server stops when its stdin closes
+            process.wait(timeout=30)
+        except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> "GatewayProcess":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def serve_gateway(replication_delay_seconds: float) -> int:
+    """Child process body: gateway + featurestore runtime until stdin closes."""
+    import logging
+
+    from local.featurestore import FeatureStoreRuntimeApp
+    from local.gateway import LocalGateway
+
+    logging.basicConfig(level=logging.WARNING)
+    gateway = LocalGateway().start()
+    featurestore = FeatureStoreRuntimeApp(gateway.url, replication_delay_seconds=replication_delay_seconds)
+    gateway.route_path(r"/FeatureGroup/.+", featurestore)
+    gateway.route_path(r"/BatchGetRecord", featurestore)
+    print(f"READY {gateway.url}", flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        featurestore.close()
+        gateway.stop()
+    return 0
+
+
+@contextlib.contextmanager
+def in_process_gateway() -> Iterator[str]:
+    """moto behind the local gateway in this process (for S3-only needs); yields its URL."""
+    from local.gateway import LocalGateway
+
+    gateway = LocalGateway().start()
+    try:
+        yield gateway.url
+    finally:
+        gateway.stop()
+
+
+def boto_client(service: str, endpoint_url: str, **config: Any) -> Any:
+    import boto3
+    import botocore.config
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=botocore.config.Config(**config) if config else None,
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "serve-gateway":
+        sys.exit(serve_gateway(float(sys.argv[2]) if len(sys.argv) > 2 else 0.0))
+    print("usage: python -m bench.support serve-gateway [replication_delay_seconds]", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,104 @@
+"""Approval API (API Gateway REST, proxy integration).
+
+GET  /approvals/{token}   confirmation page: the model, its metrics, who you are, what will happen.
+                          Never acts: mail scanners and link previews fetch links unasked.
+POST /approvals/{token}   takes the decision (once), shows the result.
+POST /slack/interactions  Slack's signed button callback; same decision, then the message is updated.
+
+Every refusal is a 4xx page that says why; nothing is changed by a refused request.
+"""
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mlops_shared import approval_messages as messages
+from mlops_shared import slack
+from mlops_shared.approvals import (ApprovalSettings, Refusal, check_token, decide, decide_from_slack,
+                                    load_package_review, utc_text)
+
+logger = Logger()
+tracer = Tracer()
+app = APIGatewayRestResolver()
+SECRET_CACHE_SECONDS = 300
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",  # the token is in the URL: never leak it to linked sites
+    "X-Robots-Tag": "noindex",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+}
+
+
+def _page(status_code: int, body: str) -> Response:
+    return Response(status_code=status_code, content_type="text/html; charset=utf-8", body=body,
+                    headers=PAGE_HEADERS)
+
+
+def _token_key() -> str:
+    return parameters.get_secret(ApprovalSettings.from_env().token_secret_id, max_age=SECRET_CACHE_SECONDS)
+
+
+@app.exception_handler(Refusal)
+def refused(refusal: Refusal) -> Response:
+    logger.info("approval refused", extra={"status_code": refusal.status_code, "reason": refusal.reason})
+    return _page(refusal.status_code, messages.refusal_page(refusal.status_code, refusal.reason))
+
+
+@app.exception_handler(slack.SlackSignatureError)
+def not_from_slack(error: slack.SlackSignatureError) -> Response:
+    logger.warning("Slack request refused", extra={"reason": error.reason})
+    return Response(status_code=401, content_type="text/plain; charset=utf-8", body=error.reason)
+
+
+@app.exception_handler(Exception)
+def failed(error: Exception) -> Response:
+    # Claims are released when the status update fails, so the person can simply try again.
+    logger.exception("approval request failed")
+    return _page(500, messages.refusal_page(500, "Something went wrong on our side; nothing was changed. "
+                                                 "Please try the link again in a minute."))
+
+
+@app.get("/approvals/<token>")
+def confirm(token: str) -> Response:
+    settings = ApprovalSettings.from_env()
+    claims, _package, approver = check_token(token, channel="email", settings=settings, token_key=_token_key())
+    review = load_package_review(claims.model_package_arn, presign_seconds=3600)
+    page = messages.confirmation_page(review, claims.action, approver, f"on {utc_text(claims.expires_at)}")
+    return _page(200, page)
+
+
+@app.post("/approvals/<token>")
+def act(token: str) -> Response:
+    decision = decide(token, channel="email", settings=ApprovalSettings.from_env(), token_key=_token_key())
+    logger.info("model package decided", extra={"model_package_arn": decision.model_package_arn,
+                                                "status": decision.status, "approver": decision.approver})
+    return _page(200, messages.result_page(decision.review_title, decision.model_package_arn,
+                                           decision.action, decision.description))
+
+
+@app.post("/slack/interactions")
+def slack_interaction() -> Response:
+    settings = ApprovalSettings.from_env()
+    event = app.current_event
+    signing_secret = (parameters.get_secret(settings.slack_signing_secret_id, max_age=SECRET_CACHE_SECONDS)
+                      if settings.slack_signing_secret_id else None)
+    decision = decide_from_slack(
+        event.decoded_body or "",
+        timestamp=event.get_header_value("X-Slack-Request-Timestamp"),
+        signature=event.get_header_value("X-Slack-Signature"),
+        signing_secret=signing_secret, settings=settings, token_key=_token_key(), logger=logger,
+    )
+    logger.info("model package decided", extra={"model_package_arn": decision.model_package_arn,
+                                                "status": decision.status, "approver": decision.approver})
+    return Response(status_code=200, content_type="text/plain; charset=utf-8", body="")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+# Pages carry presigned plot links (temporary credentials): keep them out of traces.
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,50 @@
+"""Notify approvers: a model package of our group is waiting for manual approval.
+
+Triggered by EventBridge `SageMaker Model Package State Change` (ModelApprovalStatus
+PendingManualApproval, our group). Emails each approver their own signed approve/reject links
+(SES) and posts one Slack message with approve/reject buttons.
+"""
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mlops_shared.approvals import PENDING, ApprovalSettings, notify_approvers
+
+logger = Logger()
+tracer = Tracer()
+SECRET_CACHE_SECONDS = 300
+
+
+class NotificationIncomplete(RuntimeError):
+    """Raised so EventBridge retries the event (and finally parks it in the DLQ)."""
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@event_source(data_class=EventBridgeEvent)
+def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict:
+    settings = ApprovalSettings.from_env()
+    detail = event.detail
+    arn = detail.get("ModelPackageArn")
+    status = detail.get("ModelApprovalStatus")
+    group = detail.get("ModelPackageGroupName")
+    logger.append_keys(model_package_arn=arn)
+    # The rule already filters on these; checking again keeps a misrouted event harmless.
+    if not arn or status != PENDING or (settings.model_package_group_name and group != settings.model_package_group_name):
+        logger.info("event ignored", extra={"status": status, "group": group})
+        return {"notified": False, "reason": "not a pending package of this group"}
+
+    token_key = parameters.get_secret(settings.token_secret_id, max_age=SECRET_CACHE_SECONDS)
+    webhook_url = (parameters.get_secret(settings.slack_webhook_secret_id, max_age=SECRET_CACHE_SECONDS)
+                   if settings.slack_webhook_secret_id else None)
+    result = notify_approvers(arn, settings, token_key=token_key, slack_webhook_url=webhook_url, logger=logger)
+    summary = {"notified": True, "model_package_arn": result.model_package_arn,
+               "emails_sent": len(result.emails_sent), "email_failures": sorted(result.email_failures),
+               "slack_posted": result.slack_posted}
+    logger.info("approvers notified", extra=summary)
+    if not result.complete:
+        raise NotificationIncomplete(f"approval notification incomplete: {summary}")
+    return summary

@@ -1,0 +1,123 @@
+"""Signed, expiring approval tokens.
+
+A token names one decision that one approver may take once: the model package, the action
+(approve/reject), who may take it, over which channel (email link or Slack button), a random nonce
+(single use is enforced by recording the nonce when the decision is taken) and an expiry.
+
+Wire format: ``<base64url(JSON payload)>.<base64url(HMAC-SHA256(key, payload bytes))>`` with the
+padding stripped, so the token sits in a URL path segment or a Slack button value unescaped.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+ACTIONS = ("approve", "reject")
+CHANNELS = ("email", "slack")
+# A Slack message goes to a channel, not to a person: who pressed the button is learned from Slack's
+# signed interaction payload, so Slack tokens carry this marker instead of an approver identity.
+SLACK_ANY_APPROVER = "slack-approver"
+
+
+class TokenError(ValueError):
+    """The token cannot be honoured; `reason` is safe to show to the person holding it."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ApprovalToken:
+    model_package_arn: str
+    action: str
+    approver: str
+    channel: str
+    nonce: str
+    expires_at: int  # Unix seconds, UTC
+
+    def to_payload(self) -> dict:
+        return {"p": self.model_package_arn, "a": self.action, "u": self.approver, "c": self.channel,
+                "n": self.nonce, "e": self.expires_at}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "ApprovalToken":
+        try:
+            token = cls(model_package_arn=str(payload["p"]), action=str(payload["a"]),
+                        approver=str(payload["u"]), channel=str(payload["c"]), nonce=str(payload["n"]),
+                        expires_at=int(payload["e"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TokenError("This approval link is malformed.") from exc
+        if token.action not in ACTIONS or token.channel not in CHANNELS:
+            raise TokenError("This approval link is malformed.")
+        return token
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(key: bytes, payload_bytes: bytes) -> bytes:
+    return hmac.new(key, payload_bytes, hashlib.sha256).digest()
+
+
+def _key_bytes(key: str | bytes) -> bytes:
+    key_bytes = key.encode() if isinstance(key, str) else key
+    if len(key_bytes) < 16:
+        # A short key would make forged links guessable; refuse rather than sign weakly.
+        raise ValueError("the approval token key must be at least 16 bytes")
+    return key_bytes
+
+
+def issue_token(key: str | bytes, *, model_package_arn: str, action: str, approver: str, channel: str,
+                ttl_seconds: int, now: float | None = None) -> str:
+    """A new signed token for one approver, one action, one package; valid for `ttl_seconds`."""
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {CHANNELS}, got {channel!r}")
+    issued = time.time() if now is None else now
+    token = ApprovalToken(model_package_arn=model_package_arn, action=action, approver=approver,
+                          channel=channel, nonce=secrets.token_urlsafe(16),
+                          expires_at=int(issued + ttl_seconds))
+    payload_bytes = json.dumps(token.to_payload(), separators=(",", ":"), sort_keys=True).encode()
+    return f"{_b64encode(payload_bytes)}.{_b64encode(_signature(_key_bytes(key), payload_bytes))}"
+
+
+def verify_token(key: str | bytes, token: str, *, now: float | None = None) -> ApprovalToken:
+    """The token's claims, after checking its signature (constant time) and its expiry.
+
+    Raises TokenError with a reason fit for the person holding the link.
+    """
+    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 4096:
+        raise TokenError("This approval link is malformed.")
+    payload_part, signature_part = token.split(".")
+    try:
+        payload_bytes = _b64decode(payload_part)
+        signature = _b64decode(signature_part)
+    except (binascii.Error, ValueError) as exc:
+        raise TokenError("This approval link is malformed.") from exc
+    if not hmac.compare_digest(signature, _signature(_key_bytes(key), payload_bytes)):
+        raise TokenError("This approval link is not valid: its signature does not match.")
+    try:
+        payload = json.loads(payload_bytes)
+    except ValueError as exc:  # cannot happen for a token we signed; kept for defence in depth
+        raise TokenError("This approval link is malformed.") from exc
+    if not isinstance(payload, dict):
+        raise TokenError("This approval link is malformed.")
+    claims = ApprovalToken.from_payload(payload)
+    current = time.time() if now is None else now
+    if current >= claims.expires_at:
+        expired_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(claims.expires_at))
+        raise TokenError(f"This approval link expired at {expired_at}.")
+    return claims

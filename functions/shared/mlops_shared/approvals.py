@@ -1,0 +1,430 @@
+"""Manual approval of registered models: who may decide, what they are shown, and the decision.
+
+`notify_approvers` sends each approver an email with their own signed links and posts one Slack
+message; `preview` checks a link without acting (the confirmation page); `decide` takes the
+decision. A decision happens at most once per token and at most once per model package, even under
+concurrent requests: both are claimed with one conditional DynamoDB transaction before the
+package's status changes, and the claim is taken only once every other check has passed, so a
+refused request consumes nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+import boto3
+from botocore.exceptions import ClientError
+
+from mlops_shared import approval_messages as messages
+from mlops_shared import slack
+from mlops_shared.approval_messages import PackageReview, Plot
+from mlops_shared.approval_tokens import (SLACK_ANY_APPROVER, ApprovalToken, TokenError, issue_token,
+                                          verify_token)
+
+PENDING = "PendingManualApproval"
+# Presigned S3 links cannot outlive 7 days (SigV4 limit).
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+# The per-package decision record is kept long after the tokens expire, as an audit trail.
+DECISION_RECORD_TTL_SECONDS = 400 * 24 * 3600
+
+
+class Refusal(Exception):
+    """A request that must change nothing; `reason` is shown to the person, `status_code` is 4xx."""
+
+    def __init__(self, status_code: int, reason: str):
+        super().__init__(reason)
+        self.status_code = status_code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    approver_emails: tuple[str, ...]
+    slack_approvers: dict = field(default_factory=dict)  # Slack user id -> approver email
+    sender_email: str = ""
+    api_base_url: str = ""
+    model_package_group_name: str = ""
+    nonce_table: str = ""
+    token_ttl_hours: float = 72.0
+    token_secret_id: str = ""
+    slack_webhook_secret_id: str = ""
+    slack_signing_secret_id: str = ""
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> "ApprovalSettings":
+        env = os.environ if environ is None else environ
+        return cls(
+            approver_emails=parse_emails(env.get("APPROVER_EMAILS", "")),
+            slack_approvers=parse_slack_approvers(env.get("SLACK_APPROVERS", "")),
+            sender_email=env.get("SENDER_EMAIL", "").strip(),
+            api_base_url=env.get("APPROVAL_API_BASE_URL", "").strip().rstrip("/"),
+            model_package_group_name=env.get("MODEL_PACKAGE_GROUP_NAME", "").strip(),
+            nonce_table=env.get("APPROVAL_NONCE_TABLE", "").strip(),
+            token_ttl_hours=float(env.get("TOKEN_TTL_HOURS") or 72),
+            token_secret_id=env.get("TOKEN_SECRET_ARN", "").strip(),
+            slack_webhook_secret_id=env.get("SLACK_WEBHOOK_SECRET_ARN", "").strip(),
+            slack_signing_secret_id=env.get("SLACK_SIGNING_SECRET_ARN", "").strip(),
+        )
+
+    @property
+    def token_ttl_seconds(self) -> int:
+        return int(self.token_ttl_hours * 3600)
+
+    def is_approver(self, email: str | None) -> bool:
+        return bool(email) and email.strip().lower() in self.approver_emails
+
+
+def parse_emails(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(part.strip().lower() for part in value.split(",") if part.strip()))
+
+
+def parse_slack_approvers(value: str) -> dict:
+    """`U0123=alice@example.com,U0456=bob@example.com` -> {"U0123": "alice@example.com", ...}."""
+    mapping = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        user_id, sep, email = part.partition("=")
+        if not sep or not user_id.strip() or not email.strip():
+            raise ValueError(f"SLACK_APPROVERS entries must look like SLACKUSERID=email, got {part.strip()!r}")
+        mapping[user_id.strip()] = email.strip().lower()
+    return mapping
+
+
+def utc_text(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- what approvers are shown -------------------------------------------------------------------
+def _split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def _metric_value(block: dict | None, key: str = "value") -> float | None:
+    if not isinstance(block, dict) or block.get(key) is None:
+        return None
+    return float(block[key])
+
+
+def load_package_review(model_package_arn: str, *, sagemaker=None, s3=None,
+                        presign_seconds: int = MAX_PRESIGN_SECONDS) -> PackageReview:
+    """Reads the package, its evaluation.json and the plots beside it (as presigned GET links)."""
+    sagemaker = sagemaker or boto3.client("sagemaker")
+    s3 = s3 or boto3.client("s3")
+    package = sagemaker.describe_model_package(ModelPackageName=model_package_arn)
+    metadata = package.get("CustomerMetadataProperties") or {}
+    created = package.get("CreationTime")
+    review = PackageReview(
+        model_package_arn=package.get("ModelPackageArn", model_package_arn),
+        group_name=package.get("ModelPackageGroupName", ""),
+        version=package.get("ModelPackageVersion"),
+        approval_status=package.get("ModelApprovalStatus", ""),
+        created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
+        dataset_uri=metadata.get("dataset_uri", ""),
+        dataset_version=metadata.get("dataset_version", ""),
+        target_column=metadata.get("target_column", ""),
+    )
+    statistics_uri = (((package.get("ModelMetrics") or {}).get("ModelQuality") or {})
+                      .get("Statistics") or {}).get("S3Uri")
+    if not statistics_uri:
+        return review
+    review.evaluation_uri = statistics_uri
+    bucket, key = _split_s3_uri(statistics_uri)
+    evaluation = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    metrics = evaluation.get("regression_metrics") or {}
+    review.rmse = _metric_value(metrics.get("rmse"))
+    review.rmse_std = _metric_value(metrics.get("rmse"), "standard_deviation")
+    review.mae = _metric_value(metrics.get("mae"))
+    review.r2 = _metric_value(metrics.get("r2"))
+    gate = evaluation.get("gate") or {}
+    review.rmse_threshold = _metric_value(gate, "rmse_threshold")
+    review.champion_rmse_limit = _metric_value(gate, "champion_rmse_limit")
+    review.champion = evaluation.get("champion") or None
+    review.rows = evaluation.get("rows") or {}
+
+    prefix = posixpath.dirname(key)
+    prefix = f"{prefix}/" if prefix else ""
+    paginator = s3.get_paginator("list_objects_v2")
+    plot_keys = sorted(
+        item["Key"]
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+        if item["Key"].lower().endswith(".png") and "/" not in item["Key"][len(prefix):]
+    )
+    expires = max(60, min(int(presign_seconds), MAX_PRESIGN_SECONDS))
+    review.plots = [
+        Plot(name=posixpath.basename(plot_key).rsplit(".", 1)[0].replace("_", " "),
+             url=s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": plot_key},
+                                           ExpiresIn=expires))
+        for plot_key in plot_keys
+    ]
+    return review
+
+
+# -- notification -------------------------------------------------------------------------------
+@dataclass
+class NotificationResult:
+    model_package_arn: str
+    emails_sent: list[str] = field(default_factory=list)
+    email_failures: dict = field(default_factory=dict)  # recipient -> error text
+    slack_posted: bool = False
+    slack_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return not self.email_failures and self.slack_error is None
+
+
+def approval_url(api_base_url: str, token: str) -> str:
+    return f"{api_base_url.rstrip('/')}/approvals/{token}"
+
+
+def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, token_key: str,
+                     slack_webhook_url: str | None, sagemaker=None, s3=None, ses=None,
+                     now: float | None = None, logger=None) -> NotificationResult:
+    """Emails every approver their own approve/reject links and posts one Slack message.
+
+    Every recipient is attempted even when another fails; the caller decides whether a partial
+    result is an error (the handler raises so the event is retried / lands in the DLQ).
+    """
+    if not settings.approver_emails and not slack.is_webhook_url(slack_webhook_url):
+        raise ValueError("no approvers configured: set APPROVER_EMAILS and/or the Slack webhook secret")
+    if settings.approver_emails and not (settings.sender_email and settings.api_base_url):
+        raise ValueError("SENDER_EMAIL and APPROVAL_API_BASE_URL are required to email approvers")
+    ses = ses or boto3.client("ses")
+    issued_at = time.time() if now is None else now
+    review = load_package_review(model_package_arn, sagemaker=sagemaker, s3=s3,
+                                 presign_seconds=settings.token_ttl_seconds)
+    expires_text = f"on {utc_text(issued_at + settings.token_ttl_seconds)}"
+    result = NotificationResult(model_package_arn=review.model_package_arn)
+
+    def token_for(action: str, approver: str, channel: str) -> str:
+        return issue_token(token_key, model_package_arn=review.model_package_arn, action=action,
+                           approver=approver, channel=channel, ttl_seconds=settings.token_ttl_seconds,
+                           now=issued_at)
+
+    for approver in settings.approver_emails:
+        message = messages.build_email(
+            sender=settings.sender_email, recipient=approver, review=review,
+            approve_url=approval_url(settings.api_base_url, token_for("approve", approver, "email")),
+            reject_url=approval_url(settings.api_base_url, token_for("reject", approver, "email")),
+            expires_text=expires_text,
+        )
+        try:
+            ses.send_raw_email(Source=settings.sender_email, Destinations=[approver],
+                               RawMessage={"Data": message.as_bytes()})
+            result.emails_sent.append(approver)
+        except ClientError as exc:
+            result.email_failures[approver] = exc.response.get("Error", {}).get("Message", str(exc))
+            if logger:
+                logger.error("approval email failed", extra={"recipient": approver,
+                                                             "error": result.email_failures[approver]})
+
+    if slack.is_webhook_url(slack_webhook_url):
+        payload = messages.slack_message(review, token_for("approve", SLACK_ANY_APPROVER, "slack"),
+                                         token_for("reject", SLACK_ANY_APPROVER, "slack"), expires_text)
+        try:
+            slack.post_json(slack_webhook_url, payload)
+            result.slack_posted = True
+        except slack.SlackPostError as exc:
+            result.slack_error = str(exc)
+            if logger:
+                logger.error("approval Slack message failed", extra={"error": str(exc)})
+    elif logger:
+        logger.warning("Slack webhook secret holds no URL; Slack message skipped")
+    return result
+
+
+# -- decision -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Decision:
+    model_package_arn: str
+    review_title: str
+    action: str
+    approver: str
+    channel: str
+    status: str
+    description: str
+
+
+def _describe_package(sagemaker, arn: str) -> dict:
+    try:
+        return sagemaker.describe_model_package(ModelPackageName=arn)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"ValidationException", "ResourceNotFound",
+                                                           "ResourceNotFoundException"}:
+            raise Refusal(404, "This model package no longer exists.") from None
+        raise
+
+
+def _title(package: dict) -> str:
+    version = package.get("ModelPackageVersion")
+    return f"{package.get('ModelPackageGroupName', '')}" + (f" version {version}" if version is not None else "")
+
+
+def _not_pending_refusal(package: dict) -> Refusal:
+    status = package.get("ModelApprovalStatus", "unknown")
+    detail = package.get("ApprovalDescription")
+    reason = f"This model package is no longer waiting for approval: it is {status}"
+    return Refusal(409, reason + (f" ({detail})." if detail else "."))
+
+
+def check_token(token: str, *, channel: str, settings: ApprovalSettings, token_key: str,
+                acting_approver: str | None = None, sagemaker=None, dynamodb=None,
+                now: float | None = None) -> tuple[ApprovalToken, dict, str]:
+    """Every check short of acting; returns (claims, described package, acting approver email).
+
+    `acting_approver` is the approver as identified by the channel itself (the Slack user mapped to
+    an email); email links identify their approver in the token.
+    """
+    sagemaker = sagemaker or boto3.client("sagemaker")
+    dynamodb = dynamodb or boto3.client("dynamodb")
+    try:
+        claims = verify_token(token_key, token, now=now)
+    except TokenError as exc:
+        status = 410 if "expired" in exc.reason else (403 if "signature" in exc.reason else 400)
+        raise Refusal(status, exc.reason) from None
+    if claims.channel != channel:
+        raise Refusal(403, f"This approval was issued for {claims.channel}, not {channel}.")
+    approver = claims.approver if channel == "email" else acting_approver
+    if channel == "slack" and claims.approver != SLACK_ANY_APPROVER:
+        raise Refusal(403, "This approval button is malformed.")
+    if not settings.is_approver(approver):
+        raise Refusal(403, f"{approver or 'This user'} is not (or no longer) an allowed approver.")
+    package = _describe_package(sagemaker, claims.model_package_arn)
+    if settings.model_package_group_name and package.get("ModelPackageGroupName") != settings.model_package_group_name:
+        raise Refusal(403, "This model package does not belong to the group these approvals are for.")
+    used = dynamodb.get_item(TableName=settings.nonce_table, Key={"id": {"S": f"nonce#{claims.nonce}"}},
+                             ConsistentRead=True).get("Item")
+    if used:
+        raise Refusal(409, f"This approval link was already used ({used.get('description', {}).get('S', 'earlier')}).")
+    if package.get("ModelApprovalStatus") != PENDING:
+        raise _not_pending_refusal(package)
+    return claims, package, approver.strip().lower()
+
+
+def _claim(dynamodb, table: str, claims: ApprovalToken, arn: str, description: str, now: float) -> None:
+    """Records the nonce and the package's decision together, each only if not already there."""
+    common = {"description": {"S": description}, "decided_at": {"N": str(int(now))}}
+    try:
+        dynamodb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table, "ConditionExpression": "attribute_not_exists(id)",
+                     "Item": {"id": {"S": f"nonce#{claims.nonce}"}, "model_package_arn": {"S": arn},
+                              "expires_at": {"N": str(claims.expires_at + 24 * 3600)}, **common}}},
+            {"Put": {"TableName": table, "ConditionExpression": "attribute_not_exists(id)",
+                     "Item": {"id": {"S": f"decision#{arn}"}, "action": {"S": claims.action},
+                              "expires_at": {"N": str(int(now) + DECISION_RECORD_TTL_SECONDS)}, **common}}},
+        ])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+            raise
+        reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+        if reasons and reasons[0] == "ConditionalCheckFailed":
+            raise Refusal(409, "This approval link was already used.") from None
+        raise Refusal(409, "Another decision on this model package was taken at the same moment; "
+                           "it is no longer waiting for approval.") from None
+
+
+def _release(dynamodb, table: str, claims: ApprovalToken, arn: str) -> None:
+    for key in (f"nonce#{claims.nonce}", f"decision#{arn}"):
+        dynamodb.delete_item(TableName=table, Key={"id": {"S": key}})
+
+
+def decide(token: str, *, channel: str, settings: ApprovalSettings, token_key: str,
+           acting_approver: str | None = None, sagemaker=None, dynamodb=None,
+           now: float | None = None) -> Decision:
+    """Approves or rejects the token's model package, once. Raises Refusal (nothing changed)."""
+    sagemaker = sagemaker or boto3.client("sagemaker")
+    dynamodb = dynamodb or boto3.client("dynamodb")
+    current = time.time() if now is None else now
+    claims, package, approver = check_token(token, channel=channel, settings=settings, token_key=token_key,
+                                            acting_approver=acting_approver, sagemaker=sagemaker,
+                                            dynamodb=dynamodb, now=current)
+    status = messages.ACTION_STATUS[claims.action]
+    when = datetime.fromtimestamp(current, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    description = f"{status} by {approver} via {channel} at {when}"
+    arn = claims.model_package_arn
+    _claim(dynamodb, settings.nonce_table, claims, arn, description, current)
+    try:
+        # The claim serialises deciders; this re-read catches a status changed outside this API
+        # (console, CLI) between the first check and the claim.
+        package = _describe_package(sagemaker, arn)
+        if package.get("ModelApprovalStatus") != PENDING:
+            raise _not_pending_refusal(package)
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status,
+                                       ApprovalDescription=description)
+    except BaseException:
+        _release(dynamodb, settings.nonce_table, claims, arn)
+        raise
+    return Decision(model_package_arn=arn, review_title=_title(package), action=claims.action,
+                    approver=approver, channel=channel, status=status, description=description)
+
+
+# -- Slack interactivity ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlackInteraction:
+    user_id: str
+    action_id: str
+    token: str
+    response_url: str
+
+
+def parse_slack_interaction(raw_body: str) -> SlackInteraction:
+    """The button press in a `block_actions` interaction (form field `payload`, JSON)."""
+    from urllib.parse import parse_qs
+
+    try:
+        payload = json.loads(parse_qs(raw_body, strict_parsing=True)["payload"][0])
+        action = payload["actions"][0]
+        interaction = SlackInteraction(user_id=str(payload["user"]["id"]), action_id=str(action["action_id"]),
+                                       token=str(action["value"]), response_url=str(payload.get("response_url", "")))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise Refusal(400, "Malformed Slack interaction payload.") from exc
+    if payload.get("type") != "block_actions" or interaction.action_id not in messages.ACTION_VERB:
+        raise Refusal(400, "Unsupported Slack interaction.")
+    return interaction
+
+
+def decide_from_slack(raw_body: str, *, timestamp: str | None, signature: str | None, signing_secret: str | None,
+                      settings: ApprovalSettings, token_key: str, sagemaker=None, dynamodb=None,
+                      post=slack.post_json, now: float | None = None, logger=None) -> Decision:
+    """Verifies Slack's signature, maps the Slack user to an approver, decides, updates the message.
+
+    Raises slack.SlackSignatureError (not from Slack: say nothing more) or Refusal (the person who
+    pressed the button is told why, privately, through `response_url`).
+    """
+    slack.verify_request(signing_secret, timestamp=timestamp, signature=signature, raw_body=raw_body, now=now)
+    interaction = parse_slack_interaction(raw_body)
+
+    def tell(payload: dict) -> None:
+        if not slack.is_webhook_url(interaction.response_url):
+            return
+        try:
+            post(interaction.response_url, payload)
+        except slack.SlackPostError as exc:
+            if logger:
+                logger.warning("could not update the Slack message", extra={"error": str(exc)})
+
+    try:
+        try:
+            claimed_action = verify_token(token_key, interaction.token, now=now).action
+        except TokenError:
+            claimed_action = interaction.action_id  # decide() below reports the token's problem
+        if claimed_action != interaction.action_id:
+            raise Refusal(400, "The button pressed does not match its approval token.")
+        decision = decide(interaction.token, channel="slack", settings=settings, token_key=token_key,
+                          acting_approver=settings.slack_approvers.get(interaction.user_id),
+                          sagemaker=sagemaker, dynamodb=dynamodb, now=now)
+    except Refusal as refusal:
+        tell(messages.slack_refusal_message(refusal.reason))
+        raise
+    tell(messages.slack_decision_message(decision.review_title, decision.model_package_arn, decision.description))
+    return decision

@@ -1,0 +1,111 @@
+"""Settings the handlers read from their environment (set by template.yaml, or by the local runtime).
+
+Nothing else in the handlers reads ``os.environ``: a missing required variable fails at start-up with
+a message naming it, instead of a ``KeyError`` deep inside the logic.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_MIN_DATA_ROWS = 100
+DEFAULT_SAMPLE_BYTES = 256 * 1024
+
+# Pipeline parameters that come straight from the stack configuration, in the order they are sent.
+# Keys are the parameter names agreed in docs/contracts.md; values the environment variables holding
+# them. A variable that is unset or empty is not sent, so the pipeline's own default applies.
+STACK_PIPELINE_PARAMETERS: dict[str, str] = {
+    "ModelPackageGroupName": "MODEL_PACKAGE_GROUP_NAME",
+    "JobImageUri": "JOB_IMAGE_URI",
+    "RMSEThreshold": "RMSE_THRESHOLD",
+    "ChampionTolerance": "CHAMPION_TOLERANCE",
+    "ProcessingInstanceType": "PROCESSING_INSTANCE_TYPE",
+    "ProcessingInstanceCount": "PROCESSING_INSTANCE_COUNT",
+    "TrainingInstanceType": "TRAINING_INSTANCE_TYPE",
+    "TrainingInstanceCount": "TRAINING_INSTANCE_COUNT",
+    "MaxTuningJobs": "MAX_TUNING_JOBS",
+    "MaxParallelTuningJobs": "MAX_PARALLEL_TUNING_JOBS",
+}
+
+
+class ConfigurationError(RuntimeError):
+    """A required environment variable is missing or malformed."""
+
+
+def _required(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is required but not set")
+    return value
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigurationError(f"environment variable {name} must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class StartPipelineSettings:
+    """Configuration of the function that validates a new CSV and starts the training pipeline."""
+
+    pipeline_name: str
+    data_bucket: str
+    artifacts_bucket: str
+    notification_topic_arn: str
+    default_target_column: str
+    feature_group_base_name: str
+    stack_parameters: dict[str, str] = field(default_factory=dict)
+    min_data_rows: int = DEFAULT_MIN_DATA_ROWS
+    sample_bytes: int = DEFAULT_SAMPLE_BYTES
+    incoming_prefix: str = "incoming/"
+    quarantine_prefix: str = "quarantine/"
+    artifacts_prefix: str = "pipeline"
+
+    @property
+    def artifacts_s3_uri(self) -> str:
+        return f"s3://{self.artifacts_bucket}/{self.artifacts_prefix}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StartPipelineSettings:
+        env = os.environ if environ is None else environ
+        stack_parameters = {
+            parameter: env[variable].strip()
+            for parameter, variable in STACK_PIPELINE_PARAMETERS.items()
+            if env.get(variable, "").strip()
+        }
+        return cls(
+            pipeline_name=_required(env, "PIPELINE_NAME"),
+            data_bucket=_required(env, "DATA_BUCKET"),
+            artifacts_bucket=_required(env, "ARTIFACTS_BUCKET"),
+            notification_topic_arn=_required(env, "NOTIFICATION_TOPIC_ARN"),
+            default_target_column=env.get("DEFAULT_TARGET_COLUMN", "").strip() or "PRICE",
+            feature_group_base_name=_required(env, "FEATURE_GROUP_BASE_NAME"),
+            stack_parameters=stack_parameters,
+            min_data_rows=_positive_int(env, "MIN_DATA_ROWS", DEFAULT_MIN_DATA_ROWS),
+            sample_bytes=_positive_int(env, "VALIDATION_SAMPLE_BYTES", DEFAULT_SAMPLE_BYTES),
+        )
+
+
+@dataclass(frozen=True)
+class PipelineStatusSettings:
+    """Configuration of the function that reports failed or stopped pipeline executions."""
+
+    pipeline_name: str
+    notification_topic_arn: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineStatusSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            pipeline_name=_required(env, "PIPELINE_NAME"),
+            notification_topic_arn=_required(env, "NOTIFICATION_TOPIC_ARN"),
+        )

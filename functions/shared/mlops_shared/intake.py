@@ -1,0 +1,327 @@
+"""A new CSV in ``incoming/``: validate it, then quarantine it or start the training pipeline.
+
+``process_dataset`` is the whole decision; the Lambda handler only parses the event and makes the
+call idempotent on the dataset identity (bucket, key, version or ETag).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import unquote_plus
+
+import boto3
+from botocore.exceptions import ClientError
+
+from . import notifications, quarantine
+from .config import StartPipelineSettings
+from .csv_validation import CsvProfile, ValidationIssue, validate_csv_sample
+
+TARGET_METADATA_KEY = "target"  # S3 user metadata (x-amz-meta-target); S3 lower-cases metadata keys
+DATASET_CONFIG_NAME = "dataset.json"
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """One version of one object: what a pipeline execution trains on, and the idempotency identity."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    sequencer: str | None = None
+    event_time: str | None = None
+
+    @property
+    def version(self) -> str:
+        """The S3 version id, or the ETag when the bucket is not versioned (the sequencer as a last resort)."""
+        return self.version_id or (self.etag or "").strip('"') or (self.sequencer or "")
+
+    @property
+    def s3_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def identity(self) -> dict[str, str]:
+        # Never the event id: S3 sends one id per notification configuration and moto reuses one id
+        # for every event, while bucket/key/version names exactly one piece of data.
+        return {"bucket": self.bucket, "key": self.key, "version": self.version}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), **self.identity()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetRef:
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class TargetChoice:
+    column: str
+    source: str  # "metadata" | "dataset.json" | "default"
+
+
+class DatasetConfigError(ValueError):
+    """dataset.json next to the file exists but cannot be used."""
+
+
+def client_request_token(dataset: DatasetRef) -> str:
+    """A 64-character token derived from the dataset identity: retries of one upload share it."""
+    identity = json.dumps(dataset.identity(), sort_keys=True)
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()
+
+
+def execution_display_name(key: str, when: datetime) -> str:
+    """``incoming/My Houses 2024.csv`` at 2024-05-01T12:00:00Z -> ``My-Houses-2024-20240501-120000``."""
+    stem = key.rsplit("/", 1)[-1]
+    if stem.lower().endswith(".csv"):
+        stem = stem[:-4]
+    stamp = when.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-") or "dataset"
+    slug = slug[: 82 - len(stamp) - 1].rstrip("-")
+    return f"{slug}-{stamp}"
+
+
+def parse_event_time(value: str | None) -> datetime:
+    if value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return datetime.now(timezone.utc)
+
+
+def _is_not_found(error: ClientError) -> bool:
+    return str(error.response.get("Error", {}).get("Code")) in _NOT_FOUND
+
+
+def head_dataset(dataset: DatasetRef, s3: Any) -> tuple[DatasetRef, dict[str, Any]] | None:
+    """HEADs the exact version; returns the (possibly key-corrected) reference and the response.
+
+    S3 notifications may URL-encode keys, so the decoded form is tried when the key as received does
+    not exist. ``None`` when the object is gone.
+    """
+    candidates = [dataset.key]
+    if unquote_plus(dataset.key) != dataset.key:
+        candidates.append(unquote_plus(dataset.key))
+    for key in candidates:
+        arguments: dict[str, str] = {"Bucket": dataset.bucket, "Key": key}
+        if dataset.version_id:
+            arguments["VersionId"] = dataset.version_id
+        try:
+            head = s3.head_object(**arguments)
+        except ClientError as error:
+            if _is_not_found(error):
+                continue
+            raise
+        resolved = DatasetRef(
+            bucket=dataset.bucket,
+            key=key,
+            version_id=dataset.version_id or normalize_version_id(head.get("VersionId")),
+            etag=dataset.etag or head.get("ETag", "").strip('"'),
+            size=head.get("ContentLength", dataset.size),
+            sequencer=dataset.sequencer,
+            event_time=dataset.event_time,
+        )
+        return resolved, head
+    return None
+
+
+def normalize_version_id(version_id: str | None) -> str | None:
+    """``None`` for objects without a real version (unversioned or versioning-suspended buckets say "null")."""
+    return None if version_id in (None, "", "null") else version_id
+
+
+def read_sample(dataset: DatasetRef, sample_bytes: int, s3: Any) -> bytes:
+    if not dataset.size:
+        return b""
+    arguments: dict[str, str] = {"Bucket": dataset.bucket, "Key": dataset.key, "Range": f"bytes=0-{sample_bytes - 1}"}
+    if dataset.version_id:
+        arguments["VersionId"] = dataset.version_id
+    return s3.get_object(**arguments)["Body"].read(sample_bytes)
+
+
+def dataset_config_key(key: str) -> str:
+    folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    return folder + DATASET_CONFIG_NAME
+
+
+def resolve_target(
+    dataset: DatasetRef, metadata: dict[str, str], default_target: str, s3: Any
+) -> TargetChoice:
+    """Object metadata ``target`` -> ``dataset.json`` next to the file -> the stack default."""
+    from_metadata = (metadata or {}).get(TARGET_METADATA_KEY, "").strip()
+    if from_metadata:
+        return TargetChoice(from_metadata, "metadata")
+    config_key = dataset_config_key(dataset.key)
+    try:
+        body = s3.get_object(Bucket=dataset.bucket, Key=config_key)["Body"].read()
+    except ClientError as error:
+        if _is_not_found(error):
+            return TargetChoice(default_target, "default")
+        raise
+    try:
+        config = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetConfigError(f"s3://{dataset.bucket}/{config_key} is not valid JSON: {exc}") from exc
+    target = config.get("target") if isinstance(config, dict) else None
+    if target is None:
+        return TargetChoice(default_target, "default")
+    if not isinstance(target, str) or not target.strip():
+        raise DatasetConfigError(
+            f"s3://{dataset.bucket}/{config_key} has \"target\": {json.dumps(target)}; it must be a column name"
+        )
+    return TargetChoice(target.strip(), DATASET_CONFIG_NAME)
+
+
+def pipeline_parameters(
+    dataset: DatasetRef, target: TargetChoice, header: list[str], settings: StartPipelineSettings
+) -> list[dict[str, str]]:
+    values = {
+        "InputDataUri": dataset.s3_uri,
+        "DatasetVersion": dataset.version,
+        "TargetColumn": target.column,
+        # The ingest job derives the group for this schema (base name + schema hash): a group's
+        # feature definitions are fixed, and only ingest knows the inferred feature types.
+        "FeatureGroupName": settings.feature_group_base_name,
+        "ArtifactsS3Uri": settings.artifacts_s3_uri,
+        **settings.stack_parameters,
+    }
+    return [{"Name": name, "Value": str(value)} for name, value in values.items()]
+
+
+def process_dataset(
+    dataset: DatasetRef,
+    settings: StartPipelineSettings,
+    *,
+    s3: Any = None,
+    sagemaker: Any = None,
+    sns: Any = None,
+) -> dict[str, Any]:
+    """Validates ``dataset`` and either quarantines it (and says why) or starts one pipeline execution."""
+    s3 = s3 or boto3.client("s3")
+    if not (dataset.key.startswith(settings.incoming_prefix) and dataset.key.lower().endswith(".csv")):
+        return {"status": "ignored", "reason": "not_an_incoming_csv", "input_data_uri": dataset.s3_uri}
+
+    found = head_dataset(dataset, s3)
+    if found is None:
+        return {"status": "ignored", "reason": "object_not_found", "input_data_uri": dataset.s3_uri,
+                "dataset_version": dataset.version}
+    dataset, head = found
+
+    try:
+        target = resolve_target(dataset, head.get("Metadata", {}), settings.default_target_column, s3)
+    except DatasetConfigError as exc:
+        issue = ValidationIssue(
+            "invalid_dataset_config",
+            str(exc),
+            'Fix dataset.json to be a JSON object such as {"target": "PRICE"} (or delete it to use the '
+            "default target), then upload the CSV again.",
+        )
+        return _quarantine(dataset, issue, None, None, settings, s3, sns)
+
+    sample = read_sample(dataset, settings.sample_bytes, s3)
+    result = validate_csv_sample(
+        sample, object_size=dataset.size or 0, target_column=target.column, min_data_rows=settings.min_data_rows
+    )
+    if result.issue:
+        return _quarantine(dataset, result.issue, result.profile, target, settings, s3, sns)
+    return _start(dataset, target, result.profile, settings, sagemaker)
+
+
+def _start(
+    dataset: DatasetRef, target: TargetChoice, profile: CsvProfile, settings: StartPipelineSettings, sagemaker: Any
+) -> dict[str, Any]:
+    sagemaker = sagemaker or boto3.client("sagemaker")
+    display_name = execution_display_name(dataset.key, parse_event_time(dataset.event_time))
+    parameters = pipeline_parameters(dataset, target, profile.header, settings)
+    version = f" version {dataset.version_id}" if dataset.version_id else f" ETag {dataset.version}"
+    description = (
+        f"Training on {dataset.s3_uri}{version}; target {target.column} (from {target.source}); "
+        f"about {profile.estimated_rows} rows, {len(profile.feature_columns)} features."
+    )
+    token = client_request_token(dataset)
+    response = sagemaker.start_pipeline_execution(
+        PipelineName=settings.pipeline_name,
+        PipelineExecutionDisplayName=display_name,
+        PipelineExecutionDescription=description[:3072],
+        PipelineParameters=parameters,
+        ClientRequestToken=token,
+    )
+    return {
+        "status": "started",
+        "execution_arn": response["PipelineExecutionArn"],
+        "display_name": display_name,
+        "pipeline_name": settings.pipeline_name,
+        "input_data_uri": dataset.s3_uri,
+        "dataset_version": dataset.version,
+        "target_column": target.column,
+        "target_source": target.source,
+        "estimated_rows": profile.estimated_rows,
+        "parameters": {p["Name"]: p["Value"] for p in parameters},
+        "client_request_token": token,
+    }
+
+
+def _quarantine(
+    dataset: DatasetRef,
+    issue: ValidationIssue,
+    profile: CsvProfile | None,
+    target: TargetChoice | None,
+    settings: StartPipelineSettings,
+    s3: Any,
+    sns: Any,
+) -> dict[str, Any]:
+    location = quarantine.QuarantineLocation(
+        dataset.bucket,
+        quarantine.quarantine_key(dataset.key, settings.incoming_prefix, settings.quarantine_prefix),
+    )
+    reason = quarantine.build_reason(
+        issue,
+        bucket=dataset.bucket,
+        key=dataset.key,
+        version_id=dataset.version_id,
+        etag=dataset.etag,
+        profile=profile,
+        location=location,
+        target_source=target.source if target else None,
+    )
+    quarantine.quarantine_object(
+        bucket=dataset.bucket, key=dataset.key, version_id=dataset.version_id, reason=reason, location=location, s3=s3
+    )
+    file_name = dataset.key.rsplit("/", 1)[-1]
+    body = "\n".join([
+        f"The dataset {dataset.s3_uri} was not used for training: {issue.message}",
+        "",
+        f"How to fix it: {issue.fix}",
+        "",
+        f"Reason code: {issue.code}",
+        f"Checked version: {dataset.version}",
+        f"The file is unchanged where you uploaded it; a copy is in {location.uri}",
+        f"and the full diagnosis in {location.reason_uri}.",
+        "Upload the corrected file to the incoming/ folder again to start training.",
+    ])
+    message_id = notifications.publish(
+        notifications.Notification(
+            event_type="dataset_quarantined",
+            subject=f"Dataset rejected ({issue.code}): {file_name}",
+            body=body,
+        ),
+        settings.notification_topic_arn,
+        sns=sns,
+    )
+    return {
+        "status": "quarantined",
+        "reason": issue.code,
+        "message": issue.message,
+        "fix": issue.fix,
+        "input_data_uri": dataset.s3_uri,
+        "dataset_version": dataset.version,
+        "quarantine_uri": location.uri,
+        "reason_uri": location.reason_uri,
+        "notification_message_id": message_id,
+    }

@@ -1,0 +1,110 @@
+"""Puts a rejected dataset aside with the reason, without ever losing the original.
+
+``incoming/a/b.csv`` is COPIED to ``quarantine/a/b.csv`` and the reason is written next to the copy as
+``quarantine/a/b.csv.reason.json``. The original stays where the user put it (the data bucket is
+versioned, so even a later overwrite keeps it), which means a quarantine can never destroy data.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+
+from .csv_validation import CsvProfile, ValidationIssue
+
+REASON_SUFFIX = ".reason.json"
+
+
+@dataclass(frozen=True)
+class QuarantineLocation:
+    bucket: str
+    key: str
+
+    @property
+    def reason_key(self) -> str:
+        return self.key + REASON_SUFFIX
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def reason_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.reason_key}"
+
+
+def quarantine_key(key: str, incoming_prefix: str = "incoming/", quarantine_prefix: str = "quarantine/") -> str:
+    """``incoming/x/y.csv`` -> ``quarantine/x/y.csv`` (a key outside incoming/ keeps its whole path)."""
+    relative = key[len(incoming_prefix):] if key.startswith(incoming_prefix) else key
+    return quarantine_prefix + relative
+
+
+def build_reason(
+    issue: ValidationIssue,
+    *,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    etag: str | None,
+    profile: CsvProfile | None,
+    location: QuarantineLocation,
+    target_source: str | None = None,
+) -> dict[str, Any]:
+    version = f"?versionId={version_id}" if version_id else ""
+    return {
+        "code": issue.code,
+        "message": issue.message,
+        "fix": issue.fix,
+        "details": issue.details,
+        "source": {
+            "bucket": bucket,
+            "key": key,
+            "version_id": version_id,
+            "etag": etag,
+            "s3_uri": f"s3://{bucket}/{key}",
+            "s3_uri_with_version": f"s3://{bucket}/{key}{version}",
+        },
+        "quarantined_copy": location.uri,
+        "detected": {
+            "header": profile.header if profile else [],
+            "encoding": profile.encoding if profile else None,
+            "line_ending": profile.line_ending if profile else None,
+            "delimiter": profile.delimiter if profile else None,
+            "target_column": profile.target_column if profile else None,
+            "target_source": target_source,
+            "rows_in_sample": profile.rows_in_sample if profile else 0,
+            "estimated_rows": profile.estimated_rows if profile else None,
+            "object_size": profile.object_size if profile else None,
+            "sample_bytes": profile.sample_bytes if profile else None,
+        },
+        "profile": asdict(profile) if profile else None,
+        "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def quarantine_object(
+    *,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    reason: dict[str, Any],
+    location: QuarantineLocation,
+    s3: Any = None,
+) -> QuarantineLocation:
+    """Copies the exact version that was checked next to its reason; the source is left untouched."""
+    s3 = s3 or boto3.client("s3")
+    source: dict[str, str] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        source["VersionId"] = version_id
+    # The managed copy switches to multipart above 5 GB, where a single CopyObject would fail.
+    s3.copy(source, location.bucket, location.key)
+    s3.put_object(
+        Bucket=location.bucket,
+        Key=location.reason_key,
+        Body=json.dumps(reason, indent=2, default=str).encode("utf-8"),
+        ContentType="application/json",
+    )
+    return location

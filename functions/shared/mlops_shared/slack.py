@@ -1,0 +1,83 @@
+"""Slack: incoming-webhook posts and verification of signed interaction requests.
+
+Only the standard library is used, so the Lambda layer needs no HTTP client package.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+
+# Slack's own guidance: reject requests whose timestamp is more than five minutes away from now,
+# so a captured request cannot be replayed later.
+MAX_REQUEST_AGE_SECONDS = 5 * 60
+# Secrets the stack creates hold a placeholder until ops put the real value in.
+PLACEHOLDER_VALUES = {"", "UNSET", "REPLACE_ME", "PLACEHOLDER"}
+
+
+class SlackSignatureError(ValueError):
+    """The request does not come from Slack (or is too old); `reason` is safe to return."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SlackPostError(RuntimeError):
+    pass
+
+
+def is_configured_secret(value: str | None) -> bool:
+    return value is not None and value.strip().upper() not in PLACEHOLDER_VALUES
+
+
+def is_webhook_url(value: str | None) -> bool:
+    """True when `value` is a URL that can receive a post (ops may have left the placeholder)."""
+    return is_configured_secret(value) and value.strip().lower().startswith(("https://", "http://"))
+
+
+def compute_signature(signing_secret: str, timestamp: str, raw_body: bytes | str) -> str:
+    body = raw_body.encode() if isinstance(raw_body, str) else raw_body
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def verify_request(signing_secret: str | None, *, timestamp: str | None, signature: str | None,
+                   raw_body: bytes | str, now: float | None = None) -> None:
+    """Raises SlackSignatureError unless the request is signed by Slack within the last 5 minutes."""
+    if not is_configured_secret(signing_secret):
+        raise SlackSignatureError("Slack interactivity is not configured.")
+    if not timestamp or not signature:
+        raise SlackSignatureError("Missing Slack signature headers.")
+    try:
+        sent_at = int(timestamp)
+    except ValueError as exc:
+        raise SlackSignatureError("Malformed Slack request timestamp.") from exc
+    current = time.time() if now is None else now
+    if abs(current - sent_at) > MAX_REQUEST_AGE_SECONDS:
+        raise SlackSignatureError("Stale Slack request: its timestamp is more than 5 minutes away from now.")
+    expected = compute_signature(signing_secret, timestamp, raw_body)
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
+        raise SlackSignatureError("Invalid Slack signature.")
+
+
+def post_json(url: str, payload: dict, *, timeout: float = 10.0) -> int:
+    """POST `payload` as JSON to a webhook or a `response_url`; returns the HTTP status.
+
+    A webhook URL is itself a credential: it never appears in errors or logs.
+    """
+    if not is_webhook_url(url):
+        raise SlackPostError("the Slack URL is not configured")
+    data = json.dumps(payload).encode()
+    request = urllib.request.Request(url.strip(), data=data, method="POST",
+                                     headers={"Content-Type": "application/json; charset=utf-8"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked above
+            return response.status
+    except urllib.error.HTTPError as exc:
+        raise SlackPostError(f"Slack answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise SlackPostError(f"Slack could not be reached ({type(exc).__name__})") from None

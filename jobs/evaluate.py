@@ -1,0 +1,283 @@
+"""Evaluate step: test-set metrics, plots and the comparison with the current champion.
+
+    python -m jobs.evaluate --target-column PRICE --model-package-group-name G \
+        --rmse-threshold 15000 --champion-tolerance 0.05
+
+Inputs: `processing/input/model/model.tar.gz` (model.json + preprocessor.json) and
+`processing/input/test/*.parquet` (scaled by the preprocess step, target kept).
+Outputs in `processing/output/evaluation/`: `evaluation.json` (format in docs/contracts.md; the
+pipeline's condition reads `regression_metrics.rmse.value` and `gate.champion_rmse_limit`) and the
+PNG plots `predicted_vs_actual.png`, `residuals.png`, `feature_importance.png`.
+
+The champion is the latest Approved package of the group. It is scored on the same test rows: they
+are unscaled with the challenger's preprocessor and fed raw to the champion, which applies its own.
+A champion that cannot be scored (different features or target, unreadable artifact) is reported
+with the reason and does not gate the new model; the approver sees why.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import boto3
+import numpy as np
+import pandas as pd
+
+from jobs import common
+from jobs.model_io import (
+    ModelArtifactError,
+    ModelInputError,
+    ServingModel,
+    extract_model_tar,
+    finite_or_none,
+    load_model_dir,
+)
+
+log = logging.getLogger("jobs.evaluate")
+
+NO_CHAMPION_LIMIT = 1e308
+PLOTS = ("predicted_vs_actual.png", "residuals.png", "feature_importance.png")
+
+
+# --------------------------------------------------------------------------- metrics
+def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """RMSE, MAE and R². The standard deviations are those of the estimates: for MAE the standard
+    error of the mean absolute error; for RMSE the delta-method standard error
+    std(squared errors) / (2·RMSE·√n)."""
+    actual = np.asarray(actual, dtype=float)
+    errors = np.asarray(predicted, dtype=float) - actual
+    n = len(errors)
+    squared = errors**2
+    rmse = math.sqrt(squared.mean())
+    mae = float(np.abs(errors).mean())
+    rmse_sd = float(squared.std() / (2 * rmse * math.sqrt(n))) if rmse > 0 else 0.0
+    mae_sd = float(np.abs(errors).std() / math.sqrt(n))
+    total = float(((actual - actual.mean()) ** 2).sum())
+    r2 = 1 - float(squared.sum()) / total if total > 0 else None
+    return {
+        "rmse": {"value": rmse, "standard_deviation": rmse_sd},
+        "mae": {"value": mae, "standard_deviation": mae_sd},
+        "r2": {"value": finite_or_none(r2) if r2 is not None else None},
+    }
+
+
+def feature_importance(model: ServingModel) -> dict[str, float]:
+    """Share of the total gain per feature (0 for features no tree uses), summing to 1."""
+    names = model.booster.feature_names or [f"f{i}" for i in range(len(model.feature_order))]
+    by_name = dict(zip(names, model.feature_order))
+    gains = {by_name.get(k, k): float(v) for k, v in model.booster.get_score(importance_type="gain").items()}
+    total = sum(gains.values())
+    return {f: (gains.get(f, 0.0) / total if total > 0 else 0.0) for f in model.feature_order}
+
+
+# --------------------------------------------------------------------------- champion
+def latest_approved_package(sagemaker: Any, group: str) -> dict[str, Any] | None:
+    """The newest Approved package of the group (described), or None (no group, none approved)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        listed = sagemaker.list_model_packages(
+            ModelPackageGroupName=group,
+            ModelApprovalStatus="Approved",
+            SortBy="CreationTime",
+            SortOrder="Descending",
+            MaxResults=1,
+        )["ModelPackageSummaryList"]
+    except ClientError as err:
+        if err.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+            return None
+        raise
+    if not listed:
+        return None
+    return sagemaker.describe_model_package(ModelPackageName=listed[0]["ModelPackageArn"])
+
+
+def load_package_model(s3: Any, package: dict[str, Any], workdir: Path) -> ServingModel:
+    containers = (package.get("InferenceSpecification") or {}).get("Containers") or []
+    url = containers[0].get("ModelDataUrl") if containers else None
+    if not url:
+        raise ModelArtifactError("the package has no ModelDataUrl")
+    bucket, key = common.parse_s3_uri(url)
+    archive = workdir / "champion.tar.gz"
+    s3.download_file(bucket, key, str(archive))
+    return load_model_dir(extract_model_tar(archive, workdir / "champion"))
+
+
+def score_champion(
+    challenger: ServingModel, scaled_test: pd.DataFrame, actual: np.ndarray, package: dict[str, Any],
+    s3: Any, workdir: Path,
+) -> dict[str, Any]:
+    arn = package["ModelPackageArn"]
+    block: dict[str, Any] = {"model_package_arn": arn, "rmse": None, "mae": None, "r2": None}
+    try:
+        champion = load_package_model(s3, package, workdir)
+        if champion.target != challenger.target:
+            raise ModelInputError(f"it predicts {champion.target!r}, not {challenger.target!r}")
+        raw = challenger.preprocessor.unscale_frame(scaled_test)
+        predicted = champion.predict_raw(raw)
+    except (ModelArtifactError, ModelInputError, OSError) as err:
+        block["comparable"] = False
+        block["reason"] = f"the champion cannot be scored on this test set: {err}"
+        log.warning("%s: %s", arn, block["reason"])
+        return block
+    except Exception as err:  # noqa: BLE001 - e.g. the artifact is gone from S3
+        block["comparable"] = False
+        block["reason"] = f"the champion's artifact could not be loaded: {type(err).__name__}: {err}"
+        log.warning("%s: %s", arn, block["reason"])
+        return block
+    metrics = regression_metrics(actual, predicted)
+    block.update(rmse=metrics["rmse"]["value"], mae=metrics["mae"]["value"], r2=metrics["r2"]["value"],
+                 comparable=True, model_package_version=package.get("ModelPackageVersion"))
+    return block
+
+
+# --------------------------------------------------------------------------- plots
+def write_plots(out_dir: Path, actual: np.ndarray, predicted: np.ndarray, importance: dict[str, float],
+                target: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    residuals = actual - predicted
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.scatter(actual, predicted, s=6, alpha=0.5)
+    low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="red", linewidth=1, label="perfect prediction")
+    ax.set(xlabel=f"actual {target}", ylabel=f"predicted {target}", title="Predicted vs actual (test set)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / PLOTS[0], dpi=100)
+    plt.close(fig)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.scatter(predicted, residuals, s=6, alpha=0.5)
+    left.axhline(0, color="red", linewidth=1)
+    left.set(xlabel=f"predicted {target}", ylabel="actual − predicted", title="Residuals")
+    right.hist(residuals, bins=40)
+    right.set(xlabel="actual − predicted", ylabel="rows", title="Residual distribution")
+    fig.tight_layout()
+    fig.savefig(out_dir / PLOTS[1], dpi=100)
+    plt.close(fig)
+
+    ordered = sorted(importance.items(), key=lambda item: item[1])
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.4 * len(ordered) + 1)))
+    ax.barh([name for name, _ in ordered], [value for _, value in ordered])
+    ax.set(xlabel="share of total gain", title="Feature importance")
+    fig.tight_layout()
+    fig.savefig(out_dir / PLOTS[2], dpi=100)
+    plt.close(fig)
+    return list(PLOTS)
+
+
+# --------------------------------------------------------------------------- step
+def read_test_split(directory: Path) -> pd.DataFrame:
+    files = sorted(directory.rglob("*.parquet")) if directory.is_dir() else []
+    if not files:
+        raise common.JobFailure(f"no test Parquet file under {directory}")
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    if frame.empty:
+        raise common.JobFailure(f"the test split under {directory} has no rows")
+    return frame
+
+
+def find_model_archive(directory: Path) -> Path:
+    archives = sorted(directory.glob("*.tar.gz")) if directory.is_dir() else []
+    if not archives:
+        raise common.JobFailure(f"no model.tar.gz under {directory}")
+    return archives[0]
+
+
+def evaluate(
+    target_column: str,
+    model_package_group_name: str | None,
+    rmse_threshold: float,
+    champion_tolerance: float,
+    sagemaker: Any = None,
+    s3: Any = None,
+) -> dict[str, Any]:
+    """Runs the step; returns the evaluation document it wrote."""
+    if champion_tolerance < 0:
+        raise common.JobFailure(f"champion tolerance must be >= 0, got {champion_tolerance}")
+    out_dir = common.processing_output("evaluation")
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
+        workdir = Path(tmp)
+        try:
+            challenger = load_model_dir(
+                extract_model_tar(find_model_archive(common.processing_input("model")), workdir / "model")
+            )
+        except ModelArtifactError as err:
+            raise common.JobFailure(f"the trained model cannot be loaded: {err}") from None
+        if challenger.target != target_column:
+            raise common.JobFailure(
+                f"the model predicts {challenger.target!r}, the pipeline evaluates {target_column!r}"
+            )
+        test = read_test_split(common.processing_input("test"))
+        missing = [c for c in [*challenger.feature_order, target_column] if c not in test.columns]
+        if missing:
+            raise common.JobFailure(f"the test split lacks the columns {', '.join(missing)}")
+        actual = test[target_column].to_numpy(dtype=float)
+        predicted = challenger.predict_scaled(test[challenger.feature_order])
+        metrics = regression_metrics(actual, predicted)
+
+        champion = None
+        if model_package_group_name:
+            sagemaker = sagemaker or boto3.client("sagemaker")
+            package = latest_approved_package(sagemaker, model_package_group_name)
+            if package is not None:
+                champion = score_champion(challenger, test[challenger.feature_order], actual, package,
+                                          s3 or boto3.client("s3"), workdir)
+
+    importance = feature_importance(challenger)
+    plots = write_plots(out_dir, actual, predicted, importance, target_column)
+    comparable = bool(champion and champion.get("comparable") and champion.get("rmse") is not None)
+    limit = champion["rmse"] * (1 + champion_tolerance) if comparable else NO_CHAMPION_LIMIT
+    rmse = metrics["rmse"]["value"]
+    document = {
+        "regression_metrics": metrics,
+        "rows": {"test": int(len(test)), "champion_scored": int(len(test)) if comparable else 0},
+        "feature_importance": importance,
+        "champion": champion,
+        "gate": {
+            "rmse_threshold": float(rmse_threshold),
+            "champion_tolerance": float(champion_tolerance),
+            "champion_rmse_limit": float(limit),
+            "passes_threshold": rmse <= rmse_threshold,
+            "passes_champion": rmse <= limit,
+        },
+        "target": target_column,
+        "plots": plots,
+    }
+    (out_dir / "evaluation.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    log.info("test rmse %.2f (threshold %.2f, champion limit %.4g)", rmse, rmse_threshold, limit)
+    return document
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--target-column", required=True)
+    parser.add_argument("--model-package-group-name", default="")
+    parser.add_argument("--rmse-threshold", type=float, default=15000.0)
+    parser.add_argument("--champion-tolerance", type=float, default=0.05)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    common.setup_logging()
+    args = parse_args(argv)
+    try:
+        evaluate(args.target_column, args.model_package_group_name or None, args.rmse_threshold,
+                 args.champion_tolerance)
+    except common.JobFailure as failure:
+        common.fail(str(failure), kind="processing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

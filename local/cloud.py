@@ -1,0 +1,399 @@
+"""The local cloud: `template.yaml` running on one machine, with moto playing AWS.
+
+`LocalCloud` starts, in order: the gateway (moto in this process plus the routes moto lacks), the
+featurestore runtime, one Ray head, the pipeline executor, the local endpoints, the outbox, the API
+server, then provisions the template and starts the lambda runtime and the event dispatcher. It
+stops them in reverse order. While it runs, `<state>/cloud.json` tells other processes (`mlops local
+run`) where it is.
+
+    with LocalCloud(".mlops-local") as cloud:
+        s3 = boto3.client("s3", **cloud.client_kwargs())
+        ...
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+from local.lambda_runtime import LambdaRuntime, local_aws_environment
+from local.provision import LOCAL_CREDENTIALS, REGION, Stack, provision
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLOUD_FILE = "cloud.json"
+
+
+# Template parameters declared without a Default name AWS artefacts (an ECR image, the S3 copy of
+# the pipeline definition); locally the executor runs the jobs from this checkout and the
+# provisioner reads the definition file itself, so these stand-ins are only names.
+LOCAL_PARAMETER_FALLBACKS = {
+    "JobImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ray-sagemaker-mlops-jobs:local",
+    "PipelineDefinitionBucket": "local-pipeline-definitions",
+    "PipelineDefinitionKey": "pipeline/definition-local.json",
+}
+
+
+class CloudError(RuntimeError):
+    pass
+
+
+def _optional(module: str, name: str):
+    """A part of the local runtime that may not be in this build yet; None when absent."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            log.warning("%s is not available; the local cloud runs without it", module)
+            return None
+        raise
+
+
+class LocalCloud:
+    def __init__(
+        self,
+        state_dir: str | Path = ".mlops-local",
+        dispatch_events: bool = True,
+        replication_delay_seconds: float = 0.0,
+        max_concurrent_executions: int = 1,
+        template: str | Path = REPO_ROOT / "template.yaml",
+        *,
+        stack_name: str = "mlops-local",
+        parameters: dict[str, Any] | None = None,
+        start_ray: bool = True,
+        ray_address: str | None = None,
+        ray_num_cpus: int | None = None,
+        write_cloud_file: bool = True,
+    ):
+        self.state_dir = Path(state_dir).resolve()
+        self.dispatch_events = dispatch_events
+        self.replication_delay_seconds = replication_delay_seconds
+        self.max_concurrent_executions = max_concurrent_executions
+        self.template = Path(template)
+        if not self.template.is_absolute():
+            self.template = (Path.cwd() / self.template) if (Path.cwd() / self.template).exists() else REPO_ROOT / self.template
+        self.stack_name = stack_name
+        self.parameters = dict(parameters or {})
+        self.start_ray = start_ray
+        self.external_ray_address = ray_address  # a Ray head someone else runs (shared across clouds)
+        self.ray_num_cpus = ray_num_cpus
+        self.write_cloud_file = write_cloud_file
+        self.gateway = None
+        self.stack: Stack | None = None
+        self.executor = None
+        self.ray_head = None
+        self.featurestore = None
+        self.endpoints = None
+        self.outbox = None
+        self.lambda_runtime: LambdaRuntime | None = None
+        self.dispatcher = None
+        self.model_package_events = None
+        self.api_server = None
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+        self._previous_moto_port: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> "LocalCloud":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "LocalCloud":
+        for sub in ("logs", "work", "outbox", "dlq"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
+        try:
+            self._start_parts()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _on_stop(self, name: str, stop: Callable[[], None]) -> None:
+        self._stops.append((name, stop))
+
+    def _start_parts(self) -> None:
+        from local.apigw import ApiServer
+        from local.events import EventDispatcher, ModelPackageEvents
+        from local.gateway import LocalGateway
+
+        started = time.monotonic()
+        self.gateway = LocalGateway().start()
+        self._on_stop("gateway", self.gateway.stop)
+        # moto's Step Functions runner sends its service calls (Lambda tasks included) to MOTO_PORT.
+        self._previous_moto_port = os.environ.get("MOTO_PORT")
+        os.environ["MOTO_PORT"] = str(self.gateway.port)
+        self._on_stop("moto port", self._restore_moto_port)
+        # moto keeps its state per process: start from a clean account like a fresh stack would.
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
+                               timeout=30).read()
+
+        feature_store_app = _optional("local.featurestore", "FeatureStoreRuntimeApp")
+        if feature_store_app is not None:
+            self.featurestore = feature_store_app(self.endpoint_url, replication_delay_seconds=self.replication_delay_seconds)
+            self.gateway.route_path(r"/FeatureGroup/.+", self.featurestore)
+            self.gateway.route_path(r"/BatchGetRecord", self.featurestore)
+            self._on_stop("featurestore", self.featurestore.close)
+
+        self.model_package_events = ModelPackageEvents(self.gateway)
+        self.model_package_events.install()
+
+        self.lambda_runtime = LambdaRuntime({}, self.endpoint_url, log_dir=self.state_dir / "logs" / "lambda",
+                                            dead_letter=self._dead_letter)
+        self.lambda_runtime.install(self.gateway)
+        self._on_stop("lambda runtime", self.lambda_runtime.close)
+
+        endpoints_cls = _optional("local.endpoints", "LocalEndpoints")
+        if endpoints_cls is not None:
+            self.endpoints = endpoints_cls(self.gateway, self.state_dir / "work" / "endpoints")
+            self.endpoints.install()
+            self._on_stop("endpoints", self.endpoints.shutdown)
+
+        outbox_cls = _optional("local.outbox", "Outbox")
+        if outbox_cls is not None:
+            self.outbox = outbox_cls(self.state_dir).start()
+            self._on_stop("outbox", self.outbox.stop)
+
+        self.api_server = ApiServer(self.lambda_runtime)  # bound now: the template's API URLs point here
+        self._on_stop("api server", self.api_server.stop)
+
+        self.stack = provision(self.template, self.endpoint_url, stack_name=self.stack_name,
+                               parameters=self.parameters, api_base_url=self.api_server.url,
+                               fallback_parameters=LOCAL_PARAMETER_FALLBACKS)
+        self.lambda_runtime.functions.update(self.stack.functions)
+        self.api_server.add_routes(self.stack.api_routes)
+        self.api_server.start()
+        self._configure_outbox()
+
+        self._start_pipeline_runtime()
+
+        if self.dispatch_events:
+            self.dispatcher = EventDispatcher(self.stack.event_targets, self.endpoint_url, self.lambda_runtime,
+                                              self.state_dir / "dlq").start()
+            self._on_stop("event dispatcher", self.dispatcher.stop)
+        self._write_cloud_file()
+        log.info("local cloud up in %.1f s: %s (state in %s)", time.monotonic() - started, self.endpoint_url, self.state_dir)
+
+    def _start_pipeline_runtime(self) -> None:
+        executor_cls = _optional("local.executor", "PipelineExecutor")
+        if executor_cls is None:
+            return
+        ray_address = self.external_ray_address
+        if ray_address is None and self.start_ray:
+            ray_head_cls = _optional("local.ray_head", "RayHead")
+            if ray_head_cls is not None:
+                self.ray_head = ray_head_cls(num_cpus=self.ray_num_cpus, state_dir=self.state_dir).start()
+                self._on_stop("ray head", self.ray_head.stop)
+                ray_address = self.ray_head.address
+        self.executor = executor_cls(
+            self.gateway,
+            self.state_dir / "work" / "pipelines",
+            ray_address,
+            self.max_concurrent_executions,
+            self.pipeline_substitutions(),
+        )
+        self.executor.install()
+        self._on_stop("pipeline executor", self.executor.shutdown)
+
+    def pipeline_substitutions(self) -> dict[str, str]:
+        """The resolved `Metadata.Mlops.Substitutions` of the template's pipelines (one map)."""
+        merged: dict[str, str] = {}
+        for values in (self.stack.pipeline_substitutions if self.stack else {}).values():
+            merged.update(values)
+        return merged
+
+    def _configure_outbox(self) -> None:
+        """Slack webhook secrets get the outbox URL, so messages land in `<state>/outbox/`."""
+        if self.outbox is None:
+            return
+        secrets = self.client("secretsmanager")
+        for resource in self.stack.resources_of_type("AWS::SecretsManager::Secret"):
+            if "slack" in resource.logical_id.lower() and "webhook" in resource.logical_id.lower():
+                secrets.put_secret_value(SecretId=resource.ref, SecretString=self.outbox.slack_webhook_url)
+        for subscription in self.stack.email_subscriptions:
+            log.info("email subscription %s on %s recorded, not sent (local mail goes to the outbox)",
+                     subscription["endpoint"], subscription["topic_arn"])
+
+    def _restore_moto_port(self) -> None:
+        if self._previous_moto_port is None:
+            os.environ.pop("MOTO_PORT", None)
+        else:
+            os.environ["MOTO_PORT"] = self._previous_moto_port
+
+    def stop(self) -> None:
+        self._remove_cloud_file()
+        while self._stops:
+            name, stop = self._stops.pop()
+            try:
+                stop()
+            except Exception:  # keep stopping the rest: a leaked process is worse than a log line
+                log.exception("stopping %s failed", name)
+
+    # -- state file -----------------------------------------------------------------------------
+    @property
+    def cloud_file(self) -> Path:
+        return self.state_dir / CLOUD_FILE
+
+    def _write_cloud_file(self) -> None:
+        if not self.write_cloud_file:
+            return
+        info = self.describe()
+        self.cloud_file.write_text(json.dumps(info, indent=2, default=str))
+        self._owns_cloud_file = True
+
+    def _remove_cloud_file(self) -> None:
+        if getattr(self, "_owns_cloud_file", False):
+            with contextlib.suppress(FileNotFoundError):
+                self.cloud_file.unlink()
+            self._owns_cloud_file = False
+
+    def describe(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "endpoint_url": self.endpoint_url,
+            "api_url": self.api_url,
+            "runtime_endpoint": f"{self.endpoint_url}/endpoints/{{name}}/invocations",
+            "outbox_url": self.outbox.url if self.outbox else None,
+            "ray_address": self.ray_address,
+            "state_dir": str(self.state_dir),
+            "outbox_dir": str(self.outbox_dir),
+            "stack": self.stack.to_json() if self.stack else None,
+            "started_at": time.time(),
+        }
+
+    # -- what clients need ------------------------------------------------------------------------
+    @property
+    def endpoint_url(self) -> str:
+        if self.gateway is None:
+            raise CloudError("local cloud not started")
+        return self.gateway.url
+
+    @property
+    def api_url(self) -> str | None:
+        return self.api_server.url if self.api_server else None
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.state_dir / "outbox"
+
+    def env(self) -> dict[str, str]:
+        """The environment a client process needs to use this cloud (never real AWS)."""
+        env = local_aws_environment(self.endpoint_url)
+        if self.ray_address:
+            env["RAY_ADDRESS"] = self.ray_address
+        env["MLOPS_LOCAL_STATE_DIR"] = str(self.state_dir)
+        return env
+
+    @property
+    def ray_address(self) -> str | None:
+        return self.ray_head.address if self.ray_head is not None else self.external_ray_address
+
+    def client_kwargs(self) -> dict[str, str]:
+        return {"endpoint_url": self.endpoint_url, "region_name": REGION, **LOCAL_CREDENTIALS}
+
+    def client(self, service: str):
+        import boto3
+
+        return boto3.client(service, **self.client_kwargs())
+
+    # -- waiting --------------------------------------------------------------------------------
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5,
+                 description: str = "condition") -> Any:
+        """Polls `predicate` until it returns something truthy; returns it, or raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {description}")
+            time.sleep(interval)
+
+    def wait_for_events(self, timeout: float = 60.0) -> None:
+        """Until every event put so far has been delivered (shadow queues empty, nothing in flight)."""
+        from local.events import wait_until_idle
+
+        if self.dispatcher is None:
+            return
+        if not wait_until_idle(self.dispatcher, timeout=timeout):
+            raise TimeoutError(f"events still being delivered after {timeout:.0f} s")
+
+    def pipeline_name(self) -> str:
+        pipelines = self.stack.resources_of_type("AWS::SageMaker::Pipeline")
+        if len(pipelines) != 1:
+            raise CloudError(f"expected one pipeline in the stack, found {len(pipelines)}")
+        return pipelines[0].ref
+
+    def list_executions(self, pipeline_name: str | None = None) -> list[dict]:
+        sagemaker = self.client("sagemaker")
+        pipeline_name = pipeline_name or self.pipeline_name()
+        summaries, token = [], None
+        while True:
+            kwargs = {"PipelineName": pipeline_name, "MaxResults": 100}
+            if token:
+                kwargs["NextToken"] = token
+            page = sagemaker.list_pipeline_executions(**kwargs)
+            summaries += page.get("PipelineExecutionSummaries", [])
+            token = page.get("NextToken")
+            if not token:
+                return summaries
+
+    def wait_for_execution(self, execution_arn: str, timeout: float = 900.0,
+                           statuses: tuple[str, ...] = ("Succeeded", "Failed", "Stopped")) -> dict:
+        sagemaker = self.client("sagemaker")
+
+        def done():
+            description = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
+            return description if description["PipelineExecutionStatus"] in statuses else None
+
+        return self.wait_for(done, timeout=timeout, interval=1.0, description=f"{execution_arn} to reach {statuses}")
+
+    def dead_letters(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.state_dir / "dlq").glob("*.json"))]
+
+    def _dead_letter(self, label: str, payload: Any, error: Any) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.dead_letter(label, payload, error)
+        else:
+            path = self.state_dir / "dlq" / f"{time.time():.6f}-{label}.json"
+            path.write_text(json.dumps({"label": label, "event": payload, "error": error}, default=str))
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding a running cloud from another process
+# ------------------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_running_cloud(state_dir: str | Path = ".mlops-local") -> dict | None:
+    """The `cloud.json` of a live local cloud using `state_dir`, or None."""
+    path = Path(state_dir) / CLOUD_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not _pid_alive(int(info.get("pid", -1))):
+        return None
+    try:
+        urllib.request.urlopen(info["endpoint_url"] + "/", timeout=5).read()
+    except urllib.error.HTTPError:
+        pass  # it answered: alive
+    except Exception:
+        return None
+    return info

@@ -1,0 +1,246 @@
+"""The event layer end to end on the local cloud provisioned from template.yaml: S3 -> EventBridge ->
+start_pipeline -> quarantine or pipeline execution -> status events -> notifications, and the
+SageMaker model package events moto does not emit."""
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from local import cli
+from local.datagen import generate_housing
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def housing_csv(rows: int, seed: int) -> bytes:
+    buffer = io.StringIO()
+    generate_housing(rows, seed).to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+def csv_failing_at_ingest() -> bytes:
+    """Valid in the part start_pipeline samples (the first 256 KiB), but its last row holds a
+    non-finite number, which ingest rejects (MaxRejectedRows 0) before any Ray work."""
+    body = housing_csv(7000, seed=3)
+    assert len(body) > 300 * 1024
+    return body + b"inf,1990,2500.5,3,2.0,1.0,1,0,1\n"
+
+
+def upload(cloud, name: str, body: bytes, target: str | None = None) -> dict:
+    extra = {"Metadata": {"target": target}} if target else {}
+    return cloud.client("s3").put_object(Bucket=cloud.stack.outputs["DataBucketName"], Key=f"incoming/{name}",
+                                         Body=body, **extra)
+
+
+def subscribe_queue(cloud, topic_arn: str, name: str) -> str:
+    """An SQS queue subscribed to the topic: how a test reads the notifications people get."""
+    sqs = cloud.client("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    cloud.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+    return url
+
+
+def rule_to_queue(cloud, name: str, pattern: dict) -> str:
+    """An extra EventBridge rule delivering to a queue: how a test observes events on the bus."""
+    sqs, events = cloud.client("sqs"), cloud.client("events")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=name, Targets=[{"Id": "test", "Arn": arn}])
+    return url
+
+
+def receive(cloud, queue_url: str, count: int, timeout: float) -> list[dict]:
+    sqs = cloud.client("sqs")
+    bodies: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(bodies) < count and time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=1).get("Messages", []):
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+def run_cli(capsys, cloud, path, *extra) -> tuple[int, dict]:
+    """`mlops local run FILE --json` in this process: it finds the running cloud through cloud.json."""
+    capsys.readouterr()
+    code = cli.main(["local", "run", str(path), "--json", "--quiet", "--state-dir", str(cloud.state_dir), *extra])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1, lines  # exactly one JSON object on stdout
+    return code, json.loads(lines[0])
+
+
+# -- tests --------------------------------------------------------------------------------------
+def test_bad_files_are_quarantined_with_the_original_kept_and_no_execution(make_cloud, tmp_path, capsys):
+    cloud = make_cloud()
+    notifications = subscribe_queue(cloud, cloud.stack.outputs["NotificationTopicArn"], "test-quarantine-notes")
+    good = housing_csv(150, seed=1).decode()
+    bad_files = {
+        "no-target.csv": (good.replace("PRICE", "COST", 1).encode(), "missing_target"),
+        "words.csv": (good.replace("\n", "\nabc,1990,2000,3,2.0,1.0,1,0,1\n", 1).encode(), "non_numeric_value"),
+        "empty.csv": (b"", "empty_file"),
+    }
+    versions = {name: upload(cloud, name, body)["VersionId"] for name, (body, _) in bad_files.items()}
+
+    s3, bucket = cloud.client("s3"), cloud.stack.outputs["DataBucketName"]
+    for name, (body, code) in bad_files.items():
+        reason = cloud.wait_for(lambda: _reason(s3, bucket, name), timeout=120, description=f"{name} quarantined")
+        assert reason["code"] == code
+        assert reason["source"]["version_id"] == versions[name]
+        original = s3.get_object(Bucket=bucket, Key=f"incoming/{name}", VersionId=versions[name])
+        assert original["Body"].read() == body  # the source is never lost
+        assert s3.get_object(Bucket=bucket, Key=f"quarantine/{name}")["Body"].read() == body
+
+    # Through the CLI, like a user: one more bad file, reported as a correct quarantine (exit 0).
+    path = tmp_path / "cli-bad.csv"
+    path.write_bytes(bad_files["no-target.csv"][0])
+    code, result = run_cli(capsys, cloud, path, "--timeout", "120")
+    assert code == 0
+    assert result["status"] == "quarantined" and result["reason"].startswith("missing_target")
+    assert result["execution_arn"] is None
+
+    cloud.wait_for_events(timeout=60)
+    assert cloud.list_executions() == []
+    messages = receive(cloud, notifications, 4, timeout=30)
+    assert sorted(m["MessageAttributes"]["event_type"]["Value"] for m in messages) == ["dataset_quarantined"] * 4
+    assert cloud.dead_letters() == []
+
+
+def _reason(s3, bucket, name):
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=f"quarantine/{name}.reason.json")["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def test_the_same_upload_event_delivered_ten_times_starts_one_execution(make_cloud):
+    cloud = make_cloud()
+    version = upload(cloud, "twice.csv", csv_failing_at_ingest())["VersionId"]
+    first = cloud.wait_for(cloud.list_executions, timeout=120, description="the first execution")
+    assert len(first) == 1
+
+    # EventBridge delivers at least once: replay the identical "Object Created" event nine times.
+    head = cloud.client("s3").head_object(Bucket=cloud.stack.outputs["DataBucketName"], Key="incoming/twice.csv")
+    detail = {"version": "0", "bucket": {"name": cloud.stack.outputs["DataBucketName"]},
+              "object": {"key": "incoming/twice.csv", "size": head["ContentLength"],
+                         "etag": head["ETag"].strip('"'), "version-id": version, "sequencer": "0"},
+              "request-id": "replay", "requester": "123456789012", "reason": "PutObject"}
+    events = cloud.client("events")
+    for _ in range(9):
+        events.put_events(Entries=[{"Source": "aws.s3", "DetailType": "Object Created",
+                                    "Resources": [f"arn:aws:s3:::{detail['bucket']['name']}"],
+                                    "Detail": json.dumps(detail)}])
+    time.sleep(1)
+    cloud.wait_for_events(timeout=120)
+    assert len(cloud.list_executions()) == 1
+    assert cloud.dispatcher.delivered >= 10 and cloud.dead_letters() == []
+
+
+def test_fifty_distinct_files_start_fifty_executions_and_shutdown_stops_the_queue(make_cloud, ray_head):
+    cloud = make_cloud(ray_address=ray_head.address, max_concurrent_executions=1)
+    names = [f"batch-{i:02d}.csv" for i in range(50)]
+    for i, name in enumerate(names):
+        upload(cloud, name, housing_csv(120, seed=100 + i))
+    executions = cloud.wait_for(lambda: (lambda found: found if len(found) >= 50 else None)(cloud.list_executions()),
+                                timeout=300, interval=1, description="50 executions")
+    cloud.wait_for_events(timeout=60)
+    executions = cloud.list_executions()
+    assert len(executions) == 50
+    descriptions = sorted(e.get("PipelineExecutionDescription", "") for e in executions)
+    assert all(f"incoming/{name}" in d for name, d in zip(names, descriptions))
+    running = [e for e in executions if e["PipelineExecutionStatus"] in ("Succeeded", "Failed")]
+    assert len(running) < 50  # most are still queued behind max_concurrent_executions=1
+
+    started = time.monotonic()
+    cloud.stop()  # stops the queued executions and the running one
+    assert time.monotonic() - started < 90
+
+
+def test_a_failing_pipeline_notifies_the_failing_step_and_reason(make_cloud, tmp_path, capsys):
+    cloud = make_cloud()
+    notifications = subscribe_queue(cloud, cloud.stack.outputs["NotificationTopicArn"], "test-failure-notes")
+    path = tmp_path / "fails-at-ingest.csv"
+    path.write_bytes(csv_failing_at_ingest())
+
+    code, result = run_cli(capsys, cloud, path, "--timeout", "300")
+    assert code == 0, result  # a failed pipeline is a designed outcome, not an internal error
+    assert result["status"] == "failed"
+    assert result["reason"].startswith("Ingest: ") and "rejected 1 of 7001 rows" in result["reason"]
+    assert result["execution_arn"] and result["model_package_arn"] is None
+
+    [message] = [m for m in receive(cloud, notifications, 1, timeout=120)
+                 if m["MessageAttributes"]["event_type"]["Value"] != "dataset_quarantined"]
+    assert "Ingest" in message["Subject"] + message["Message"]
+    assert "rejected 1 of 7001 rows" in message["Message"]
+    assert result["execution_arn"].rsplit("/", 1)[-1] in message["Message"]
+
+
+def test_model_package_writes_emit_the_state_change_events_aws_would(make_cloud):
+    cloud = make_cloud()
+    group = cloud.stack.outputs["ModelPackageGroupName"]
+    observed = rule_to_queue(cloud, "test-model-package-events", {
+        "source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
+        "detail": {"ModelPackageGroupName": [group]}})
+    sagemaker = cloud.client("sagemaker")
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={"Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1",
+                                                "ModelDataUrl": "s3://bucket/model.tar.gz"}],
+                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+        MetadataProperties={"GeneratedBy": "arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/e"},
+    )["ModelPackageArn"]
+    sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+
+    created, approved = receive(cloud, observed, 2, timeout=30)
+    for event in (created, approved):
+        assert (event["source"], event["resources"]) == ("aws.sagemaker", [arn])
+        assert event["detail"]["ModelPackageArn"] == arn
+        assert event["detail"]["ModelPackageGroupName"] == group
+        assert event["detail"]["ModelPackageVersion"] == 1
+        assert isinstance(event["detail"]["CreationTime"], int)  # epoch milliseconds, as AWS sends
+    assert created["detail"]["ModelApprovalStatus"] == "PendingManualApproval"
+    assert created["detail"]["MetadataProperties"]["GeneratedBy"].endswith("/execution/e")
+    assert approved["detail"]["ModelApprovalStatus"] == "Approved"
+
+
+def test_api_routes_of_the_template_are_served_locally(make_cloud):
+    cloud = make_cloud()
+    routes = {(r.method, r.path) for r in cloud.stack.api_routes}
+    assert ("GET", "/approvals/{token}") in routes
+    with pytest.raises(urllib.error.HTTPError) as unknown:
+        urllib.request.urlopen(f"{cloud.api_url}/Prod/no-such-route", timeout=30)
+    assert unknown.value.code == 404
+    try:  # a forged token reaches the real handler, which refuses it with a page, not a crash
+        response = urllib.request.urlopen(f"{cloud.api_url}/Prod/approvals/not-a-real-token", timeout=120)
+        status = response.status
+    except urllib.error.HTTPError as refused:
+        status = refused.code
+    assert 400 <= status < 500
+
+
+@pytest.mark.slow
+def test_one_upload_trains_and_registers_one_model(make_cloud, ray_head, tmp_path, capsys):
+    # Two tuning jobs on 3,000 rows keep this test short; the quality gate is not what it checks.
+    cloud = make_cloud(ray_address=ray_head.address, parameters={"MaxTuningJobs": "2", "RMSEThreshold": "60000"})
+    observed = rule_to_queue(cloud, "test-registered", {
+        "source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"]})
+    path = tmp_path / "houses.csv"
+    path.write_bytes(housing_csv(3000, seed=11))
+
+    code, result = run_cli(capsys, cloud, path, "--target", "PRICE", "--timeout", "1200")
+    assert code == 0, result
+    assert result["status"] == "registered", result
+    assert result["model_package_arn"].startswith(
+        f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{cloud.stack.outputs['ModelPackageGroupName']}/")
+    assert 0 < result["metrics"]["rmse"] < 60000 and result["metrics"]["r2"] > 0.9
+    assert len(cloud.list_executions()) == 1
+
+    [event] = receive(cloud, observed, 1, timeout=30)
+    assert event["detail"]["ModelApprovalStatus"] == "PendingManualApproval"
+    assert event["detail"]["ModelPackageArn"] == result["model_package_arn"]

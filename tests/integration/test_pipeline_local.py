@@ -1,0 +1,166 @@
+"""The real pipeline definition, executed end to end by the local executor on local Ray: the real job
+scripts, Feature Store runtime, moto behind the gateway. One gateway and one Ray head serve every
+test of this module; the tests run in order and build on each other's cache."""
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+import boto3
+import pytest
+
+from jobs.pipeline import definition_json
+from local.datagen import generate_housing
+from local.executor import PipelineExecutor
+from local.featurestore import FeatureStoreRuntimeApp
+from local.gateway import LocalGateway
+from local.ray_head import RayHead
+
+pytestmark = pytest.mark.slow
+
+ROLE = "arn:aws:iam::123456789012:role/pipeline-jobs"
+PIPELINE = "ray-mlops-training"
+GROUP = "ray-mlops-it"
+ROWS = 2500
+TIMEOUT = 1500
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    state = tmp_path_factory.mktemp("pipeline-local")
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL",)}
+    with LocalGateway() as gateway:
+        os.environ["AWS_ENDPOINT_URL"] = gateway.url
+        urllib.request.urlopen(urllib.request.Request(f"{gateway.url}/moto-api/reset", method="POST")).read()
+        featurestore = FeatureStoreRuntimeApp(gateway.url, replication_delay_seconds=0.0)
+        gateway.route_path(r"/FeatureGroup/.+", featurestore)
+        gateway.route_path(r"/BatchGetRecord", featurestore)
+        progress: list[tuple] = []
+        with RayHead(num_cpus=2, state_dir=state) as head:
+            executor = PipelineExecutor(gateway, state / "work", head.address,
+                                        substitutions={"PipelineJobsRoleArn": ROLE},
+                                        on_progress=lambda *event: progress.append(event)).install()
+            s3, sm = boto3.client("s3"), boto3.client("sagemaker")
+            for bucket in ("it-data", "it-artifacts"):
+                s3.create_bucket(Bucket=bucket)
+            sm.create_model_package_group(ModelPackageGroupName=GROUP)
+            sm.create_pipeline(PipelineName=PIPELINE, PipelineDefinition=definition_json(), RoleArn=ROLE)
+            try:
+                yield executor, s3, sm, progress
+            finally:
+                executor.shutdown()
+                if hasattr(featurestore, "close"):
+                    featurestore.close()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def upload(s3, key: str, seed: int) -> str:
+    body = generate_housing(ROWS, seed, 0.0).to_csv(index=False).encode()
+    s3.put_object(Bucket="it-data", Key=key, Body=body)
+    return s3.head_object(Bucket="it-data", Key=key)["ETag"].strip('"')
+
+
+def execute(local, key: str, version: str, token: str, **overrides):
+    executor, _, sm, _ = local
+    parameters = {
+        "InputDataUri": f"s3://it-data/{key}", "DatasetVersion": version, "TargetColumn": "PRICE",
+        "FeatureGroupName": "it-houses", "ModelPackageGroupName": GROUP, "ArtifactsS3Uri": "s3://it-artifacts/pipeline",
+        "MaxTuningJobs": "2", "MaxParallelTuningJobs": "2", "OfflineStoreTimeoutSeconds": "300",
+        **overrides,
+    }
+    arn = sm.start_pipeline_execution(
+        PipelineName=PIPELINE, ClientRequestToken=token.ljust(32, "-"),
+        PipelineParameters=[{"Name": k, "Value": str(v)} for k, v in parameters.items()])["PipelineExecutionArn"]
+    described = executor.wait(arn, timeout=TIMEOUT)
+    steps = {s["StepName"]: s for s in sm.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]}
+    return arn, described, steps
+
+
+@pytest.fixture(scope="module")
+def first_run(local):
+    _, s3, _, _ = local
+    version = upload(s3, "incoming/houses.csv", seed=1)
+    return execute(local, "incoming/houses.csv", version, "first-run")
+
+
+def test_pipeline_trains_evaluates_and_registers(local, first_run):
+    executor, s3, sm, progress = local
+    arn, described, steps = first_run
+    assert described["PipelineExecutionStatus"] == "Succeeded", (described, steps)
+    assert [s for s in steps] == ["RegisterModel-RegisterModel", "CheckRMSE", "Evaluate", "HPTuning", "Preprocess", "Ingest"]
+    assert all("CacheHitResult" not in s for s in steps.values())
+    assert steps["CheckRMSE"]["Metadata"] == {"Condition": {"Outcome": "True"}}
+
+    tuning = executor.step_properties(arn)["HPTuning"]
+    summaries = tuning["TrainingJobSummaries"]
+    assert len(summaries) == 2
+    values = [s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for s in summaries]
+    assert values == sorted(values)  # best first
+    for summary in summaries:
+        assert 1 <= int(summary["TunedHyperParameters"]["max_depth"]) <= 8
+        assert 0.2 <= float(summary["TunedHyperParameters"]["eta"]) <= 1
+
+    execution_id = arn.rsplit("/", 1)[1]
+    report = json.loads(s3.get_object(Bucket="it-artifacts",
+                                      Key=f"pipeline/{execution_id}/Evaluate/evaluation/evaluation.json")["Body"].read())
+    assert report["regression_metrics"]["rmse"]["value"] < 15000
+    package_arn = steps["RegisterModel-RegisterModel"]["Metadata"]["RegisterModel"]["Arn"]
+    package = sm.describe_model_package(ModelPackageName=package_arn)
+    assert package["ModelApprovalStatus"] == "PendingManualApproval"
+    assert package["ModelPackageGroupName"] == GROUP
+    best = summaries[0]["TrainingJobName"]
+    assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == \
+        f"s3://it-artifacts/pipeline/{execution_id}/HPTuning/models/{best}/output/model.tar.gz"
+    assert package["CustomerMetadataProperties"]["dataset_uri"] == "s3://it-data/incoming/houses.csv"
+    assert package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].endswith(f"{execution_id}/Evaluate/evaluation/evaluation.json")
+    assert (arn, "HPTuning", "Succeeded") in progress
+
+
+def test_same_dataset_reuses_the_cache_and_a_high_rmse_fails_the_gate(local, first_run):
+    first_arn, _, first_steps = first_run
+    version = json.loads(json.dumps(first_run[1]))  # noqa: F841 - keep first run alive in the fixture
+    _, s3, _, _ = local
+    etag = s3.head_object(Bucket="it-data", Key="incoming/houses.csv")["ETag"].strip('"')
+    _, described, steps = execute(local, "incoming/houses.csv", etag, "strict-threshold", RMSEThreshold="1")
+    for name in ("Ingest", "Preprocess", "HPTuning"):
+        assert steps[name]["CacheHitResult"] == {"SourcePipelineExecutionArn": first_arn}, name
+        assert steps[name]["Metadata"] == first_steps[name]["Metadata"]
+    assert "CacheHitResult" not in steps["Evaluate"]
+    assert described["PipelineExecutionStatus"] == "Failed"
+    assert steps["CheckRMSE"]["Metadata"] == {"Condition": {"Outcome": "False"}}
+    assert "RegisterModel-RegisterModel" not in steps
+    message = steps["RMSETooHigh"]["FailureReason"]
+    assert steps["RMSETooHigh"]["Metadata"] == {"Fail": {"ErrorMessage": message}}
+    assert "RMSEThreshold 1.0" in message and "champion limit" in message
+    rmse = float(message.split("test RMSE ")[1].split()[0])
+    assert 0 < rmse < 15000
+
+
+def test_new_dataset_version_misses_the_cache_and_bad_fractions_fail_preprocess(local, first_run):
+    _, s3, _, _ = local
+    version = upload(s3, "incoming/houses.csv", seed=2)  # same key, new content: a new version
+    _, described, steps = execute(local, "incoming/houses.csv", version, "bad-fractions",
+                                  TrainFraction="0.5", ValidationFraction="0.5", TestFraction="0.1")
+    assert "CacheHitResult" not in steps["Ingest"]
+    assert steps["Ingest"]["StepStatus"] == "Succeeded"
+    assert described["PipelineExecutionStatus"] == "Failed"
+    assert steps["Preprocess"]["StepStatus"] == "Failed"
+    reason = steps["Preprocess"]["FailureReason"]
+    assert "1.1" in reason or "fraction" in reason.lower(), reason
+    assert "HPTuning" not in steps
+    assert "Preprocess" in described["FailureReason"]
+
+
+def test_absent_target_column_fails_with_the_columns_found(local, first_run):
+    _, s3, _, _ = local
+    etag = s3.head_object(Bucket="it-data", Key="incoming/houses.csv")["ETag"].strip('"')
+    _, described, steps = execute(local, "incoming/houses.csv", etag, "no-target", TargetColumn="SALE_PRICE")
+    assert described["PipelineExecutionStatus"] == "Failed"
+    failed = [s for s in steps.values() if s["StepStatus"] == "Failed"]
+    assert [s["StepName"] for s in failed] == ["Ingest"]
+    assert "SALE_PRICE" in failed[0]["FailureReason"] and "SQUARE_FEET" in failed[0]["FailureReason"]

@@ -1,0 +1,58 @@
+"""Deployment outcome messages, published to SNS by the notify handler."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import boto3
+
+from mlops_shared.deployment import deployment_notification
+
+PLAN = {"endpoint_name": "houses", "action": "update", "trigger": "Approved",
+        "trigger_model_package_arn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/houses/3",
+        "model_package_arn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/houses/3",
+        "previous_model_package_arn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/houses/2",
+        "previous_endpoint_config_name": "houses-v2-abc", "reason": "deploy the Approved package"}
+
+
+def test_messages_say_what_happened():
+    deployed = deployment_notification({"outcome": "deployed", "plan": PLAN,
+                                        "smoke": {"rows": 20, "rmse": 100.0, "evaluation_rmse": 90.0, "limit": 270.0}})
+    assert deployed.event_type == "deployment_succeeded"
+    assert deployed.subject == "Deployed houses/3 to endpoint houses"
+    assert "rmse 100.00 on 20 test rows" in deployed.body
+    rolled = deployment_notification({"outcome": "rolled_back", "plan": PLAN,
+                                      "error": {"Error": "UpdateRolledBack", "Cause": "endpoint InService kept config x"}},
+                                     failure_reason="the new variant could not start")
+    assert rolled.event_type == "deployment_rolled_back"
+    assert "keeps serving its previous configuration houses-v2-abc" in rolled.body
+    assert "the new variant could not start" in rolled.body
+    lambda_error = json.dumps({"errorType": "SmokeTestFailed", "errorMessage": "rmse 9e9 exceeds"})
+    failed = deployment_notification({"outcome": "failed", "plan": {**PLAN, "action": "create"},
+                                      "error": {"Error": "SmokeTestFailed", "Cause": lambda_error}})
+    assert "SmokeTestFailed: rmse 9e9 exceeds" in failed.body
+    assert "are deleted" in failed.body
+
+
+def test_handler_publishes_to_the_topic(aws, monkeypatch):
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="n")["TopicArn"]
+    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", topic)
+    path = Path(__file__).resolve().parents[3] / "functions" / "deploy_notify" / "app.py"
+    spec = importlib.util.spec_from_file_location("deploy_notify_app", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class Context:
+        function_name, memory_limit_in_mb, aws_request_id = "deploy-notify", 256, "r1"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:deploy-notify"
+
+    # the endpoint does not exist: the reason lookup must not break the notification
+    result = module.lambda_handler({"outcome": "failed", "plan": PLAN, "error": {"Error": "X", "Cause": "y"}}, Context())
+    assert result["event_type"] == "deployment_failed" and result["message_id"]
+    body = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"][0]["Body"]
+    assert "Outcome: failed" in body and "Error: X: y" in body

@@ -1,0 +1,85 @@
+"""Smoke test logic against moto (registry, S3) and a real model server behind the gateway's
+InvokeEndpoint route."""
+from __future__ import annotations
+
+import http.client
+import threading
+
+import boto3
+import pytest
+
+from jobs.serve import build_server
+from local.gateway import LocalGateway
+from mlops_shared.smoke_test import SmokeTestFailed, raw_features, run_smoke_test
+from tests.model_artifacts import publish_package, train_model_dir
+
+BUCKET = "smoke-artifacts"
+GROUP = "smoke"
+
+
+@pytest.fixture
+def world(monkeypatch, tmp_path):
+    """A gateway whose endpoint `houses` is answered by an in-process model server (switchable)."""
+    servers = {}
+
+    def invoke(environ, start_response):
+        conn = http.client.HTTPConnection("127.0.0.1", servers["current"].server_port, timeout=10)
+        conn.request("POST", "/invocations", body=environ["gateway.body"],
+                     headers={"Content-Type": environ.get("CONTENT_TYPE", "")})
+        response = conn.getresponse()
+        data = response.read()
+        start_response(f"{response.status} X", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    def serve(model_dir):
+        server = build_server(model_dir, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.setdefault("all", []).append(server)
+        servers["current"] = server
+
+    with LocalGateway() as gateway:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", gateway.url)
+        gateway.route_path(r"/endpoints/houses/invocations", invoke)
+        s3, sm = boto3.client("s3"), boto3.client("sagemaker")
+        s3.create_bucket(Bucket=BUCKET)
+        sm.create_model_package_group(ModelPackageGroupName=GROUP)
+        try:
+            yield {"s3": s3, "sm": sm, "serve": serve, "tmp": tmp_path}
+        finally:
+            for server in servers.get("all", []):
+                server.shutdown()
+                server.server_close()
+
+
+def test_passes_for_the_model_of_the_package(world):
+    package = publish_package(world["s3"], world["sm"], world["tmp"], bucket=BUCKET, group=GROUP, execution_id="p1")
+    world["serve"](world["tmp"] / "p1" / "model")
+    result = run_smoke_test("houses", package["arn"])
+    assert result.rows == 20
+    assert result.evaluation_rmse == pytest.approx(package["rmse"])
+    assert result.rmse <= result.limit
+
+
+def test_fails_when_the_endpoint_answers_far_from_the_evaluation(world):
+    package = publish_package(world["s3"], world["sm"], world["tmp"], bucket=BUCKET, group=GROUP, execution_id="p2")
+    wrong = world["tmp"] / "wrong"
+    train_model_dir(wrong, price_factor=3.0)  # a different model: prices three times too high
+    world["serve"](wrong)
+    with pytest.raises(SmokeTestFailed, match="exceeds"):
+        run_smoke_test("houses", package["arn"])
+
+
+def test_fails_clearly_without_a_test_split(world):
+    package = publish_package(world["s3"], world["sm"], world["tmp"], bucket=BUCKET, group=GROUP, execution_id="p3")
+    world["s3"].delete_object(Bucket=BUCKET, Key="pipeline/p3/Preprocess/test/test.csv")
+    world["serve"](world["tmp"] / "p3" / "model")
+    with pytest.raises(SmokeTestFailed, match="no test split"):
+        run_smoke_test("houses", package["arn"])
+
+
+def test_raw_features_recognises_scaled_and_raw_splits():
+    preprocessor = {"feature_order": ["A", "B"], "scaler": {"mean": [2000.0, 3.0], "scale": [10.0, 1.0]}}
+    raw_rows = [{"A": "1990", "B": "2"}, {"A": "2010", "B": "4"}]
+    scaled_rows = [{"A": "-1", "B": "-1"}, {"A": "1", "B": "1"}]
+    assert raw_features(raw_rows, preprocessor) == [[1990.0, 2.0], [2010.0, 4.0]]
+    assert raw_features(scaled_rows, preprocessor) == [[1990.0, 2.0], [2010.0, 4.0]]

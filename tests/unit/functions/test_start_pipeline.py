@@ -1,0 +1,459 @@
+"""start_pipeline handler end to end against the moto server: S3, DynamoDB (idempotency), SNS -> SQS,
+SageMaker pipelines. Every test uploads real objects and invokes the real handler with an EventBridge
+event built from tests/events/."""
+from __future__ import annotations
+
+import copy
+import gzip
+import importlib.util
+import io
+import json
+import random
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+EVENTS = ROOT / "tests" / "events"
+DATA_BUCKET = "mlops-data-bucket"
+ARTIFACTS_BUCKET = "mlops-artifacts-bucket"
+PIPELINE_NAME = "ray-mlops-test-training"
+TABLE_NAME = "ray-mlops-test-idempotency"
+HEADER = ["PRICE", "YEAR_BUILT", "SQUARE_FEET", "NUM_BEDROOMS", "NUM_BATHROOMS", "LOT_ACRES",
+          "GARAGE_SPACES", "FRONT_PORCH", "DECK"]
+
+
+class FakeLambdaContext:
+    function_name = "start-pipeline"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:start-pipeline"
+    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+    log_group_name = "/aws/lambda/start-pipeline"
+    log_stream_name = "2024/05/01/[$LATEST]abcdef"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+def load_handler(name: str) -> ModuleType:
+    """Imports functions/<name>/app.py fresh (it reads its environment at import, like a cold start)."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_app_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def house_rows(count: int, seed: int = 7) -> list[list[Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        year = min(2019, int(rng.gauss(1995, 10)))
+        feet = rng.gauss(3000, 750)
+        bedrooms, bathrooms = rng.randint(2, 6), rng.randint(2, 6) / 2
+        acres, garage = round(rng.gauss(1, 0.25), 2), rng.randint(0, 3)
+        price = int(150 * feet + 10000 * bedrooms + 15000 * bathrooms + 15000 * acres + 15000 * garage
+                    - 5000 * (2019 - year))
+        rows.append([price, year, round(feet, 1), bedrooms, bathrooms, acres, garage, rng.randint(0, 1),
+                     rng.randint(0, 1)])
+    return rows
+
+
+def to_csv(header: list[str], rows: list[list[Any]], *, newline: str = "\n", delimiter: str = ",") -> str:
+    lines = [delimiter.join(header)] + [delimiter.join(str(v) for v in row) for row in rows]
+    return newline.join(lines) + newline
+
+
+VALID_CSV = to_csv(HEADER, house_rows(150))
+
+
+@dataclass
+class Stack:
+    s3: Any
+    sagemaker: Any
+    sqs: Any
+    queue_url: str
+    topic_arn: str
+    handler: ModuleType
+
+    def upload(self, key: str, body: bytes | str, *, target: str | None = None,
+               event_file: str = "s3_object_created.json") -> dict[str, Any]:
+        """Puts an object like a user would and returns the EventBridge event S3 would emit."""
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        extra = {"Metadata": {"target": target}} if target else {}
+        put = self.s3.put_object(Bucket=DATA_BUCKET, Key=key, Body=data, **extra)
+        event = json.loads((EVENTS / event_file).read_text())
+        event["detail"]["bucket"]["name"] = DATA_BUCKET
+        event["resources"] = [f"arn:aws:s3:::{DATA_BUCKET}"]
+        obj = event["detail"]["object"]
+        obj.update(key=key, size=len(data), etag=put["ETag"].strip('"'))
+        if "version-id" in obj:
+            obj["version-id"] = put["VersionId"]
+        return event
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        return self.handler.lambda_handler(copy.deepcopy(event), FakeLambdaContext())
+
+    def executions(self) -> list[dict[str, Any]]:
+        return self.sagemaker.list_pipeline_executions(PipelineName=PIPELINE_NAME)["PipelineExecutionSummaries"]
+
+    def parameters(self, execution_arn: str) -> dict[str, str]:
+        response = self.sagemaker.list_pipeline_parameters_for_execution(PipelineExecutionArn=execution_arn)
+        return {p["Name"]: p["Value"] for p in response["PipelineParameters"]}
+
+    def notifications(self) -> list[dict[str, Any]]:
+        messages = []
+        while True:
+            batch = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            if not batch.get("Messages"):
+                return messages
+            for message in batch["Messages"]:
+                messages.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def keys(self, prefix: str) -> list[str]:
+        listing = self.s3.list_objects_v2(Bucket=DATA_BUCKET, Prefix=prefix)
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def read_json(self, key: str) -> dict[str, Any]:
+        return json.loads(self.s3.get_object(Bucket=DATA_BUCKET, Key=key)["Body"].read())
+
+
+@pytest.fixture
+def stack(aws, monkeypatch) -> Stack:
+    s3 = boto3.client("s3")
+    for bucket in (DATA_BUCKET, ARTIFACTS_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=DATA_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    boto3.client("dynamodb").create_table(
+        TableName=TABLE_NAME,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic_arn = sns.create_topic(Name="ray-mlops-test-notifications")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="notifications-reader")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    sagemaker = boto3.client("sagemaker")
+    sagemaker.create_pipeline(
+        PipelineName=PIPELINE_NAME,
+        PipelineDefinition=json.dumps({"Version": "2020-12-01", "Parameters": [], "Steps": []}),
+        RoleArn="arn:aws:iam::123456789012:role/ray-mlops-test-pipeline",
+    )
+    for name, value in {
+        "PIPELINE_NAME": PIPELINE_NAME,
+        "IDEMPOTENCY_TABLE": TABLE_NAME,
+        "NOTIFICATION_TOPIC_ARN": topic_arn,
+        "DATA_BUCKET": DATA_BUCKET,
+        "ARTIFACTS_BUCKET": ARTIFACTS_BUCKET,
+        "DEFAULT_TARGET_COLUMN": "PRICE",
+        "FEATURE_GROUP_BASE_NAME": "fs-ray-synthetic-housing-data",
+        "MODEL_PACKAGE_GROUP_NAME": "ray-mlops-test-models",
+        "JOB_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ray-mlops-jobs:latest",
+        "RMSE_THRESHOLD": "15000",
+        "CHAMPION_TOLERANCE": "0.05",
+        "PROCESSING_INSTANCE_TYPE": "ml.m5.xlarge",
+        "PROCESSING_INSTANCE_COUNT": "1",
+        "TRAINING_INSTANCE_TYPE": "ml.m5.xlarge",
+        "TRAINING_INSTANCE_COUNT": "1",
+        "MAX_TUNING_JOBS": "4",
+        "MAX_PARALLEL_TUNING_JOBS": "2",
+        "AWS_LAMBDA_FUNCTION_NAME": "start-pipeline",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return Stack(s3, sagemaker, sqs, queue_url, topic_arn, load_handler("start_pipeline"))
+
+
+def _zip(name: str, data: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+BAD_FILES = {
+    "empty_file": ("empty.csv", b""),
+    "gzip": ("houses.csv", gzip.compress(VALID_CSV.encode())),
+    "zip": ("houses.csv", _zip("houses.csv", VALID_CSV)),
+    "excel_xls": ("houses.csv", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512),
+    "random_binary": ("houses.csv", random.Random(1).randbytes(4096)),
+    "html_page": ("houses.csv", b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Sign in</body></html>"),
+    "utf16": ("houses.csv", VALID_CSV.encode("utf-16")),
+    "latin1": ("houses.csv", (to_csv(HEADER + ["CITY"], [r + ["Montr\u00e9al"] for r in house_rows(150)])).encode("latin-1")),
+    "semicolon": ("houses.csv", to_csv(HEADER, house_rows(150), delimiter=";")),
+    "tab": ("houses.tsv.csv", to_csv(HEADER, house_rows(150), delimiter="\t")),
+    "pipe": ("houses.csv", to_csv(HEADER, house_rows(150), delimiter="|")),
+    "empty_column_name": ("houses.csv", to_csv([""] + HEADER, [[i] + r for i, r in enumerate(house_rows(150))])),
+    "duplicate_column_name": ("houses.csv", to_csv(HEADER + ["DECK"], [r + [1] for r in house_rows(150)])),
+    "missing_target": ("houses.csv", to_csv(["COST"] + HEADER[1:], house_rows(150))),
+    "ragged_rows": ("houses.csv", VALID_CSV + "100000,1990,2000\n"),
+    "non_numeric_value": ("houses.csv", to_csv(HEADER + ["POOL"], [r + ["yes"] for r in house_rows(150)])),
+    "missing_value": ("houses.csv", to_csv(HEADER, [r[:2] + [""] + r[3:] if i == 3 else r
+                                                    for i, r in enumerate(house_rows(150))])),
+    "too_few_rows": ("houses.csv", to_csv(HEADER, house_rows(20))),
+}
+EXPECTED_CODE = {
+    "empty_file": "empty_file", "gzip": "compressed_file", "zip": "compressed_file", "excel_xls": "binary_file",
+    "random_binary": "binary_file", "html_page": "html_page", "utf16": "unsupported_encoding",
+    "latin1": "unsupported_encoding", "semicolon": "wrong_delimiter", "tab": "wrong_delimiter",
+    "pipe": "wrong_delimiter", "empty_column_name": "empty_column_name",
+    "duplicate_column_name": "duplicate_column_name", "missing_target": "missing_target",
+    "ragged_rows": "ragged_rows", "non_numeric_value": "non_numeric_value", "missing_value": "missing_value",
+    "too_few_rows": "too_few_rows",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_file_is_quarantined_with_reason_and_notification(stack: Stack, case: str):
+    file_name, body = BAD_FILES[case]
+    key = f"incoming/team-a/{file_name}"
+    event = stack.upload(key, body)
+    version_id = event["detail"]["object"]["version-id"]
+
+    result = stack.invoke(event)
+
+    code = EXPECTED_CODE[case]
+    assert result["status"] == "quarantined"
+    assert result["reason"] == code
+    # The original is untouched, the copy and its reason sit side by side.
+    original = stack.s3.get_object(Bucket=DATA_BUCKET, Key=key)
+    assert original["VersionId"] == version_id
+    assert original["Body"].read() == (body if isinstance(body, bytes) else body.encode())
+    quarantined = f"quarantine/team-a/{file_name}"
+    assert stack.keys("quarantine/") == [quarantined, quarantined + ".reason.json"]
+    copy_body = stack.s3.get_object(Bucket=DATA_BUCKET, Key=quarantined)["Body"].read()
+    assert copy_body == original_bytes(body)
+    reason = stack.read_json(quarantined + ".reason.json")
+    assert reason["code"] == code
+    assert reason["message"] and reason["fix"]
+    assert reason["source"] == {
+        "bucket": DATA_BUCKET, "key": key, "version_id": version_id, "etag": event["detail"]["object"]["etag"],
+        "s3_uri": f"s3://{DATA_BUCKET}/{key}", "s3_uri_with_version": f"s3://{DATA_BUCKET}/{key}?versionId={version_id}",
+    }
+    assert "header" in reason["detected"]
+    # People are told what is wrong and how to fix it.
+    [notification] = stack.notifications()
+    assert code in notification["Subject"] and file_name in notification["Subject"]
+    assert reason["message"] in notification["Message"]
+    assert reason["fix"] in notification["Message"]
+    assert notification["MessageAttributes"]["event_type"]["Value"] == "dataset_quarantined"
+    # And no money was spent.
+    assert stack.executions() == []
+
+
+def original_bytes(body: bytes | str) -> bytes:
+    return body if isinstance(body, bytes) else body.encode()
+
+
+def test_wrong_delimiter_names_the_delimiter(stack: Stack):
+    result = stack.invoke(stack.upload("incoming/houses.csv", to_csv(HEADER, house_rows(150), delimiter=";")))
+    assert "semicolon" in result["message"]
+    reason = stack.read_json("quarantine/houses.csv.reason.json")
+    assert reason["details"]["detected_delimiter"] == ";"
+
+
+def test_invalid_dataset_config_is_quarantined(stack: Stack):
+    stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/team-b/dataset.json", Body=b"{target: PRICE")
+    result = stack.invoke(stack.upload("incoming/team-b/houses.csv", VALID_CSV))
+    assert result["status"] == "quarantined"
+    assert result["reason"] == "invalid_dataset_config"
+    assert "dataset.json" in result["message"]
+    assert stack.executions() == []
+
+
+VALID_EDGE_CASES = {
+    "plain": VALID_CSV.encode(),
+    "utf8_bom": b"\xef\xbb\xbf" + VALID_CSV.encode(),
+    "crlf": to_csv(HEADER, house_rows(150), newline="\r\n").encode(),
+    "quoted_numbers": to_csv([f'"{h}"' for h in HEADER],
+                             [[f'"{v}"' for v in r] for r in house_rows(150)]).encode(),
+    "reordered_columns": to_csv(HEADER[::-1], [r[::-1] for r in house_rows(150)]).encode(),
+    "trailing_blank_lines": (VALID_CSV + "\n\n\r\n\n").encode(),
+    "exactly_minimum_rows": to_csv(HEADER, house_rows(100)).encode(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VALID_EDGE_CASES))
+def test_valid_file_starts_one_execution(stack: Stack, case: str):
+    key = "incoming/House Pricing (2024).csv"
+    event = stack.upload(key, VALID_EDGE_CASES[case])
+    version_id = event["detail"]["object"]["version-id"]
+
+    result = stack.invoke(event)
+
+    assert result["status"] == "started", result
+    [execution] = stack.executions()
+    assert execution["PipelineExecutionArn"] == result["execution_arn"]
+    assert execution["PipelineExecutionDisplayName"] == "House-Pricing-2024-20240501-123045"
+    assert f"s3://{DATA_BUCKET}/{key}" in execution["PipelineExecutionDescription"]
+    assert version_id in execution["PipelineExecutionDescription"]
+    parameters = stack.parameters(result["execution_arn"])
+    assert parameters["InputDataUri"] == f"s3://{DATA_BUCKET}/{key}"
+    assert parameters["DatasetVersion"] == version_id
+    assert parameters["TargetColumn"] == "PRICE"
+    assert parameters["ArtifactsS3Uri"] == f"s3://{ARTIFACTS_BUCKET}/pipeline"
+    assert parameters["ModelPackageGroupName"] == "ray-mlops-test-models"
+    assert parameters["RMSEThreshold"] == "15000"
+    # The base name: the ingest job derives one group per schema from it.
+    assert parameters["FeatureGroupName"] == "fs-ray-synthetic-housing-data"
+    assert stack.keys("quarantine/") == []
+    assert stack.notifications() == []
+
+
+def test_large_file_is_checked_from_a_sample_and_rows_are_estimated(stack: Stack, monkeypatch):
+    monkeypatch.setenv("VALIDATION_SAMPLE_BYTES", "4096")
+    stack.handler = load_handler("start_pipeline")
+    big = to_csv(HEADER, house_rows(3000))
+    result = stack.invoke(stack.upload("incoming/big.csv", big))
+    assert result["status"] == "started"
+    assert 2000 < result["estimated_rows"] < 4000
+
+    # A file whose sample looks fine but which is too small overall is caught by the estimate too.
+    monkeypatch.setenv("MIN_DATA_ROWS", "5000")
+    stack.handler = load_handler("start_pipeline")
+    result = stack.invoke(stack.upload("incoming/big-but-not-enough.csv", big))
+    assert result["status"] == "quarantined" and result["reason"] == "too_few_rows"
+    assert "about" in result["message"]
+
+
+def test_same_event_ten_times_starts_one_execution(stack: Stack):
+    event = stack.upload("incoming/houses.csv", VALID_CSV)
+    results = [stack.invoke(event) for _ in range(10)]
+    assert len(stack.executions()) == 1
+    assert {r["execution_arn"] for r in results} == {stack.executions()[0]["PipelineExecutionArn"]}
+    assert all(r == results[0] for r in results)
+
+
+def test_same_bad_event_twice_notifies_once(stack: Stack):
+    event = stack.upload("incoming/houses.csv", b"")
+    assert stack.invoke(event) == stack.invoke(event)
+    assert len(stack.notifications()) == 1
+
+
+def test_new_version_of_same_key_starts_a_new_execution(stack: Stack):
+    first = stack.invoke(stack.upload("incoming/houses.csv", VALID_CSV))
+    second = stack.invoke(stack.upload("incoming/houses.csv", VALID_CSV))
+    assert first["execution_arn"] != second["execution_arn"]
+    assert first["dataset_version"] != second["dataset_version"]
+    assert first["client_request_token"] != second["client_request_token"]
+    assert len(stack.executions()) == 2
+
+
+def test_unversioned_bucket_is_keyed_on_etag(stack: Stack):
+    stack.s3.put_bucket_versioning(Bucket=DATA_BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    event = stack.upload("incoming/houses.csv", VALID_CSV, event_file="s3_object_created_unversioned.json")
+    first, again = stack.invoke(event), stack.invoke(event)
+    assert first == again
+    assert first["dataset_version"] == event["detail"]["object"]["etag"]
+    assert stack.parameters(first["execution_arn"])["DatasetVersion"] == event["detail"]["object"]["etag"]
+    changed = stack.invoke(stack.upload("incoming/houses.csv", to_csv(HEADER, house_rows(120)),
+                                        event_file="s3_object_created_unversioned.json"))
+    assert changed["execution_arn"] != first["execution_arn"]
+    assert len(stack.executions()) == 2
+
+
+def test_fifty_distinct_keys_start_fifty_executions(stack: Stack):
+    events = [stack.upload(f"incoming/batch/houses-{i:02d}.csv", VALID_CSV) for i in range(50)]
+    arns = {stack.invoke(event)["execution_arn"] for event in events}
+    assert len(arns) == 50
+    assert len(stack.executions()) == 50
+
+
+def test_target_from_object_metadata(stack: Stack):
+    rows = house_rows(150)
+    body = to_csv(["VALUE"] + HEADER[1:], rows)
+    stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/dataset.json", Body=b'{"target": "SOMETHING_ELSE"}')
+    result = stack.invoke(stack.upload("incoming/houses.csv", body, target="VALUE"))
+    assert result["status"] == "started", result
+    assert result["target_source"] == "metadata"
+    assert stack.parameters(result["execution_arn"])["TargetColumn"] == "VALUE"
+
+
+def test_target_from_dataset_json_next_to_the_file(stack: Stack):
+    body = to_csv(["VALUE"] + HEADER[1:], house_rows(150))
+    stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/team-c/dataset.json", Body=b'{"target": "VALUE"}')
+    result = stack.invoke(stack.upload("incoming/team-c/houses.csv", body))
+    assert result["status"] == "started", result
+    assert result["target_source"] == "dataset.json"
+    assert stack.parameters(result["execution_arn"])["TargetColumn"] == "VALUE"
+
+
+def test_target_defaults_to_stack_setting(stack: Stack):
+    result = stack.invoke(stack.upload("incoming/team-d/houses.csv", VALID_CSV))
+    assert result["target_source"] == "default"
+    assert stack.parameters(result["execution_arn"])["TargetColumn"] == "PRICE"
+
+
+def test_target_from_metadata_missing_in_file_is_explained(stack: Stack):
+    result = stack.invoke(stack.upload("incoming/houses.csv", VALID_CSV, target="price"))
+    assert result["status"] == "quarantined" and result["reason"] == "missing_target"
+    assert "'PRICE'" in result["message"]  # the near match is pointed out
+    reason = stack.read_json("quarantine/houses.csv.reason.json")
+    assert reason["detected"]["target_source"] == "metadata"
+    assert reason["detected"]["header"] == HEADER
+
+
+def test_objects_outside_incoming_are_ignored(stack: Stack):
+    result = stack.invoke(stack.upload("quarantine/houses.csv", VALID_CSV))
+    assert result["status"] == "ignored"
+    assert stack.executions() == []
+
+
+def events_from_moto(stack: Stack, uploads: list[tuple[str, bytes | str]]) -> list[dict[str, Any]]:
+    """Uploads through S3 with EventBridge enabled and returns the events moto itself emitted."""
+    events = boto3.client("events")
+    stack.s3.put_bucket_notification_configuration(
+        Bucket=DATA_BUCKET, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    queue_url = stack.sqs.create_queue(QueueName="s3-events")["QueueUrl"]
+    queue_arn = stack.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="all-s3", EventPattern=json.dumps({"source": ["aws.s3"], "detail-type": ["Object Created"]}))
+    events.put_targets(Rule="all-s3", Targets=[{"Id": "capture", "Arn": queue_arn}])
+    for key, body in uploads:
+        stack.s3.put_object(Bucket=DATA_BUCKET, Key=key, Body=body)
+    received: list[dict[str, Any]] = []
+    while len(received) < len(uploads):
+        batch = stack.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        assert batch.get("Messages"), f"only {len(received)} of {len(uploads)} events arrived"
+        received += [json.loads(m["Body"]) for m in batch["Messages"]]
+    return received
+
+
+def test_events_emitted_by_s3_itself_start_the_pipeline(stack: Stack):
+    key = "incoming/my houses+2024 \u00e9t\u00e9.csv"  # spaces, '+' and non-ASCII survive the trip
+    [event] = events_from_moto(stack, [(key, VALID_CSV)])
+    result = stack.invoke(event)
+    assert result["status"] == "started", result
+    assert stack.parameters(result["execution_arn"])["InputDataUri"] == f"s3://{DATA_BUCKET}/{key}"
+    assert stack.invoke(event)["execution_arn"] == result["execution_arn"]
+    assert len(stack.executions()) == 1
+
+
+def test_events_emitted_by_unversioned_s3_are_told_apart_by_etag(stack: Stack):
+    stack.s3.put_bucket_versioning(Bucket=DATA_BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    first, second = events_from_moto(stack, [("incoming/houses.csv", VALID_CSV),
+                                             ("incoming/houses.csv", to_csv(HEADER, house_rows(130)))])
+    results = [stack.invoke(first), stack.invoke(second), stack.invoke(first)]
+    assert results[0]["dataset_version"] != results[1]["dataset_version"]
+    assert results[2] == results[0]
+    assert len(stack.executions()) == 2
+
+
+def test_every_parameter_sent_is_declared_by_the_pipeline_definition(stack: Stack):
+    definition = json.loads((ROOT / "jobs" / "pipeline_definition.json").read_text())
+    declared = {parameter["Name"] for parameter in definition["Parameters"]}
+    result = stack.invoke(stack.upload("incoming/houses.csv", VALID_CSV))
+    assert set(result["parameters"]) <= declared, set(result["parameters"]) - declared
+    assert {"InputDataUri", "DatasetVersion", "TargetColumn", "FeatureGroupName", "ModelPackageGroupName",
+            "ArtifactsS3Uri", "JobImageUri", "RMSEThreshold"} <= set(result["parameters"])

@@ -1,0 +1,225 @@
+"""jobs.preprocess: fraction checks, dedupe, scaler maths, and the whole step on real Ray against
+offline-store Parquet files in the moto S3."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import common, preprocess
+from local.datagen import generate_housing
+
+FEATURES = ["YEAR_BUILT", "SQUARE_FEET", "NUM_BEDROOMS", "NUM_BATHROOMS", "LOT_ACRES",
+            "GARAGE_SPACES", "FRONT_PORCH", "DECK"]
+BUCKET = "artifacts"
+STORE_PREFIX = "offline-store/123456789012/sagemaker/us-east-1/offline-store/fs-housing-1700000000"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("SM_CONTAINER_ROOT", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return tmp_path
+
+
+# --------------------------------------------------------------------------- pure parts
+@pytest.mark.parametrize("fractions", [("0.6", "0.2", "0.2"), ("0.7", "0.2", "0.1"), (0.8, 0.1, 0.1)])
+def test_fractions_that_sum_to_one_pass(fractions):
+    assert sum(preprocess.validate_fractions(*fractions)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "fractions, message",
+    [
+        (("0.5", "0.5", "0.1"), "sum to 1.1"),
+        (("0.7", "0.2", "0.2"), "sum to 1.1"),
+        (("0", "0.5", "0.5"), "train fraction must be between 0 and 1"),
+        (("0.6", "-0.2", "0.6"), "validation fraction must be between 0 and 1"),
+        (("0.6", "0.2", "abc"), "test fraction must be a number"),
+        (("nan", "0.2", "0.2"), "train fraction"),
+    ],
+)
+def test_bad_fractions_fail_clearly(fractions, message):
+    with pytest.raises(common.JobFailure, match=message):
+        preprocess.validate_fractions(*fractions)
+
+
+def test_bad_fractions_fail_the_step_before_reading_anything(root):
+    # No manifest, no S3, no Ray needed: the fractions are checked first.
+    with pytest.raises(SystemExit) as exit_info:
+        preprocess.main(["--target-column", "PRICE", "--train-fraction", "0.5",
+                         "--validation-fraction", "0.5", "--test-fraction", "0.1"])
+    assert exit_info.value.code == 1
+    message = (root / "output" / "message").read_text()
+    assert "0.5/0.5/0.1" in message and "sum to 1.1" in message
+
+
+def test_latest_records_keeps_the_last_write_and_drops_deletes():
+    t = pd.Timestamp("2024-01-01", tz="UTC")
+    frame = pd.DataFrame({
+        "record_id": ["a", "a", "b", "c", "c"],
+        "PRICE": [1, 2, 3, 4, 5],
+        "write_time": [t, t + pd.Timedelta("1s"), t, t + pd.Timedelta("5s"), t],
+        "api_invocation_time": [t] * 5,
+        "is_deleted": [False, False, False, True, False],
+    })
+    latest = preprocess.latest_records(frame).set_index("record_id")["PRICE"].to_dict()
+    assert latest == {"a": 2, "b": 3}  # c's latest write deleted it
+
+
+def test_merged_moments_equal_a_population_standard_scaler():
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame(rng.normal(50, 7, (1000, 3)), columns=["x", "y", "z"])
+    data["z"] = 4.0  # constant: scale 1, as sklearn does
+    moments = pd.concat(
+        [preprocess.batch_moments(part, ["x", "y", "z"]) for part in (data[:10], data[10:600], data[600:], data[:0])]
+    )
+    mean, scale = preprocess.merge_moments(moments)
+    np.testing.assert_allclose(mean, data.mean().to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(scale, [data["x"].std(ddof=0), data["y"].std(ddof=0), 1.0], rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- the whole step
+def _offline_rows(data: pd.DataFrame, version: str, write_time: pd.Timestamp, start: int = 0) -> pd.DataFrame:
+    rows = data.copy()
+    rows.insert(0, "record_id", [f"{version}-{i}" for i in range(start, start + len(rows))])
+    rows["event_time"] = 1_700_000_000.0
+    rows["dataset_version"] = version
+    rows["write_time"] = write_time
+    rows["api_invocation_time"] = write_time
+    rows["is_deleted"] = False
+    return rows
+
+
+def _put_parquet(s3, key: str, rows: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), buffer)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=buffer.getvalue())
+
+
+@pytest.fixture
+def offline_store(aws, root):
+    """2000 rows of version v1 over two hourly files, 50 of them written twice (the older write has a
+    bogus price), plus 300 rows of an older version v0; the manifest the ingest step would write."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    data = generate_housing(2000, seed=11)
+    t = pd.Timestamp("2024-05-01 10:00", tz="UTC")
+    fresh = _offline_rows(data, "v1", t + pd.Timedelta("1h"))
+    stale = _offline_rows(data.iloc[:50].assign(PRICE=-1), "v1", t)
+    older_version = _offline_rows(generate_housing(300, seed=12).assign(PRICE=-2), "v0", t - pd.Timedelta("1d"))
+    base = f"{STORE_PREFIX}/data/year=2024/month=05/day=01"
+    _put_parquet(s3, f"{base}/hour=10/stale-and-first-half.parquet", pd.concat([stale, fresh.iloc[:1000]]))
+    _put_parquet(s3, f"{base}/hour=11/second-half.parquet", fresh.iloc[1000:])
+    _put_parquet(s3, f"{STORE_PREFIX}/data/year=2024/month=04/day=30/hour=10/v0.parquet", older_version)
+    manifest = {
+        "dataset_version": "v1",
+        "input_uri": "s3://data/incoming/housing.csv",
+        "feature_group_name": "fs-housing-abc",
+        "offline_store_uri": f"s3://{BUCKET}/{STORE_PREFIX}",
+        "record_identifier": "record_id",
+        "event_time_feature": "event_time",
+        "features": ["PRICE", *FEATURES],
+        "target": "PRICE",
+        "row_count": 2000,
+    }
+    path = root / "processing" / "input" / "manifest" / "manifest.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(manifest))
+    return {"data": data, "manifest": manifest, "manifest_path": path}
+
+
+def _read_split(root: Path, name: str) -> pd.DataFrame:
+    files = sorted((root / "processing" / "output" / name).glob("part-*.parquet"))
+    assert files, f"no part files for {name}"
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def _run(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        preprocess.main(argv)
+        raise SystemExit(0)
+    return exit_info.value.code
+
+
+@pytest.mark.slow
+def test_preprocess_splits_dedupes_and_scales_with_train_statistics(ray_local, offline_store, root):
+    code = _run(["--target-column", "PRICE", "--train-fraction", "0.7", "--validation-fraction", "0.2",
+                 "--test-fraction", "0.1", "--seed", "42"])
+    assert code == 0
+    splits = {name: _read_split(root, name) for name in preprocess.SPLITS}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 1400, "validation": 400, "test": 200}
+    for frame in splits.values():
+        assert list(frame.columns) == ["PRICE", *FEATURES]  # CSV order, metadata dropped
+        assert (frame["PRICE"] > 0).all()  # neither the stale writes nor version v0
+
+    document = json.loads((root / "processing/output/preprocessor/preprocessor.json").read_text())
+    assert document["feature_order"] == FEATURES
+    assert document["target"] == "PRICE"
+    assert document["dataset_version"] == "v1"
+    mean, scale = np.array(document["scaler"]["mean"]), np.array(document["scaler"]["scale"])
+
+    # Fitted on train only: train's scaled features are exactly standardised, the others are not.
+    train = splits["train"][FEATURES]
+    np.testing.assert_allclose(train.mean().to_numpy(), 0, atol=1e-9)
+    np.testing.assert_allclose(train.std(ddof=0).to_numpy(), 1, rtol=1e-9)
+    assert not np.allclose(splits["test"][FEATURES].mean().to_numpy(), 0, atol=1e-3)
+
+    # Unscaled, the three splits are exactly the source rows, each once.
+    raw = pd.concat(splits.values(), ignore_index=True)
+    raw[FEATURES] = raw[FEATURES].to_numpy() * scale + mean
+    key = ["PRICE", "SQUARE_FEET"]
+    restored = raw.sort_values(key).reset_index(drop=True)
+    source = offline_store["data"].sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(restored[FEATURES].to_numpy(), source[FEATURES].to_numpy(), rtol=1e-9, atol=1e-6)
+    assert restored["PRICE"].tolist() == source["PRICE"].tolist()
+
+
+@pytest.mark.slow
+def test_partial_offline_store_fails_the_step(ray_local, offline_store, root):
+    manifest = dict(offline_store["manifest"], row_count=2100)
+    offline_store["manifest_path"].write_text(json.dumps(manifest))
+    code = _run(["--target-column", "PRICE"])
+    assert code == 1
+    message = (root / "output" / "message").read_text()
+    assert "holds 2000 records" in message and "wrote 2100" in message and "partial" in message
+    assert not (root / "processing/output/preprocessor/preprocessor.json").exists()
+
+
+@pytest.mark.slow
+def test_missing_target_fails_the_step(ray_local, offline_store, root):
+    code = _run(["--target-column", "NOT_A_COLUMN"])
+    assert code == 1
+    message = (root / "output" / "message").read_text()
+    assert "NOT_A_COLUMN" in message and "SQUARE_FEET" in message
+
+
+@pytest.mark.slow
+def test_target_missing_from_the_table_fails_even_when_the_manifest_names_no_features(
+    ray_local, offline_store, root
+):
+    manifest = dict(offline_store["manifest"])
+    del manifest["features"]
+    offline_store["manifest_path"].write_text(json.dumps(manifest))
+    code = _run(["--target-column", "SALE_PRICE"])
+    assert code == 1
+    assert "'SALE_PRICE' is not in the dataset" in (root / "output" / "message").read_text()

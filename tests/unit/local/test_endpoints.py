@@ -1,0 +1,170 @@
+"""Local endpoints behind the gateway: real model server processes, blue/green updates, rollback."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from local.cli import main as cli_main
+from local.endpoints import LocalEndpoints
+from local.gateway import LocalGateway
+from tests.model_artifacts import FEATURES, TrafficLoop, expected_predictions, publish_package
+
+BUCKET = "endpoint-artifacts"
+GROUP = "endpoint-tests"
+ROLE = "arn:aws:iam::123456789012:role/model"
+
+
+@pytest.fixture
+def cloud(monkeypatch, tmp_path):
+    with LocalGateway() as gateway:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", gateway.url)
+        endpoints = LocalEndpoints(gateway, tmp_path / "work", max_bake_seconds=1.0).install()
+        try:
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket=BUCKET)
+            sagemaker = boto3.client("sagemaker")
+            sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
+            yield {"gateway": gateway, "endpoints": endpoints, "s3": s3, "sagemaker": sagemaker,
+                   "runtime": boto3.client("sagemaker-runtime"), "tmp": tmp_path}
+        finally:
+            endpoints.shutdown()
+
+
+def deploy_config(cloud, package: dict, name: str) -> str:
+    sm = cloud["sagemaker"]
+    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, Containers=[{"ModelPackageName": package["arn"]}])
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    return name
+
+
+def wait_status(sm, name: str, until=lambda s: s not in ("Creating", "Updating"), timeout=90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = sm.describe_endpoint(EndpointName=name)
+        if until(described["EndpointStatus"]):
+            return described
+        time.sleep(0.1)
+    raise AssertionError(f"endpoint {name} stuck in {described['EndpointStatus']}")
+
+
+def predict(runtime, name: str, records: list[dict]) -> list[float]:
+    response = runtime.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=json.dumps(records))
+    return json.loads(response["Body"].read())["predictions"]
+
+
+def test_create_then_invoke_with_json_and_csv(cloud, capsys):
+    package = publish_package(cloud["s3"], cloud["sagemaker"], cloud["tmp"], bucket=BUCKET, group=GROUP, execution_id="e1")
+    config = deploy_config(cloud, package, "m1")
+    cloud["sagemaker"].create_endpoint(EndpointName="houses", EndpointConfigName=config)
+    described = wait_status(cloud["sagemaker"], "houses")
+    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+    test = package["trained"]["test"].iloc[:3]
+    expected = expected_predictions(package["trained"], test).tolist()
+    assert predict(cloud["runtime"], "houses", test[FEATURES].to_dict(orient="records")) == pytest.approx(expected, rel=1e-5)
+    response = cloud["runtime"].invoke_endpoint(EndpointName="houses", ContentType="text/csv",
+                                                Body=test[FEATURES].to_csv(index=False, header=False))
+    assert json.loads(response["Body"].read())["predictions"] == pytest.approx(expected, rel=1e-5)
+    assert response["InvokedProductionVariant"] == "AllTraffic"
+    # a bad request is the model's client error, reported as AWS does
+    with pytest.raises(ClientError) as err:
+        cloud["runtime"].invoke_endpoint(EndpointName="houses", ContentType="application/json", Body=b'{"DECK": 1}')
+    assert err.value.response["Error"]["Code"] == "ModelError"
+    assert "missing field" in err.value.response["Error"]["Message"]
+    # the CLI, finding the running cloud through <state>/cloud.json
+    state = cloud["tmp"] / "state"
+    state.mkdir()
+    (state / "cloud.json").write_text(json.dumps({"pid": os.getpid(), "endpoint_url": cloud["gateway"].url}))
+    csv_file = cloud["tmp"] / "rows.csv"
+    test[FEATURES].to_csv(csv_file, index=False)
+    for args in (["--json", json.dumps(test[FEATURES].to_dict(orient="records"))], ["--csv", str(csv_file)]):
+        capsys.readouterr()
+        assert cli_main(["predict", "houses", "--state-dir", str(state), *args]) == 0
+        assert json.loads(capsys.readouterr().out)["predictions"] == pytest.approx(expected, rel=1e-5)
+    assert cli_main(["predict", "houses", "--state-dir", str(state), "--json", '{"DECK": 1}']) == 1
+    assert "ModelError" in capsys.readouterr().err
+    assert cli_main(["predict", "houses", "--state-dir", str(cloud["tmp"] / "none"), "--json", "{}"]) == 2
+    # and moto's own records agree
+    assert cloud["sagemaker"].list_endpoints()["Endpoints"][0]["EndpointStatus"] == "InService"
+    with pytest.raises(ClientError):
+        cloud["sagemaker"].create_endpoint(EndpointName="houses", EndpointConfigName=config)
+
+
+def test_unknown_endpoint_is_a_validation_error(cloud):
+    with pytest.raises(ClientError) as err:
+        predict(cloud["runtime"], "nope", [{}])
+    assert "not found" in err.value.response["Error"]["Message"]
+
+
+def test_create_from_broken_artifact_fails_with_reason(cloud):
+    package = publish_package(cloud["s3"], cloud["sagemaker"], cloud["tmp"], bucket=BUCKET, group=GROUP,
+                              execution_id="bad", broken=True)
+    cloud["sagemaker"].create_endpoint(EndpointName="broken", EndpointConfigName=deploy_config(cloud, package, "mb"))
+    described = wait_status(cloud["sagemaker"], "broken")
+    assert described["EndpointStatus"] == "Failed"
+    assert "model.json" in described["FailureReason"]
+    cloud["sagemaker"].delete_endpoint(EndpointName="broken")
+    with pytest.raises(ClientError):
+        cloud["sagemaker"].describe_endpoint(EndpointName="broken")
+
+
+def test_blue_green_update_drops_nothing_and_broken_update_rolls_back(cloud):
+    sm, runtime = cloud["sagemaker"], cloud["runtime"]
+    first = publish_package(cloud["s3"], sm, cloud["tmp"], bucket=BUCKET, group=GROUP, execution_id="v1")
+    second = publish_package(cloud["s3"], sm, cloud["tmp"], bucket=BUCKET, group=GROUP, execution_id="v2", price_factor=2.0)
+    broken = publish_package(cloud["s3"], sm, cloud["tmp"], bucket=BUCKET, group=GROUP, execution_id="v3", broken=True)
+    sm.create_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, first, "c1"))
+    assert wait_status(sm, "houses")["EndpointStatus"] == "InService"
+    row = first["trained"]["test"].iloc[[0]]
+    record = row[FEATURES].iloc[0].to_dict()
+    old_answer = float(expected_predictions(first["trained"], row)[0])
+    new_answer = float(expected_predictions(second["trained"], row)[0])
+
+    loop = TrafficLoop(runtime, "houses", record)
+    loop.start()
+    try:
+        time.sleep(0.3)
+        canary = {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {
+            "Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 30}, "WaitIntervalInSeconds": 1},
+            "TerminationWaitInSeconds": 0}}
+        sm.update_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, second, "c2"), DeploymentConfig=canary)
+        assert sm.describe_endpoint(EndpointName="houses")["EndpointStatus"] == "Updating"
+        described = wait_status(sm, "houses")
+        time.sleep(0.3)
+    finally:
+        loop.stop()
+    assert described["EndpointStatus"] == "InService"
+    assert described["EndpointConfigName"] == "c2"
+    assert "FailureReason" not in described
+    assert loop.failures == [] and loop.ok > 20
+    assert predict(runtime, "houses", [record])[0] == pytest.approx(new_answer, rel=1e-5)
+    assert any(abs(a - old_answer) < 1 for a in loop.answers) and any(abs(a - new_answer) < 1 for a in loop.answers)
+
+    # A broken artifact: the new variant never gets traffic, the old one keeps serving.
+    loop = TrafficLoop(runtime, "houses", record)
+    loop.start()
+    try:
+        sm.update_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, broken, "c3"), DeploymentConfig=canary)
+        described = wait_status(sm, "houses")
+    finally:
+        loop.stop()
+    assert described["EndpointStatus"] == "InService"
+    assert described["EndpointConfigName"] == "c2"
+    assert "rolled back" in described["FailureReason"]
+    assert loop.failures == []
+    assert predict(runtime, "houses", [record])[0] == pytest.approx(new_answer, rel=1e-5)
+
+
+def test_shutdown_stops_every_server_process(cloud):
+    package = publish_package(cloud["s3"], cloud["sagemaker"], cloud["tmp"], bucket=BUCKET, group=GROUP, execution_id="s1")
+    cloud["sagemaker"].create_endpoint(EndpointName="short", EndpointConfigName=deploy_config(cloud, package, "ms"))
+    assert wait_status(cloud["sagemaker"], "short")["EndpointStatus"] == "InService"
+    processes = [v.process for v in cloud["endpoints"]._all_variants]
+    assert processes and all(p.poll() is None for p in processes)
+    cloud["endpoints"].shutdown()
+    assert all(p.poll() is not None for p in processes)
