@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export SAGEMAKER_SUPPRESS_V2_WARNING := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test test-fast bench lock definition clean browser
+.PHONY: venv demo test test-fast bench lock definition clean browser tools lock-tools lint-template sam-build publish deploy
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "pip is required"; exit 1; }
@@ -42,6 +42,39 @@ definition: $(STAMP)
 
 lock:
 	$(BIN)/uv pip compile requirements.in -o requirements.lock --python-version 3.11
+
+# ---------- Deploy to AWS (docs/deploy.md) ----------
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+ENV ?= dev
+PUBLISH_ARGS = --config-env $(ENV) $(if $(IMAGE_URI),--image-uri $(IMAGE_URI)) $(foreach o,$(OVERRIDES),--parameter-override $(o))
+
+$(TOOLS_STAMP): requirements-tools.lock $(STAMP)
+	@test -x $(TOOLS)/bin/python || $(BIN)/uv venv -q --python $(PYTHON) $(TOOLS)
+	$(BIN)/uv pip install -q --python $(TOOLS)/bin/python -r requirements-tools.lock
+	@touch $(TOOLS_STAMP)
+
+## aws-sam-cli and checkov, in their own virtualenv (their pins clash with requirements.lock).
+tools: $(TOOLS_STAMP)
+
+lock-tools:
+	$(BIN)/uv pip compile requirements-tools.in -o requirements-tools.lock --python-version 3.11
+
+## cfn-lint and checkov on template.yaml (skips are justified in .checkov.yaml and the template).
+lint-template: $(STAMP) $(TOOLS_STAMP)
+	$(BIN)/cfn-lint template.yaml
+	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov -f template.yaml --config-file .checkov.yaml
+
+sam-build: $(TOOLS_STAMP)
+	SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam build --config-env $(ENV)
+
+## Jobs image to ECR and pipeline definition to S3; prints the stack's parameter overrides.
+publish: $(STAMP)
+	$(BIN)/python scripts/publish.py $(PUBLISH_ARGS)
+
+## make deploy ENV=dev|prod [IMAGE_URI=...] [OVERRIDES="Key=Value ..."]: build, publish, sam deploy.
+deploy: sam-build
+	$(BIN)/python scripts/publish.py $(PUBLISH_ARGS) --deploy --sam $(TOOLS)/bin/sam
 
 clean:
 	rm -rf .mlops-local .pytest_cache

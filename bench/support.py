@@ -88,13 +88,30 @@ def ray_cluster(workdir: Path, num_cpus: int | None = None) -> Iterator[Any]:
         with patched_environ({**head.client_env(), "RAY_ADDRESS": head.address}):
             import ray
 
-            ray.init(address=head.address, log_to_driver=False)
+            ray.init(address=head.address, log_to_driver=False, logging_level="WARNING")
+            _quiet_ray_data()
             try:
                 yield head
             finally:
                 ray.shutdown()
     finally:
         head.stop()
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data's per-dataset progress lines would drown the benchmark's own output."""
+    import logging
+
+    try:
+        import ray.data
+
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+    except (ImportError, AttributeError):
+        pass
+    for name in ("ray.data", "ray.data._internal", "ray"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # --------------------------------------------------------------------------- AWS gateway

@@ -7,7 +7,9 @@ Inputs: `processing/input/model/model.tar.gz` (model.json + preprocessor.json) a
 `processing/input/test/*.parquet` (scaled by the preprocess step, target kept).
 Outputs in `processing/output/evaluation/`: `evaluation.json` (format in docs/contracts.md; the
 pipeline's condition reads `regression_metrics.rmse.value` and `gate.champion_rmse_limit`) and the
-PNG plots `predicted_vs_actual.png`, `residuals.png`, `feature_importance.png`.
+PNG plots `predicted_vs_actual.png`, `residuals.png`, `feature_importance.png`, and
+`smoke_sample.csv` (a few test rows in raw units with this step's predictions, for the deployment's
+smoke test).
 
 The champion is the latest Approved package of the group. It is scored on the same test rows: they
 are unscaled with the challenger's preprocessor and fed raw to the champion, which applies its own.
@@ -194,6 +196,24 @@ def find_model_archive(directory: Path) -> Path:
     return archives[0]
 
 
+SMOKE_SAMPLE_FILE = "smoke_sample.csv"
+SMOKE_SAMPLE_ROWS = 20
+
+
+def smoke_sample(model: ServingModel, test: pd.DataFrame, predicted: np.ndarray) -> pd.DataFrame:
+    """A few test rows in RAW units with the prediction this step made for each.
+
+    The deployment's smoke test sends these raw features to the endpoint and expects the same
+    predictions back: that checks the serving container, the persisted scaler and the artifact
+    together, with nothing but the standard library on the Lambda side."""
+    rows = min(SMOKE_SAMPLE_ROWS, len(test))
+    head = test.iloc[:rows]
+    sample = model.preprocessor.unscale_frame(head[model.feature_order])
+    sample[model.target] = head[model.target].to_numpy(dtype=float)
+    sample["prediction"] = np.asarray(predicted[:rows], dtype=float)
+    return sample.reset_index(drop=True)
+
+
 def evaluate(
     target_column: str,
     model_package_group_name: str | None,
@@ -234,7 +254,10 @@ def evaluate(
                 champion = score_champion(challenger, test[challenger.feature_order], actual, package,
                                           s3 or boto3.client("s3"), workdir)
 
+        sample = smoke_sample(challenger, test, predicted)
+
     importance = feature_importance(challenger)
+    sample.to_csv(out_dir / SMOKE_SAMPLE_FILE, index=False)
     plots = write_plots(out_dir, actual, predicted, importance, target_column)
     comparable = bool(champion and champion.get("comparable") and champion.get("rmse") is not None)
     limit = champion["rmse"] * (1 + champion_tolerance) if comparable else NO_CHAMPION_LIMIT
@@ -253,6 +276,7 @@ def evaluate(
         },
         "target": target_column,
         "plots": plots,
+        "smoke_sample": SMOKE_SAMPLE_FILE,
     }
     (out_dir / "evaluation.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     log.info("test rmse %.2f (threshold %.2f, champion limit %.4g)", rmse, rmse_threshold, limit)

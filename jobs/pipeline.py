@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import warnings
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
@@ -336,7 +338,20 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
 
 def definition_json() -> str:
     """The pipeline definition as deterministic, pretty-printed JSON (what the stack deploys)."""
-    definition = json.loads(build_pipeline().definition())
+    # The SDK narrates building offline ("No Job being started", "Popping out ...JobName"): that
+    # is exactly what is intended here, so keep it out of the output.
+    noisy = [logging.getLogger(name) for name in ("sagemaker", "sagemaker.workflow.utilities",
+                                                  "sagemaker.workflow._utils", "sagemaker.estimator")]
+    levels = [logger.level for logger in noisy]
+    try:
+        for logger in noisy:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+            definition = json.loads(build_pipeline().definition())
+    finally:
+        for logger, level in zip(noisy, levels):
+            logger.setLevel(level)
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
 
 

@@ -87,10 +87,13 @@ class ApiServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread:
+        # socketserver's shutdown() waits for a serve_forever loop; the server is bound before it is
+        # started (the template's API URLs need its port), so a cloud failing in between never ran it.
+        if self._thread is not None:
+            self._server.shutdown()
             self._thread.join(timeout=10)
+            self._thread = None
+        self._server.server_close()
 
     # -- WSGI --------------------------------------------------------------------------------------
     def __call__(self, environ, start_response):

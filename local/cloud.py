@@ -32,13 +32,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLOUD_FILE = "cloud.json"
 
 
-# Template parameters declared without a Default name AWS artefacts (an ECR image, the S3 copy of
-# the pipeline definition); locally the executor runs the jobs from this checkout and the
-# provisioner reads the definition file itself, so these stand-ins are only names.
-LOCAL_PARAMETER_FALLBACKS = {
+# Local values of template parameters (explicit `parameters` win; names the template does not
+# declare are ignored). Those without a Default name AWS artefacts (an ECR image, the S3 copy of the
+# pipeline definition): locally the executor runs the jobs from this checkout and the provisioner
+# reads the definition file itself, so these are only names. The approval addresses make the local
+# flow send its approval email to the outbox.
+LOCAL_PARAMETERS = {
     "JobImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ray-sagemaker-mlops-jobs:local",
     "PipelineDefinitionBucket": "local-pipeline-definitions",
     "PipelineDefinitionKey": "pipeline/definition-local.json",
+    "ApproverEmails": "approver@example.com",
+    "SenderEmail": "mlops-approvals@example.com",
 }
 
 
@@ -168,7 +172,7 @@ class LocalCloud:
 
         self.stack = provision(self.template, self.endpoint_url, stack_name=self.stack_name,
                                parameters=self.parameters, api_base_url=self.api_server.url,
-                               fallback_parameters=LOCAL_PARAMETER_FALLBACKS)
+                               local_parameters=LOCAL_PARAMETERS)
         self.lambda_runtime.functions.update(self.stack.functions)
         self.api_server.add_routes(self.stack.api_routes)
         self.api_server.start()

@@ -11,6 +11,7 @@ with AWS's cache-key attributes, and every status change is put on EventBridge a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -251,8 +252,9 @@ class PipelineExecutor:
         with execution.lock:
             runs = [execution.steps[n] for n in execution.step_order]
             items = [run.to_api() for run in runs]
-        items.sort(key=lambda s: s.get("StartTime") or 0, reverse=not ascending)
-        return items
+        # Start order breaks ties between steps that started within the same instant.
+        order = sorted(range(len(items)), key=lambda i: (items[i].get("StartTime") or 0, i), reverse=not ascending)
+        return [items[i] for i in order]
 
     def stop_execution(self, execution_arn: str) -> str:
         execution = self._get(execution_arn)
@@ -490,7 +492,8 @@ class PipelineExecutor:
             self._set_step(execution, run, "Executing", metadata=metadata)
             properties = jobs.run_tuning(
                 node.name, args, step_root, log_path.parent / node.name, runtime, name,
-                seed=int(key[:8], 16), max_parallel_trials=self.max_parallel_trials,
+                seed=_tuning_seed(execution.pipeline_name, node.name, args),
+                max_parallel_trials=self.max_parallel_trials,
                 on_trial=lambda trial: self._notify(execution, f"{node.name}/{trial.name}", trial.status),
             )
         ctx.step_properties[node.name] = properties
@@ -639,6 +642,14 @@ class PipelineExecutor:
         """A property file (e.g. the evaluation report) as the execution read it, or None."""
         context = self._get(execution_arn).context
         return context.property_files.get((step, name)) if context else None
+
+
+def _tuning_seed(pipeline_name: str, step_name: str, args: dict) -> int:
+    """The random search's seed: the search itself (ranges, limits, static values), not the data,
+    so the same pipeline tries the same candidates on every dataset."""
+    search = [pipeline_name, step_name, args.get("HyperParameterTuningJobConfig"),
+              args.get("TrainingJobDefinition", {}).get("StaticHyperParameters")]
+    return int(hashlib.sha256(json.dumps(search, sort_keys=True, default=str).encode()).hexdigest()[:8], 16)
 
 
 def _snake(name: str) -> str:

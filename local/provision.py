@@ -247,10 +247,16 @@ class Resolver:
             return self.stack.parameters[name]
         if name in self.stack.resources:
             return self.stack.resources[name].ref
+        if name in self.stack.skipped:
+            # Not provisioned locally (a dashboard, say): an Output may still name it; give the
+            # physical name CloudFormation would generate rather than fail the whole stack.
+            return f"{self.stack.name}-{name}"
         raise ProvisionError(f"Ref to {name!r}, which is neither a parameter nor a provisioned resource")
 
     def get_att(self, logical_id: str, attribute: str) -> Any:
         resource = self.stack.resources.get(logical_id)
+        if resource is None and logical_id in self.stack.skipped:
+            return f"{self.stack.name}-{logical_id}.{attribute} (not provisioned locally)"
         if resource is None:
             raise ProvisionError(f"GetAtt {logical_id}.{attribute}: no such resource (yet)")
         if attribute in resource.attributes:
@@ -460,10 +466,10 @@ class Provisioner:
         stack_name: str = DEFAULT_STACK_NAME,
         parameters: dict[str, Any] | None = None,
         api_base_url: str | None = None,
-        fallback_parameters: dict[str, Any] | None = None,
+        local_parameters: dict[str, Any] | None = None,
     ):
         self.template = template
-        self.fallback_parameters = dict(fallback_parameters or {})
+        self.local_parameters = dict(local_parameters or {})
         self.template_dir = Path(template_dir)
         self.endpoint_url = endpoint_url
         self.api_base_url = api_base_url
@@ -496,10 +502,10 @@ class Provisioner:
         for name, spec in declared.items():
             if name in overrides:
                 value = overrides[name]
+            elif name in self.local_parameters:
+                value = self.local_parameters[name]
             elif "Default" in spec:
                 value = spec["Default"]
-            elif name in self.fallback_parameters:
-                value = self.fallback_parameters[name]
             else:
                 raise ProvisionError(f"parameter {name} has no Default and no override")
             if spec.get("Type") == "CommaDelimitedList" and isinstance(value, str):
@@ -1106,14 +1112,15 @@ def provision(
     parameters: dict[str, Any] | None = None,
     template_dir: str | Path | None = None,
     api_base_url: str | None = None,
-    fallback_parameters: dict[str, Any] | None = None,
+    local_parameters: dict[str, Any] | None = None,
 ) -> Stack:
     """Creates in moto (at `endpoint_url`) what `template` declares; returns the resolved `Stack`.
 
     `template` is a path to a SAM/CloudFormation template or an already-loaded dict (then relative
     paths resolve against `template_dir`, default the current directory). `api_base_url` is where the
-    local API server listens: API invoke URLs in the template resolve to it. `fallback_parameters`
-    give values to parameters the template declares without a Default (overrides still win).
+    local API server listens: API invoke URLs in the template resolve to it. `local_parameters`
+    replace the template's Defaults for the parameters it declares (explicit `parameters` still
+    win); names the template does not declare are ignored.
     """
     if isinstance(template, dict):
         body, path = template, None
@@ -1124,7 +1131,7 @@ def provision(
         base = Path(template_dir) if template_dir else path.parent
     provisioner = Provisioner(body, endpoint_url=endpoint_url, template_dir=base, template_path=path,
                               stack_name=stack_name, parameters=parameters, api_base_url=api_base_url,
-                              fallback_parameters=fallback_parameters)
+                              local_parameters=local_parameters)
     stack = provisioner.provision()
     log.info("stack %s: %d resources provisioned, %d skipped", stack.name, len(stack.resources), len(stack.skipped))
     return stack

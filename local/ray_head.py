@@ -160,7 +160,7 @@ class RayHead:
         except ProcessLookupError:
             pass
         except subprocess.TimeoutExpired:
-            log.warning("Ray head did not stop on SIGTERM within %.0f s; killing it", timeout)
+            log.info("Ray head still shutting down after %.0f s; killing what is left of it", timeout)
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

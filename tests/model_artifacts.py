@@ -2,7 +2,7 @@
 
 The artifact follows the contract in docs/contracts.md: `model.tar.gz` = `model.json` (XGBoost JSON)
 + `preprocessor.json` (`feature_order`, `target`, `scaler{mean, scale}`). `publish_package` also lays
-out what a pipeline execution leaves in S3 (model, evaluation.json, scaled test split, preprocessor)
+out what a pipeline execution leaves in S3 (model, evaluation.json and its smoke sample)
 and registers a model package pointing at it, as the pipeline's RegisterModel step does.
 """
 from __future__ import annotations
@@ -105,15 +105,15 @@ def publish_package(s3, sagemaker, tmp_path: Path, *, bucket: str, group: str, e
             "mae": {"value": trained["mae"], "standard_deviation": trained["mae"] / 4},
             "r2": {"value": 0.9},
         },
+        "target": TARGET,
+        "smoke_sample": "smoke_sample.csv",
     }
     s3.put_object(Bucket=bucket, Key=f"{prefix}/Evaluate/evaluation/evaluation.json", Body=json.dumps(evaluation).encode())
-    # The preprocess step writes the test split scaled (target raw), next to its fitted scaler.
-    test = trained["test"].copy()
-    test[FEATURES] = (test[FEATURES].to_numpy() - trained["mean"]) / trained["scale"]
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/Preprocess/test/test.csv",
-                  Body=test[[TARGET] + FEATURES].to_csv(index=False).encode())
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/Preprocess/preprocessor/preprocessor.json",
-                  Body=(tmp_path / execution_id / "model" / "preprocessor.json").read_bytes())
+    # As the evaluate step does: a few test rows in raw units with the prediction made for each.
+    sample = trained["test"].iloc[:20][FEATURES + [TARGET]].copy()
+    sample["prediction"] = expected_predictions(trained, sample)
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/Evaluate/evaluation/smoke_sample.csv",
+                  Body=sample.to_csv(index=False).encode())
     model_data_url = f"s3://{bucket}/{model_key}"
     arn = sagemaker.create_model_package(
         ModelPackageGroupName=group,

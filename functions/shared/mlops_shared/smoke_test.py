@@ -1,11 +1,11 @@
-"""Smoke test of a freshly deployed endpoint with rows of the package's own test split.
+"""Smoke test of a freshly deployed endpoint with rows the evaluation step scored itself.
 
-The model package's ModelQuality statistics point at `<artifacts>/<execution id>/Evaluate/evaluation/
-evaluation.json`; the same execution prefix holds the test split (`Preprocess/test/*.csv`, features
-standardised, target raw) and the fitted scaler (`Preprocess/preprocessor/preprocessor.json`). The
-test rows are turned back into raw features (the endpoint takes raw features), sent as JSON and as
-CSV, and the answers must be finite, one per row, identical for both formats, and about as accurate
-as the evaluation said (`rmse <= tolerance × evaluation rmse`, with a floor for small samples).
+The model package's ModelQuality statistics point at `.../Evaluate/evaluation/evaluation.json`; next
+to it the evaluate step writes `smoke_sample.csv`: a few test rows in RAW units (what the endpoint
+takes), their true target and the prediction the evaluation made for each. The rows are sent as
+JSON and as CSV; the answers must be finite, one per row, identical for both formats and equal to
+the evaluation's predictions (same artifact, same scaler, same container logic). That catches a
+broken artifact, a missing or wrong scaler and a serving container that parses input differently.
 Only the standard library and boto3 are used: this runs in a Lambda.
 """
 from __future__ import annotations
@@ -19,6 +19,9 @@ from typing import Any
 
 import boto3
 
+SMOKE_SAMPLE_FILE = "smoke_sample.csv"
+PREDICTION_COLUMN = "prediction"
+
 
 class SmokeTestFailed(Exception):
     """The endpoint answered wrongly (or not at all); the message says how."""
@@ -27,13 +30,13 @@ class SmokeTestFailed(Exception):
 @dataclass(frozen=True)
 class SmokeResult:
     rows: int
+    max_relative_difference: float
     rmse: float
     evaluation_rmse: float
-    limit: float
 
     def as_dict(self) -> dict:
-        return {"rows": self.rows, "rmse": self.rmse, "evaluation_rmse": self.evaluation_rmse,
-                "limit": self.limit, "passed": True}
+        return {"rows": self.rows, "max_relative_difference": self.max_relative_difference,
+                "rmse": self.rmse, "evaluation_rmse": self.evaluation_rmse, "passed": True}
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -41,10 +44,6 @@ def _split(uri: str) -> tuple[str, str]:
         raise SmokeTestFailed(f"not an S3 URI: {uri}")
     bucket, _, key = uri[5:].partition("/")
     return bucket, key
-
-
-def _read_json(s3, bucket: str, key: str) -> dict:
-    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def evaluation_location(model_package: dict) -> str:
@@ -55,64 +54,43 @@ def evaluation_location(model_package: dict) -> str:
                               "statistics (evaluation.json), so there is nothing to compare with") from None
 
 
-def load_test_rows(s3, execution_prefix_bucket: str, execution_prefix: str, max_rows: int) -> list[dict[str, str]]:
-    """Up to `max_rows` rows (dicts of strings) of the first CSV under `<prefix>/Preprocess/test/`."""
-    listing = s3.list_objects_v2(Bucket=execution_prefix_bucket, Prefix=f"{execution_prefix}/Preprocess/test/")
-    keys = sorted(o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".csv"))
-    if not keys:
-        raise SmokeTestFailed(f"no test split CSV under s3://{execution_prefix_bucket}/{execution_prefix}/Preprocess/test/")
-    body = s3.get_object(Bucket=execution_prefix_bucket, Key=keys[0])["Body"]
-    lines = []
-    for line in body.iter_lines():
-        lines.append(line.decode("utf-8"))
-        if len(lines) > max_rows:
-            break
-    return list(csv.DictReader(io.StringIO("\n".join(lines))))
+def load_sample(s3, bucket: str, key: str, max_rows: int) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and up to `max_rows` rows of the evaluation's smoke sample."""
+    try:
+        text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+    except s3.exceptions.NoSuchKey:
+        raise SmokeTestFailed(f"no smoke sample at s3://{bucket}/{key}: the evaluation step writes it "
+                              "next to evaluation.json") from None
+    reader = csv.DictReader(io.StringIO(text))
+    rows = [row for _, row in zip(range(max_rows), reader)]
+    return list(reader.fieldnames or []), rows
 
 
-def raw_features(rows: list[dict[str, str]], preprocessor: dict) -> list[list[float]]:
-    """Rows in feature order, in raw units: undo the standardisation when the split is scaled."""
-    features = preprocessor["feature_order"]
-    mean, scale = preprocessor["scaler"]["mean"], preprocessor["scaler"]["scale"]
-    values = [[float(row[name]) for name in features] for row in rows]
-    # Which units is the file in? Compare each column's sample mean with 0 (scaled) and with the
-    # scaler mean (raw), both in units of the scale, and take the closer hypothesis.
-    n = len(values)
-    to_scaled = to_raw = 0.0
-    for j in range(len(features)):
-        column_mean = sum(v[j] for v in values) / n
-        to_scaled += abs(column_mean) / (scale[j] or 1.0)
-        to_raw += abs(column_mean - mean[j]) / (scale[j] or 1.0)
-    if to_scaled < to_raw:
-        return [[v[j] * scale[j] + mean[j] for j in range(len(features))] for v in values]
-    return values
-
-
-def run_smoke_test(endpoint_name: str, model_package_arn: str, *, max_rows: int = 20, tolerance: float = 3.0,
-                   sagemaker: Any = None, s3: Any = None, runtime: Any = None) -> SmokeResult:
+def run_smoke_test(endpoint_name: str, model_package_arn: str, *, max_rows: int = 20,
+                   relative_tolerance: float = 1e-3, sagemaker: Any = None, s3: Any = None,
+                   runtime: Any = None) -> SmokeResult:
     sagemaker = sagemaker or boto3.client("sagemaker")
     s3 = s3 or boto3.client("s3")
     runtime = runtime or boto3.client("sagemaker-runtime")
     package = sagemaker.describe_model_package(ModelPackageName=model_package_arn)
     bucket, evaluation_key = _split(evaluation_location(package))
-    evaluation = _read_json(s3, bucket, evaluation_key)
+    evaluation = json.loads(s3.get_object(Bucket=bucket, Key=evaluation_key)["Body"].read())
     evaluation_rmse = float(evaluation["regression_metrics"]["rmse"]["value"])
-    # .../<execution id>/Evaluate/evaluation/evaluation.json -> .../<execution id>
-    execution_prefix = evaluation_key.rsplit("/", 3)[0]
-    preprocessor = _read_json(s3, bucket, f"{execution_prefix}/Preprocess/preprocessor/preprocessor.json")
-    rows = load_test_rows(s3, bucket, execution_prefix, max_rows)
+    target = evaluation.get("target")
+    sample_key = f"{evaluation_key.rsplit('/', 1)[0]}/{evaluation.get('smoke_sample', SMOKE_SAMPLE_FILE)}"
+    header, rows = load_sample(s3, bucket, sample_key, max_rows)
     if not rows:
-        raise SmokeTestFailed("the test split is empty")
-    target = preprocessor.get("target")
-    if not target or target not in rows[0]:
-        raise SmokeTestFailed(f"test split has no target column {target!r}")
-    features = preprocessor["feature_order"]
-    raw = raw_features(rows, preprocessor)
+        raise SmokeTestFailed(f"the smoke sample s3://{bucket}/{sample_key} has no rows")
+    if PREDICTION_COLUMN not in header or target not in header:
+        raise SmokeTestFailed(f"the smoke sample lacks the {PREDICTION_COLUMN!r} or target {target!r} column")
+    features = [name for name in header if name not in (PREDICTION_COLUMN, target)]
+    raw = [[float(row[name]) for name in features] for row in rows]
+    expected = [float(row[PREDICTION_COLUMN]) for row in rows]
     actual = [float(row[target]) for row in rows]
 
     records = [dict(zip(features, values)) for values in raw]
     json_predictions = _invoke(runtime, endpoint_name, "application/json", json.dumps({"instances": records}))
-    csv_body = "\n".join(",".join(repr(v) for v in values) for values in raw) + "\n"
+    csv_body = ",".join(features) + "\n" + "\n".join(",".join(repr(v) for v in values) for values in raw) + "\n"
     csv_predictions = _invoke(runtime, endpoint_name, "text/csv", csv_body)
     for name, predictions in (("JSON", json_predictions), ("CSV", csv_predictions)):
         if len(predictions) != len(rows):
@@ -122,13 +100,16 @@ def run_smoke_test(endpoint_name: str, model_package_arn: str, *, max_rows: int 
             raise SmokeTestFailed(f"{name} request got non-finite predictions: {bad[:3]}")
     if any(abs(a - b) > 1e-6 * max(1.0, abs(a)) for a, b in zip(json_predictions, csv_predictions)):
         raise SmokeTestFailed("JSON and CSV requests for the same rows got different predictions")
+    differences = [abs(p - e) / max(1.0, abs(e)) for p, e in zip(json_predictions, expected)]
+    worst = max(differences)
+    if worst > relative_tolerance:
+        row = differences.index(worst)
+        raise SmokeTestFailed(
+            f"endpoint {endpoint_name} predicted {json_predictions[row]:.6g} for sample row {row} where the "
+            f"evaluation predicted {expected[row]:.6g} (relative difference {worst:.3g} > {relative_tolerance:g}): "
+            "the deployed artifact or its scaling differs from the evaluated one")
     rmse = math.sqrt(sum((p - y) ** 2 for p, y in zip(json_predictions, actual)) / len(rows))
-    # A small sample's rmse scatters around the evaluated one; a broken model misses by orders.
-    limit = tolerance * evaluation_rmse + 1e-9 * max(1.0, max(abs(y) for y in actual))
-    if rmse > limit:
-        raise SmokeTestFailed(f"endpoint {endpoint_name} rmse {rmse:.2f} on {len(rows)} test rows exceeds "
-                              f"{tolerance:g} x evaluation rmse {evaluation_rmse:.2f} (limit {limit:.2f})")
-    return SmokeResult(len(rows), rmse, evaluation_rmse, limit)
+    return SmokeResult(len(rows), worst, rmse, evaluation_rmse)
 
 
 def _invoke(runtime, endpoint_name: str, content_type: str, body: str) -> list:

@@ -3,6 +3,7 @@ InvokeEndpoint route."""
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 
 import boto3
@@ -10,7 +11,7 @@ import pytest
 
 from jobs.serve import build_server
 from local.gateway import LocalGateway
-from mlops_shared.smoke_test import SmokeTestFailed, raw_features, run_smoke_test
+from mlops_shared.smoke_test import SmokeTestFailed, run_smoke_test
 from tests.model_artifacts import publish_package, train_model_dir
 
 BUCKET = "smoke-artifacts"
@@ -57,7 +58,7 @@ def test_passes_for_the_model_of_the_package(world):
     result = run_smoke_test("houses", package["arn"])
     assert result.rows == 20
     assert result.evaluation_rmse == pytest.approx(package["rmse"])
-    assert result.rmse <= result.limit
+    assert result.max_relative_difference < 1e-4
 
 
 def test_fails_when_the_endpoint_answers_far_from_the_evaluation(world):
@@ -65,21 +66,26 @@ def test_fails_when_the_endpoint_answers_far_from_the_evaluation(world):
     wrong = world["tmp"] / "wrong"
     train_model_dir(wrong, price_factor=3.0)  # a different model: prices three times too high
     world["serve"](wrong)
-    with pytest.raises(SmokeTestFailed, match="exceeds"):
+    with pytest.raises(SmokeTestFailed, match="differs from the evaluated one"):
         run_smoke_test("houses", package["arn"])
 
 
-def test_fails_clearly_without_a_test_split(world):
+def test_fails_when_the_scaler_is_not_applied(world, tmp_path):
+    package = publish_package(world["s3"], world["sm"], world["tmp"], bucket=BUCKET, group=GROUP, execution_id="p4")
+    # The same booster served with an identity scaler: the reference sample's bug (pre-scaled input).
+    model_dir = world["tmp"] / "p4" / "model"
+    preprocessor = json.loads((model_dir / "preprocessor.json").read_text())
+    n = len(preprocessor["feature_order"])
+    preprocessor["scaler"] = {"mean": [0.0] * n, "scale": [1.0] * n}
+    (model_dir / "preprocessor.json").write_text(json.dumps(preprocessor))
+    world["serve"](model_dir)
+    with pytest.raises(SmokeTestFailed, match="differs from the evaluated one"):
+        run_smoke_test("houses", package["arn"])
+
+
+def test_fails_clearly_without_a_smoke_sample(world):
     package = publish_package(world["s3"], world["sm"], world["tmp"], bucket=BUCKET, group=GROUP, execution_id="p3")
-    world["s3"].delete_object(Bucket=BUCKET, Key="pipeline/p3/Preprocess/test/test.csv")
+    world["s3"].delete_object(Bucket=BUCKET, Key="pipeline/p3/Evaluate/evaluation/smoke_sample.csv")
     world["serve"](world["tmp"] / "p3" / "model")
-    with pytest.raises(SmokeTestFailed, match="no test split"):
+    with pytest.raises(SmokeTestFailed, match="no smoke sample"):
         run_smoke_test("houses", package["arn"])
-
-
-def test_raw_features_recognises_scaled_and_raw_splits():
-    preprocessor = {"feature_order": ["A", "B"], "scaler": {"mean": [2000.0, 3.0], "scale": [10.0, 1.0]}}
-    raw_rows = [{"A": "1990", "B": "2"}, {"A": "2010", "B": "4"}]
-    scaled_rows = [{"A": "-1", "B": "-1"}, {"A": "1", "B": "1"}]
-    assert raw_features(raw_rows, preprocessor) == [[1990.0, 2.0], [2010.0, 4.0]]
-    assert raw_features(scaled_rows, preprocessor) == [[1990.0, 2.0], [2010.0, 4.0]]

@@ -132,6 +132,19 @@ def test_without_a_group_there_is_no_champion_and_the_limit_is_open(root, challe
     assert document["plots"] == list(evaluate.PLOTS)
 
 
+def test_the_smoke_sample_holds_raw_features_and_the_evaluated_predictions(root, challenger):
+    document = run(root, group=None)
+    sample = pd.read_csv(root / "processing/output/evaluation" / document["smoke_sample"])
+    test = challenger["raw_test"].iloc[: len(sample)].reset_index(drop=True)
+    assert len(sample) == min(evaluate.SMOKE_SAMPLE_ROWS, len(challenger["raw_test"]))
+    # Raw units, as a caller of the endpoint sends them (not the scaled split).
+    np.testing.assert_allclose(sample[FEATURES].to_numpy(), test[FEATURES].to_numpy(dtype=float), rtol=1e-9)
+    scaled = (test[FEATURES].to_numpy(dtype=float) - challenger["mean"]) / challenger["scale"]
+    expected = challenger["booster"].predict(xgb.DMatrix(pd.DataFrame(scaled, columns=FEATURES)))
+    np.testing.assert_allclose(sample["prediction"].to_numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(sample[TARGET].to_numpy(), test[TARGET].to_numpy(dtype=float))
+
+
 def test_a_group_without_approved_packages_or_a_missing_group_has_no_champion(root, challenger, registry):
     register(root, "pending", generate_housing(500, seed=2), "PendingManualApproval")
     assert run(root)["champion"] is None

@@ -446,3 +446,20 @@ def test_shutdown_stops_queued_and_running_executions(tmp_path, service):
 def test_python3_is_the_venv_interpreter(service):
     executor, _, _, _ = service
     assert executor.python == sys.executable
+
+
+def test_ray_head_command_is_loopback_only_with_free_ports(tmp_path):
+    from local.ray_head import RayHead, ray_client_env
+
+    head = RayHead(num_cpus=2, state_dir=tmp_path)
+    head.port = 6399
+    command = head.command()
+    assert command[1:4] == ["start", "--head", "--block"]
+    assert command[command.index("--node-ip-address") + 1] == "127.0.0.1"
+    assert "--include-dashboard=false" in command and "--disable-usage-stats" in command
+    assert command[command.index("--num-cpus") + 1] == "2"
+    ports = [int(command[i + 1]) for i, arg in enumerate(command) if arg.endswith("-port") and arg != "--port"]
+    assert len(ports) == len(set(ports)) >= 4 and 6399 not in ports
+    assert ray_client_env(head.address) == {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+        "RAY_ADDRESS": "127.0.0.1:6399"}

@@ -331,3 +331,19 @@ def test_conditions_skip_resources(aws, tmp_path):
     assert stack.ref("Topic").endswith(":without-queue")
     stack = provision(template, aws, template_dir=tmp_path, parameters={"WithQueue": "true"}, stack_name="second")
     assert stack.ref("Queue").endswith("/second-Queue")
+
+
+def test_outputs_may_name_resources_that_are_not_provisioned_locally(aws, tmp_path):
+    template = loads_template(textwrap.dedent("""
+        Resources:
+          Dashboard:
+            Type: AWS::CloudWatch::Dashboard
+            Properties:
+              DashboardBody: "{}"
+        Outputs:
+          DashboardName:
+            Value: !Ref Dashboard
+    """))
+    stack = provision(template, aws, stack_name="outs", template_dir=tmp_path)
+    assert stack.skipped == {"Dashboard": "AWS::CloudWatch::Dashboard"}
+    assert stack.outputs["DashboardName"] == "outs-Dashboard"

@@ -1,0 +1,180 @@
+"""P5 — each Lambda function's package size and the cold import time of its handler module.
+
+Size: the function's directory plus the shared layer's code (`functions/shared`), as deployed
+(bytes of every file but caches and tests; Powertools and boto3 come from their own layer and the
+runtime, so they are not counted); the zip size is in the notes.
+
+Cold import: a fresh interpreter per sample, `import app` timed inside it (so interpreter start-up
+is not counted, everything the handler imports is), with the function's environment from
+`template.yaml` (Globals + the function's variables; intrinsic functions become placeholder strings)
+and the shared layer on `sys.path`; the median of 5. The baseline is `import boto3` measured the same
+way (what any Python Lambda that calls AWS pays). The packages that take longest to import, from one
+`python -X importtime` run, are in the notes.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.harness import REPO_ROOT, VALUE_AT_MOST, Row, Target
+from bench.support import local_aws_env, median
+
+KEY = "P5"
+SIZE_TARGET = Target(VALUE_AT_MOST, 1.0)  # MB
+IMPORT_TARGET = Target(VALUE_AT_MOST, 150.0)  # ms
+SAMPLES = 5
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+SHARED_DIR = FUNCTIONS_DIR / "shared"
+EXCLUDED_PARTS = {"__pycache__", "tests", ".pytest_cache"}
+IMPORT_PROBE = (
+    "import sys, time\n"
+    "started = time.perf_counter()\n"
+    "import {module}\n"
+    "print(repr((time.perf_counter() - started) * 1000))\n"
+)
+
+
+def package_files(directory: Path) -> list[Path]:
+    return sorted(
+        p for p in directory.rglob("*")
+        if p.is_file() and not (EXCLUDED_PARTS & set(p.relative_to(directory).parts)) and p.suffix != ".pyc"
+    )
+
+
+def package_size(function_dir: Path, shared_dir: Path = SHARED_DIR) -> tuple[int, int]:
+    """(unzipped bytes, zipped bytes) of the function's code plus the shared layer's code."""
+    files = [(p, p.relative_to(function_dir)) for p in package_files(function_dir)]
+    files += [(p, Path("python") / p.relative_to(shared_dir)) for p in package_files(shared_dir)]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, name in files:
+            archive.write(path, str(name))
+    return sum(p.stat().st_size for p, _ in files), len(buffer.getvalue())
+
+
+def template_environments(template: Path) -> dict[str, dict[str, str]]:
+    """CodeUri directory name -> environment variables (Globals + function). Intrinsics are
+    resolved as far as a local run can: `!Ref` of a parameter gives its default, `!If` its first
+    non-empty branch, anything else a placeholder string."""
+    import yaml
+
+    class Intrinsic:
+        def __init__(self, name: str, value: Any):
+            self.name, self.value = name, value
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def intrinsic(loader: Any, tag_suffix: str, node: Any) -> Intrinsic:
+        if isinstance(node, yaml.SequenceNode):
+            value: Any = loader.construct_sequence(node, deep=True)
+        elif isinstance(node, yaml.MappingNode):
+            value = loader.construct_mapping(node, deep=True)
+        else:
+            value = loader.construct_scalar(node)
+        return Intrinsic(tag_suffix, value)
+
+    Loader.add_multi_constructor("!", intrinsic)
+    document = yaml.load(template.read_text(encoding="utf-8"), Loader=Loader)
+    parameters = document.get("Parameters") or {}
+
+    def resolve(value: Any) -> str:
+        if not isinstance(value, Intrinsic):
+            return str(value)
+        if value.name == "Ref" and isinstance(value.value, str) and "Default" in parameters.get(value.value, {}):
+            return str(parameters[value.value]["Default"])
+        if value.name == "If" and isinstance(value.value, list) and len(value.value) == 3:
+            # The first branch, unless it is empty (an optional parameter left at its default).
+            return resolve(value.value[1]) or resolve(value.value[2])
+        return f"placeholder-{value.name.lower()}"
+
+    globals_env = ((document.get("Globals") or {}).get("Function") or {}).get("Environment", {}).get("Variables", {})
+    environments: dict[str, dict[str, str]] = {}
+    for resource in (document.get("Resources") or {}).values():
+        if not isinstance(resource, dict) or resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        properties = resource.get("Properties") or {}
+        code_uri = str(properties.get("CodeUri", "")).rstrip("/")
+        if not code_uri.startswith("functions/"):
+            continue
+        variables = dict(globals_env)
+        variables.update((properties.get("Environment") or {}).get("Variables") or {})
+        environments[code_uri.split("/", 1)[1]] = {k: resolve(v) for k, v in variables.items()}
+    return environments
+
+
+def probe_environment(function_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env.update(local_aws_env())
+    env.update(function_env)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def import_times(module: str, cwd: Path, env: dict[str, str], samples: int = SAMPLES) -> list[float]:
+    """Milliseconds to import `module` in each of `samples` fresh interpreters."""
+    times = []
+    for _ in range(samples):
+        done = subprocess.run(
+            [sys.executable, "-c", f"import sys; sys.path[:0] = {[str(cwd), str(SHARED_DIR)]!r}\n"
+             + IMPORT_PROBE.format(module=module)],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"import {module} in {cwd} failed: {done.stderr.strip().splitlines()[-1:]}")
+        times.append(float(done.stdout.strip().splitlines()[-1]))
+    return times
+
+
+def heaviest_imports(module: str, cwd: Path, env: dict[str, str], top: int = 4) -> list[tuple[str, float]]:
+    """The `top` top-level packages by import time (ms, summed self time of their modules) in one
+    `python -X importtime` run."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import sys; sys.path[:0] = {[str(cwd), str(SHARED_DIR)]!r}; import {module}"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    )
+    return parse_importtime(done.stderr, top)
+
+
+def parse_importtime(stderr: str, top: int = 4) -> list[tuple[str, float]]:
+    """`import time: self | cumulative | name` lines → the `top` top-level packages by summed self
+    time in ms."""
+    per_package: dict[str, float] = {}
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        if len(parts) != 3 or not parts[0].strip().isdigit():
+            continue
+        package = parts[2].strip().split(".", 1)[0]
+        per_package[package] = per_package.get(package, 0.0) + int(parts[0]) / 1000
+    return sorted(per_package.items(), key=lambda item: -item[1])[:top]
+
+
+def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
+    environments = template_environments(REPO_ROOT / "template.yaml")
+    functions = sorted(p for p in FUNCTIONS_DIR.iterdir() if (p / "app.py").is_file())
+    samples = 3 if quick else SAMPLES
+    base_env = probe_environment({})
+    baseline_ms = median(import_times("boto3", workdir, base_env, samples))
+    for function_dir in functions:
+        name = function_dir.name
+        unzipped, zipped = package_size(function_dir)
+        report(Row(KEY, f"{name}: package size", unzipped / 1e6, None, "MB", SIZE_TARGET,
+                   notes=f"function + shared layer code; {zipped / 1e3:.0f} kB zipped"))
+        env = probe_environment(environments.get(name, {}))
+        try:
+            times = import_times("app", function_dir, env, samples)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            report(Row(KEY, f"{name}: cold import of app", None, baseline_ms, "ms", IMPORT_TARGET,
+                       notes=f"not measured: {' '.join(str(error).split())[:200]}"))
+            continue
+        heavy = ", ".join(f"{module} {ms:.0f} ms" for module, ms in heaviest_imports("app", function_dir, env))
+        report(Row(KEY, f"{name}: cold import of app (median of {samples})", median(times), baseline_ms, "ms",
+                   IMPORT_TARGET, notes=f"baseline: import boto3; heaviest: {heavy}",
+                   details={"samples_ms": times}))

@@ -1,0 +1,43 @@
+"""`sam build` of template.yaml succeeds on a machine with python3.11 and no Docker, and packages what
+the handlers import: each function's app.py and the mlops_shared layer."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from cfnlint.decode import cfn_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SAM = ROOT / ".venv-tools" / "bin" / "sam"
+
+
+def test_sam_build_packages_every_function_and_the_shared_layer(tmp_path):
+    build_dir = tmp_path / "build"
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(SAM), "build", "--template-file", str(ROOT / "template.yaml"), "--build-dir", str(build_dir),
+         "--cache-dir", str(tmp_path / "cache"), "--no-cached", "--parallel"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Build Succeeded" in result.stdout
+    assert time.monotonic() - started < 180
+
+    source = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))
+    built = json.loads(json.dumps(cfn_yaml.load(str(build_dir / "template.yaml"))))
+    functions = [n for n, r in source["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+    assert len(functions) >= 7
+    for name in functions:
+        code_uri = built["Resources"][name]["Properties"]["CodeUri"]
+        assert (build_dir / code_uri / "app.py").is_file(), name
+        handler_source = ROOT / source["Resources"][name]["Properties"]["CodeUri"] / "app.py"
+        assert (build_dir / code_uri / "app.py").read_bytes() == handler_source.read_bytes(), name
+    layer_dir = build_dir / built["Resources"]["SharedLayer"]["Properties"]["ContentUri"]
+    assert (layer_dir / "python" / "mlops_shared" / "__init__.py").is_file()
+    # The state machine definition stays a file the deploy uploads with its substitutions.
+    machine = built["Resources"]["DeployStateMachine"]["Properties"]
+    assert Path(machine["DefinitionUri"]).name == "deploy.asl.json"
