@@ -135,7 +135,8 @@ def step_durations(cloud: Any, execution_arn: str) -> dict[str, float]:
 def run_pipeline(cloud: Any, csv_path: Path) -> tuple[float, dict[str, Any], dict[str, float]]:
     from local.commands.pipeline import run_csv
 
-    seconds, result = timed(run_csv, cloud, csv_path, TARGET_COLUMN, timeout=RUN_BUDGET_SECONDS)
+    seconds, result = timed(run_csv, cloud, csv_path, TARGET_COLUMN, timeout=RUN_BUDGET_SECONDS,
+                            progress=lambda message: print(f"[P4] {message}", flush=True))
     durations = step_durations(cloud, result["execution_arn"]) if result.get("execution_arn") else {}
     return seconds, result, durations
 

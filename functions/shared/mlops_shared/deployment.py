@@ -291,8 +291,9 @@ def deployment_notification(event: Mapping[str, Any], failure_reason: str | None
         lines.append("The endpoint, endpoint config and model created for this deployment are deleted.")
     smoke = event.get("smoke") or {}
     if smoke:
-        lines.append(f"Smoke test: rmse {smoke.get('rmse'):.2f} on {smoke.get('rows')} test rows "
-                     f"(evaluation rmse {smoke.get('evaluation_rmse'):.2f}, limit {smoke.get('limit'):.2f})")
+        lines.append(f"Smoke test: {smoke.get('rows')} sample rows answered as evaluated (largest relative "
+                     f"difference {smoke.get('max_relative_difference', 0.0):.2g}); rmse {smoke.get('rmse', 0.0):.2f} "
+                     f"on them, evaluation rmse {smoke.get('evaluation_rmse', 0.0):.2f}")
     short_package = package.rsplit("/", 2)[-2:] if "/" in package else [package]
     return Notification(event_type=event_type,
                         subject=subject.format(package="/".join(short_package), endpoint=endpoint),

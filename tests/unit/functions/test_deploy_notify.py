@@ -18,10 +18,12 @@ PLAN = {"endpoint_name": "houses", "action": "update", "trigger": "Approved",
 
 def test_messages_say_what_happened():
     deployed = deployment_notification({"outcome": "deployed", "plan": PLAN,
-                                        "smoke": {"rows": 20, "rmse": 100.0, "evaluation_rmse": 90.0, "limit": 270.0}})
+                                        "smoke": {"rows": 20, "rmse": 100.0, "evaluation_rmse": 90.0,
+                                                  "max_relative_difference": 2e-7}})
     assert deployed.event_type == "deployment_succeeded"
     assert deployed.subject == "Deployed houses/3 to endpoint houses"
-    assert "rmse 100.00 on 20 test rows" in deployed.body
+    assert "20 sample rows answered as evaluated (largest relative difference 2e-07)" in deployed.body
+    assert "rmse 100.00 on them, evaluation rmse 90.00" in deployed.body
     rolled = deployment_notification({"outcome": "rolled_back", "plan": PLAN,
                                       "error": {"Error": "UpdateRolledBack", "Cause": "endpoint InService kept config x"}},
                                      failure_reason="the new variant could not start")
