@@ -27,10 +27,10 @@ browser:
 	@bash scripts/ensure_chromium.sh
 
 ## Every test (unit, integration on moto server, infrastructure checks).
-test: $(STAMP) browser
+test: $(STAMP) browser tools
 	$(BIN)/python -m pytest -q -ra
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) tools
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 bench: $(STAMP)

@@ -27,6 +27,7 @@ TERMINAL_OUTCOMES = ("deployed", "rolled_back", "failed", "skipped")
 # How long the end of a deployment (the notification after the outcome is recorded) may take
 # before the run stops waiting for it.
 SETTLE_SECONDS = 60.0
+MAX_REASON_CHARS = 800
 
 
 class RunError(RuntimeError):
@@ -218,7 +219,7 @@ def execution_details(stepfunctions, execution_arn: str) -> dict:
         for details in event.values():
             if not isinstance(details, dict):
                 continue
-            for key in ("input", "parameters"):
+            for key in ("input", "parameters", "output"):
                 try:
                     payload = json.loads(details.get(key) or "null")
                 except (TypeError, ValueError):
@@ -227,9 +228,11 @@ def execution_details(stepfunctions, execution_arn: str) -> dict:
                     continue
                 if "outcome" in payload and "plan" in payload:
                     notified = payload
-                endpoint = payload.get("endpoint")
-                if isinstance(endpoint, dict) and endpoint.get("FailureReason"):
-                    endpoint_failure = endpoint["FailureReason"]
+                # A DescribeEndpoint result (the task's raw output, or kept in the state as
+                # `endpoint`) carries the reason an endpoint failed or an update rolled back.
+                for endpoint in (payload, payload.get("endpoint")):
+                    if isinstance(endpoint, dict) and endpoint.get("FailureReason"):
+                        endpoint_failure = endpoint["FailureReason"]
     if notified is None:
         return {"reason": None, "endpoint_name": None}
     plan = notified.get("plan") or {}
@@ -241,6 +244,8 @@ def execution_details(stepfunctions, execution_arn: str) -> dict:
         reason = plan.get("reason")
     if endpoint_failure and (reason is None or endpoint_failure not in reason):
         reason = f"{reason}; endpoint failure reason: {endpoint_failure}" if reason else endpoint_failure
+    if reason and len(reason) > MAX_REASON_CHARS:  # a server's log tail can hold a whole stack trace
+        reason = reason[:MAX_REASON_CHARS] + " ..."
     return {"reason": reason, "endpoint_name": plan.get("endpoint_name")}
 
 

@@ -5,8 +5,11 @@ metadata `target`), then only watches the local cloud through the AWS APIs: the 
 object start_pipeline writes, or the pipeline execution it starts, then that execution's outcome
 (failed step and reason, or the registered model package and its evaluation metrics).
 
-Stages after registration (approval, deployment) plug in through `AFTER_REGISTRATION`: each hook
-takes (RunSession, result dict) and returns the updated result.
+Stages after registration plug in through `AFTER_REGISTRATION`: each hook takes (RunSession, result
+dict) and returns the updated result. The one installed here (`local.flow.decide`) handles
+`--approve` / `--reject`: it follows the link of the approval email in the outbox like the approver
+would, then follows the deployment the approval starts to `deployed` (with `endpoint_name`) or
+`failed` (with the deployment's reason).
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from local.flow import RunError, decide
+
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = ".mlops-local"
@@ -33,11 +38,12 @@ TERMINAL_EXECUTION_STATUSES = ("Succeeded", "Failed", "Stopped")
 
 EXIT_OK = 0
 EXIT_INTERNAL_ERROR = 1
+EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 
-
-class RunError(RuntimeError):
-    """The flow did not behave as designed (a handler crashed, an event was dead-lettered, ...)."""
+# Template parameters of a cloud started by these commands: the template's defaults are sized for
+# AWS (endpoint polls every 30 s, a 5-minute canary bake); locally an endpoint is up in seconds.
+LOCAL_DEPLOY_PARAMETERS = {"EndpointPollSeconds": "2", "CanaryWaitSeconds": "10", "TerminationWaitSeconds": "0"}
 
 
 @dataclass
@@ -52,6 +58,7 @@ class RunSession:
     progress: Callable[[str], None] = lambda message: None
     cloud: Any = None  # the LocalCloud when this process started it, else None
     api_url: str | None = None
+    result: dict | None = None  # the result document so far (reported as it stands on a timeout)
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def client(self, service: str):
@@ -71,8 +78,8 @@ class RunSession:
             raise TimeoutError(f"timed out waiting for {what}")
 
 
-# Stages after "registered" (approve/reject, deployment) append themselves here.
-AFTER_REGISTRATION: list[Callable[[RunSession, dict], dict]] = []
+# Stages after "registered", in order.
+AFTER_REGISTRATION: list[Callable[[RunSession, dict], dict]] = [decide]
 
 
 def after_registration(session: RunSession, result: dict) -> dict:
@@ -229,7 +236,7 @@ def evaluation_metrics(session: RunSession, package: dict) -> dict:
 
 def run_dataset(session: RunSession, path: Path, target: str | None) -> dict:
     """Uploads `path` and follows it to its outcome; returns the result document."""
-    result = empty_result()
+    result = session.result = empty_result()
     started = time.time()
     dataset = upload(session, path, target)
     intake = wait_for_intake(session, dataset, started - 1)
@@ -254,7 +261,8 @@ def run_dataset(session: RunSession, path: Path, target: str | None) -> dict:
                   metrics=evaluation_metrics(session, package))
     session.progress(f"registered {package['ModelPackageArn']} ({package.get('ModelApprovalStatus')}); "
                      f"metrics {result['metrics']}")
-    return after_registration(session, result)
+    session.result = after_registration(session, result)
+    return session.result
 
 
 # ------------------------------------------------------------------------------------------------
@@ -273,6 +281,17 @@ def cloud_for(state_dir: Path, **cloud_options):
         yield cloud.endpoint_url, cloud.stack.outputs, cloud.api_url, cloud
 
 
+def parse_parameters(pairs: list[str] | None) -> dict[str, str]:
+    """`NAME=VALUE` strings (from --parameter) as a dict; ValueError names the bad one."""
+    parameters = {}
+    for pair in pairs or []:
+        name, separator, value = pair.partition("=")
+        if not separator or not name.strip():
+            raise ValueError(f"--parameter expects NAME=VALUE, got {pair!r}")
+        parameters[name.strip()] = value
+    return parameters
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -283,25 +302,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         _stderr(f"mlops local run: no such file: {path}")
         return 2
     state_dir = Path(args.state_dir)
-    result = empty_result()
+    try:
+        parameters = {**LOCAL_DEPLOY_PARAMETERS, **parse_parameters(args.parameter)}
+    except ValueError as exc:
+        _stderr(f"mlops local run: {exc}")
+        return EXIT_USAGE
+    from local.cloud import find_running_cloud
+
+    if args.parameter and find_running_cloud(state_dir):
+        _stderr(f"mlops local run: --parameter only applies to a cloud this command starts, and one is "
+                f"already running for {state_dir} (pass them to `mlops local up` instead)")
+        return EXIT_USAGE
+    session: RunSession | None = None
     code = EXIT_OK
     try:
-        with cloud_for(state_dir) as (endpoint_url, outputs, api_url, cloud):
+        with cloud_for(state_dir, parameters=parameters) as (endpoint_url, outputs, api_url, cloud):
             session = RunSession(endpoint_url, state_dir.resolve(), outputs, args,
                                  deadline=time.monotonic() + args.timeout,
                                  progress=_stderr if not args.quiet else (lambda m: None),
                                  cloud=cloud, api_url=api_url)
-            result = run_dataset(session, path, args.target)
+            run_dataset(session, path, args.target)
     except TimeoutError as exc:
-        result["reason"] = str(exc)
-        code = EXIT_TIMEOUT
+        reason, code = str(exc), EXIT_TIMEOUT
     except RunError as exc:
-        result["reason"] = str(exc)
-        code = EXIT_INTERNAL_ERROR
+        reason, code = str(exc), EXIT_INTERNAL_ERROR
     except Exception as exc:  # anything else is an internal error too, but say what it was
         log.exception("mlops local run failed")
-        result["reason"] = f"{type(exc).__name__}: {exc}"
-        code = EXIT_INTERNAL_ERROR
+        reason, code = f"{type(exc).__name__}: {exc}", EXIT_INTERNAL_ERROR
+    # On an error the document shows how far the flow got (status, ARNs) and why it stopped.
+    result = session.result if session is not None and session.result is not None else empty_result()
+    if code != EXIT_OK:
+        result["reason"] = reason
     if args.json:
         print(json.dumps(result), flush=True)
     else:
@@ -317,11 +348,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     if find_running_cloud(state_dir):
         _stderr(f"a local cloud is already running with state dir {state_dir}")
         return 1
+    try:
+        parameters = {**LOCAL_DEPLOY_PARAMETERS, **parse_parameters(args.parameter)}
+    except ValueError as exc:
+        _stderr(f"mlops local up: {exc}")
+        return EXIT_USAGE
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     _stderr("starting the local cloud ...")
     with LocalCloud(state_dir, replication_delay_seconds=args.replication_delay,
-                    max_concurrent_executions=args.max_concurrent_executions) as cloud:
+                    max_concurrent_executions=args.max_concurrent_executions, parameters=parameters) as cloud:
         outputs = cloud.stack.outputs
         print(f"AWS endpoint:      {cloud.endpoint_url}   (export AWS_ENDPOINT_URL={cloud.endpoint_url})")
         stages = sorted({f"/{r.stage}" if r.kind == "rest" else "" for r in cloud.stack.api_routes})
@@ -351,6 +387,8 @@ def register(subparsers) -> None:
     up.add_argument("--replication-delay", type=float, default=0.0,
                     help="seconds before Feature Store records reach the offline store")
     up.add_argument("--max-concurrent-executions", type=int, default=1)
+    up.add_argument("--parameter", action="append", metavar="NAME=VALUE",
+                    help="template parameter override (repeatable), e.g. RMSEThreshold=20000")
     up.set_defaults(func=cmd_up)
 
     run = commands.add_parser("run", help="upload a CSV like a user and report what happened to it")
@@ -363,4 +401,7 @@ def register(subparsers) -> None:
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     run.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    run.add_argument("--parameter", action="append", metavar="NAME=VALUE",
+                     help="template parameter override (repeatable) for the cloud this command starts "
+                          "when none is running, e.g. MaxTuningJobs=2")
     run.set_defaults(func=cmd_run)

@@ -13,9 +13,9 @@ import pytest
 
 from scripts import publish
 from scripts.publish import DeployConfig, PublishError, StackContext
+from tests.infrastructure.test_security import ensure_tools
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS_PYTHON = ROOT / ".venv-tools" / "bin" / "python"
 ACCOUNT = "123456789012"
 JOBS_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/ray-mlops-dev-jobs-us-east-1"
 
@@ -49,7 +49,7 @@ def test_overrides_survive_sam_cli_parsing():
         "from samcli.cli.types import CfnParameterOverridesType\n"
         "print(json.dumps(CfnParameterOverridesType().convert(tuple(json.loads(sys.argv[1])), None, None)))\n"
     )
-    result = subprocess.run([str(TOOLS_PYTHON), "-c", script, json.dumps(rendered)],
+    result = subprocess.run([str(ensure_tools() / "python"), "-c", script, json.dumps(rendered)],
                             capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(result.stdout) == overrides
     assert publish.parse_parameter_overrides(" ".join(rendered[:3])) == dict(list(overrides.items())[:3])

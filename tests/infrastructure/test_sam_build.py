@@ -10,16 +10,18 @@ from pathlib import Path
 
 from cfnlint.decode import cfn_yaml
 
+from tests.infrastructure.test_security import ensure_tools
+
 ROOT = Path(__file__).resolve().parents[2]
-SAM = ROOT / ".venv-tools" / "bin" / "sam"
 
 
 def test_sam_build_packages_every_function_and_the_shared_layer(tmp_path):
+    sam = ensure_tools() / "sam"
     build_dir = tmp_path / "build"
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
     started = time.monotonic()
     result = subprocess.run(
-        [str(SAM), "build", "--template-file", str(ROOT / "template.yaml"), "--build-dir", str(build_dir),
+        [str(sam), "build", "--template-file", str(ROOT / "template.yaml"), "--build-dir", str(build_dir),
          "--cache-dir", str(tmp_path / "cache"), "--no-cached", "--parallel"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
     )

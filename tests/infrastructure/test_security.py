@@ -17,7 +17,8 @@ from cfnlint.decode import cfn_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
-CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
+TOOLS_BIN = ROOT / ".venv-tools" / "bin"
+CHECKOV = TOOLS_BIN / "checkov"
 CHECKOV_CONFIG = ROOT / ".checkov.yaml"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
@@ -30,6 +31,14 @@ UNSCOPABLE_ACTIONS = {
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
     "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
 }
+
+
+def ensure_tools() -> Path:
+    """The tools virtualenv (`make tools`, a prerequisite of `make test`); installed here if a test run
+    started some other way finds it missing."""
+    if not all((TOOLS_BIN / tool).exists() for tool in ("checkov", "sam", "python")):
+        subprocess.run(["make", "-C", str(ROOT), "tools"], check=True, timeout=1200)
+    return TOOLS_BIN
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +72,7 @@ def as_list(value: Any) -> list:
 
 
 def run_checkov(path: Path) -> dict[str, Any]:
+    ensure_tools()
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     result = subprocess.run(
         [str(CHECKOV), "-f", str(path), "--config-file", str(CHECKOV_CONFIG), "-o", "json"],
