@@ -113,3 +113,19 @@ def setup_logging(level: int | str | None = None) -> logging.Logger:
     for noisy in ("botocore", "urllib3", "boto3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return logging.getLogger("jobs")
+
+
+# Columns the ingest step (record id, event time, dataset version) and the Feature Store offline
+# store (write/api times, deletion flag, partitions) add to every record: never features.
+FEATURE_STORE_METADATA_COLUMNS = (
+    "record_id",
+    "event_time",
+    "dataset_version",
+    "write_time",
+    "api_invocation_time",
+    "is_deleted",
+    "year",
+    "month",
+    "day",
+    "hour",
+)

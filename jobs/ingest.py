@@ -57,18 +57,7 @@ EVENT_TIME_FEATURE = "event_time"
 DATASET_VERSION_FEATURE = "dataset_version"
 # Names the feature store adds to the offline store or that the pipeline adds itself; a CSV column
 # with one of these names would be overwritten, so it is refused.
-RESERVED_NAMES = {
-    RECORD_IDENTIFIER,
-    EVENT_TIME_FEATURE,
-    DATASET_VERSION_FEATURE,
-    "write_time",
-    "api_invocation_time",
-    "is_deleted",
-    "year",
-    "month",
-    "day",
-    "hour",
-}
+RESERVED_NAMES = set(common.FEATURE_STORE_METADATA_COLUMNS)
 FEATURE_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}$")
 FEATURE_GROUP_NAME_MAX = 64
 ETAG_PATTERN = re.compile(r'^"?[0-9a-fA-F]{32}(-\d+)?"?$')

@@ -45,19 +45,7 @@ log = logging.getLogger("jobs.preprocess")
 
 SPLITS = ("train", "validation", "test")
 FRACTION_TOLERANCE = 1e-6
-# Columns the Feature Store and the ingest step add; never features.
-METADATA_COLUMNS = (
-    "record_id",
-    "event_time",
-    "dataset_version",
-    "write_time",
-    "api_invocation_time",
-    "is_deleted",
-    "year",
-    "month",
-    "day",
-    "hour",
-)
+METADATA_COLUMNS = common.FEATURE_STORE_METADATA_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from mlops_shared.deployment import cause_text
+
 from local.approve import ApprovalEmailNotFound, find_approval_email, follow_approval_link
 
 TERMINAL_OUTCOMES = ("deployed", "rolled_back", "failed", "skipped")
@@ -239,7 +241,7 @@ def execution_details(stepfunctions, execution_arn: str) -> dict:
     error = notified.get("error") or {}
     reason = None
     if error:
-        reason = f"{error.get('Error', 'Error')}: {_cause_text(error.get('Cause', ''))}"
+        reason = f"{error.get('Error', 'Error')}: {cause_text(error.get('Cause', ''))}"
     elif notified.get("outcome") == "skipped":
         reason = plan.get("reason")
     if endpoint_failure and (reason is None or endpoint_failure not in reason):
@@ -247,17 +249,3 @@ def execution_details(stepfunctions, execution_arn: str) -> dict:
     if reason and len(reason) > MAX_REASON_CHARS:  # a server's log tail can hold a whole stack trace
         reason = reason[:MAX_REASON_CHARS] + " ..."
     return {"reason": reason, "endpoint_name": plan.get("endpoint_name")}
-
-
-def _cause_text(cause: str) -> str:
-    """A Catch cause as a person reads it: the endpoint's FailureReason, or the Lambda's error message."""
-    try:
-        parsed = json.loads(cause)
-    except (TypeError, ValueError):
-        return str(cause)
-    if isinstance(parsed, dict):
-        if "EndpointStatus" in parsed:
-            return f"endpoint {parsed.get('EndpointStatus')}: {parsed.get('FailureReason', 'no reason given')}"
-        if "errorMessage" in parsed:
-            return f"{parsed.get('errorType', 'Error')}: {parsed['errorMessage']}"
-    return str(cause)

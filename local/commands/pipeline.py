@@ -28,9 +28,6 @@ EVALUATION_REPORT = "EvaluationReport"
 
 def _shared_package():
     """`mlops_shared` (the Lambda layer): the parameters are built by the very code start_pipeline runs."""
-    layer = str(REPO_ROOT / "functions" / "shared")
-    if layer not in sys.path:
-        sys.path.insert(0, layer)
     from mlops_shared import intake
     from mlops_shared.config import StartPipelineSettings
 

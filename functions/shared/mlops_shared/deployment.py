@@ -282,7 +282,7 @@ def deployment_notification(event: Mapping[str, Any], failure_reason: str | None
         lines.append(f"Previously serving: {plan['previous_model_package_arn']}")
     error = event.get("error") or {}
     if error:
-        lines.append(f"Error: {error.get('Error', '')}: {_cause_text(error.get('Cause', ''))}")
+        lines.append(f"Error: {error.get('Error', '')}: {cause_text(error.get('Cause', ''))}")
     if failure_reason:
         lines.append(f"Endpoint failure reason: {failure_reason}")
     if outcome == "rolled_back":
@@ -300,7 +300,7 @@ def deployment_notification(event: Mapping[str, Any], failure_reason: str | None
                         body="\n".join(lines))
 
 
-def _cause_text(cause: str) -> str:
+def cause_text(cause: str) -> str:
     """A Catch cause as a person wants to read it: the endpoint's FailureReason when the cause is a
     DescribeEndpoint result, the Lambda errorMessage when it is a Lambda error payload."""
     import json
