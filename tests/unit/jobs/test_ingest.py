@@ -24,15 +24,6 @@ ROLE = "arn:aws:iam::123456789012:role/feature-store"
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture
 def container_root(tmp_path, monkeypatch):
     monkeypatch.setenv("SM_CONTAINER_ROOT", str(tmp_path / "opt-ml"))
@@ -117,7 +108,7 @@ def failure_reason(root) -> str:
 
 # --------------------------------------------------------------------------- Ray-backed runs
 @pytest.mark.slow
-def test_ingest_writes_every_row_and_a_manifest(ray_cluster, container_root, buckets, feature_store):
+def test_ingest_writes_every_row_and_a_manifest(ray_local, container_root, buckets, feature_store):
     feature_store()
     frame = generate_housing(300, seed=3).astype(str)
     frame.loc[17, "SQUARE_FEET"] = "n/a"  # one bad row, allowed by --max-rejected-rows 1
@@ -154,7 +145,7 @@ def test_ingest_writes_every_row_and_a_manifest(ray_cluster, container_root, buc
 
 
 @pytest.mark.slow
-def test_rerun_of_the_same_version_overwrites(ray_cluster, container_root, buckets, feature_store):
+def test_rerun_of_the_same_version_overwrites(ray_local, container_root, buckets, feature_store):
     feature_store()
     uri, version = upload(buckets, generate_housing(120, seed=5))
     manifest_path = container_root / "processing/output/manifest/manifest.json"
@@ -174,7 +165,7 @@ def test_rerun_of_the_same_version_overwrites(ray_cluster, container_root, bucke
 
 
 @pytest.mark.slow
-def test_offline_store_that_never_catches_up_fails_clearly(ray_cluster, container_root, buckets, feature_store):
+def test_offline_store_that_never_catches_up_fails_clearly(ray_local, container_root, buckets, feature_store):
     feature_store(replication_delay_seconds=10_000)
     uri, version = upload(buckets, generate_housing(50, seed=9))
 

@@ -22,18 +22,6 @@ BUCKET = "artifacts"
 STORE_PREFIX = "offline-store/123456789012/sagemaker/us-east-1/offline-store/fs-housing-1700000000"
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 @pytest.fixture
 def root(tmp_path, monkeypatch):
     monkeypatch.setenv("SM_CONTAINER_ROOT", str(tmp_path))
