@@ -9,13 +9,20 @@
 2. Infers the schema (Integral/Fractional per column). The feature group name gets a hash of the
    feature definitions, so a CSV with another schema gets its own group; the group is created if
    missing (offline store only).
-3. Writes every row with Ray actors, each running a bounded pool of concurrent PutRecord calls,
-   retrying throttling and server errors with exponential backoff and jitter. Record ids are
-   `<dataset version>-<row number>`, so a re-run overwrites instead of duplicating. Rows that cannot
-   be written are kept in `rejects/rejects.csv` with the reason; too many of them fail the step.
-4. Waits until the offline store (asynchronous replication to S3) holds every record of this run,
-   because the next step reads the offline store.
-5. Writes `manifest/manifest.json` describing what the next steps should read.
+3. Writes the rows in one of two ways (`--ingestion-mode`; `Auto` picks by size):
+   * `PutRecord`: Ray actors, each running a bounded pool of concurrent PutRecord calls, retrying
+     throttling and server errors with exponential backoff and jitter; then waits until the
+     offline store (asynchronous replication to S3) holds every record of this run, because the
+     next step reads the offline store.
+   * `OfflineStore` (bulk, for data bigger than PutRecord carries in reasonable time): writes the
+     offline store's Parquet files directly under the group's resolved S3 URI, in the format
+     Feature Store itself writes (`jobs.offline_store`), as the Feature Store Spark connector does
+     for offline-only ingestion. Visible as soon as written; the online store is not involved
+     (the group has none).
+   Record ids are `<dataset version>-<row number>`, so a re-run overwrites instead of duplicating.
+   Rows that cannot be written are kept in `rejects/rejects.csv` with the reason; too many of them
+   fail the step.
+4. Writes `manifest/manifest.json` describing what the next steps should read.
 """
 from __future__ import annotations
 
@@ -33,12 +40,14 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 import boto3
 import botocore.config
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import (
     ClientError,
@@ -48,7 +57,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from jobs import common
+from jobs import common, offline_store
 
 log = logging.getLogger("jobs.ingest")
 
@@ -75,6 +84,13 @@ THROTTLING_CODES = {
     "InternalFailure",
 }
 BATCH_ROWS = 500
+PUT_RECORD, OFFLINE_STORE, AUTO = "PutRecord", "OfflineStore", "Auto"
+INGESTION_MODES = (AUTO, PUT_RECORD, OFFLINE_STORE)
+# Auto writes the offline store directly from this many rows on: PutRecord moves a few hundred to a
+# few thousand rows a second, so 100k rows already take minutes that a bulk write does in seconds.
+DEFAULT_DIRECT_WRITE_MIN_ROWS = 100_000
+DIRECT_WRITE_FILE_ROWS = 250_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_REJECT_REASONS_IN_MESSAGE = 3
 
 
@@ -245,6 +261,82 @@ def prepare_rows(
         else:
             rejected.append((row_number, reason))
     return good, rejected
+
+
+@dataclass
+class PreparedColumns:
+    """The writable rows of a CSV as typed columns (the bulk path's `prepare_rows`)."""
+
+    row_numbers: np.ndarray  # int64, ascending: which CSV rows these are
+    values: dict[str, np.ndarray]  # column -> int64 (Integral) or float64 (Fractional) values
+
+
+def prepare_columns(frame: pd.DataFrame, schema: Schema) -> tuple[PreparedColumns, list[tuple[int, str]]]:
+    """`prepare_rows` for large data: the same accept/reject decisions and reasons (the first
+    failing column of a row, in column order), computed a column at a time; values come back typed.
+
+    Cells are parsed with Python's own `int`/`float` (numpy casts of text call them), so a value
+    means exactly what it means on the PutRecord path; an Integral beyond 64 bits, which the
+    feature store refuses there, is rejected here with the reason."""
+    count = len(frame)
+    reasons = np.full(count, None, dtype=object)
+    parsed: dict[str, np.ndarray] = {}
+    for column in schema.columns:
+        text = frame[column].str.strip().to_numpy(dtype=object)
+        open_rows = pd.isna(reasons)
+        empty = text == ""
+        _reject(reasons, open_rows & empty, lambda _: f"{column} is empty")
+        if schema.types[column] == "Integral":
+            well_formed = pd.Series(text).str.fullmatch(INTEGRAL_PATTERN.pattern).to_numpy(dtype=bool)
+            _reject(reasons, pd.isna(reasons) & ~empty & ~well_formed,
+                    lambda cell: f"{column} value {cell!r} is not an integer", text)
+            parsed[column] = _parse_integral(column, text, well_formed, reasons)
+        else:
+            parsed[column] = _parse_fractional(column, text, ~empty, reasons)
+    good = pd.isna(reasons)
+    row_numbers = np.flatnonzero(good).astype(np.int64)
+    rejected = [(int(n), reasons[n]) for n in np.flatnonzero(~good)]
+    return PreparedColumns(row_numbers, {c: v[good] for c, v in parsed.items()}), rejected
+
+
+def _reject(reasons: np.ndarray, mask: np.ndarray, reason: Callable[[Any], str], cells: np.ndarray | None = None) -> None:
+    for index in np.flatnonzero(mask):
+        reasons[index] = reason(None if cells is None else cells[index])
+
+
+def _parse_integral(column: str, text: np.ndarray, well_formed: np.ndarray, reasons: np.ndarray) -> np.ndarray:
+    values = np.zeros(len(text), dtype=np.int64)
+    candidates = np.where(well_formed, text, "0")
+    try:
+        values[:] = candidates.astype(np.int64)
+    except OverflowError:  # some value needs more than 64 bits: find which, one by one
+        for index in np.flatnonzero(well_formed):
+            number = int(text[index])
+            if INT64_MIN <= number <= INT64_MAX:
+                values[index] = number
+            elif pd.isna(reasons[index]):
+                reasons[index] = f"{column} value {text[index]!r} does not fit in a 64-bit integer"
+    return values
+
+
+def _parse_fractional(column: str, text: np.ndarray, present: np.ndarray, reasons: np.ndarray) -> np.ndarray:
+    values = np.zeros(len(text), dtype=np.float64)
+    candidates = np.where(present, text, "0")
+    try:
+        values[:] = candidates.astype(np.float64)
+        unparsable = np.zeros(len(text), dtype=bool)
+    except ValueError:  # some cell is not a number: find which, one by one
+        unparsable = np.zeros(len(text), dtype=bool)
+        for index in np.flatnonzero(present):
+            try:
+                values[index] = float(text[index])
+            except ValueError:
+                unparsable[index] = True
+    open_rows = pd.isna(reasons)
+    _reject(reasons, open_rows & unparsable, lambda cell: f"{column} value {cell!r} is not a number", text)
+    _reject(reasons, open_rows & present & ~unparsable & ~np.isfinite(values),
+            lambda cell: f"{column} value {cell!r} is not a finite number", text)
+    return values
 
 
 def record_id(dataset_version: str, row_number: int) -> str:
@@ -519,6 +611,68 @@ def write_rows_with_ray(
             ray.shutdown()
 
 
+def choose_ingestion_mode(requested: str, rows: int, direct_write_min_rows: int) -> str:
+    """`PutRecord` or `OfflineStore` for `rows` rows; `Auto` goes direct from the threshold on."""
+    if requested not in INGESTION_MODES:
+        raise common.JobFailure(f"ingestion mode must be one of {', '.join(INGESTION_MODES)}, got {requested!r}")
+    if requested != AUTO:
+        return requested
+    return OFFLINE_STORE if rows >= direct_write_min_rows else PUT_RECORD
+
+
+def write_offline_store_directly(
+    s3: Any,
+    offline_uri: str,
+    feature_types: dict[str, str],
+    prepared: PreparedColumns,
+    dataset_version: str,
+    event_time: float,
+    *,
+    file_rows: int = DIRECT_WRITE_FILE_ROWS,
+    max_concurrency: int = 4,
+) -> list[str]:
+    """Writes the prepared rows as offline store files (Feature Store's own Parquet layout) under
+    the group's resolved URI; returns the files' URIs. `feature_types` is the group's definition,
+    in its order; a feature this CSV does not have stays empty, as PutRecord would leave it."""
+    data_uri = offline_store.data_uri(offline_uri)
+    schema = offline_store.arrow_schema(feature_types)
+    partition = offline_store.partition(event_time)
+    write_time = datetime.now(timezone.utc)
+    stamp = np.datetime64(int(write_time.timestamp() * 1_000_000), "us")
+    total = len(prepared.row_numbers)
+
+    def build(start: int) -> pa.Table:
+        numbers = prepared.row_numbers[start : start + file_rows]
+        size = len(numbers)
+        columns: dict[str, Any] = {
+            RECORD_IDENTIFIER: pa.array([record_id(dataset_version, int(n)) for n in numbers], pa.string()),
+            EVENT_TIME_FEATURE: np.full(size, float(event_time)),
+            DATASET_VERSION_FEATURE: pa.array(np.full(size, dataset_version, dtype=object), pa.string()),
+        }
+        for name, kind in feature_types.items():
+            if name in columns:
+                continue
+            values = prepared.values.get(name)
+            columns[name] = (pa.nulls(size, offline_store.ARROW_TYPES[kind]) if values is None
+                             else values[start : start + size])
+        times = pa.array(np.full(size, stamp)).cast(offline_store.TIMESTAMP)
+        columns[offline_store.WRITE_TIME] = times
+        columns[offline_store.API_INVOCATION_TIME] = times
+        columns[offline_store.IS_DELETED] = np.zeros(size, dtype=bool)
+        return pa.Table.from_pydict(columns, schema=schema)
+
+    def write(start: int) -> str:
+        table = build(start)
+        return call_with_retries(lambda: offline_store.write_file(s3, data_uri, partition, table, write_time))
+
+    starts = list(range(0, total, file_rows))
+    # pyarrow's Parquet writer and the uploads release the GIL: a few threads overlap them.
+    with ThreadPoolExecutor(max_workers=max(1, min(max_concurrency, len(starts)))) as pool:
+        files = list(pool.map(write, starts))
+    log.info("wrote %d rows directly to the offline store in %d files under %s", total, len(files), data_uri)
+    return files
+
+
 # --------------------------------------------------------------------------- offline store
 class OfflineStoreWatcher:
     """Counts this run's records in the offline store (Parquet under the resolved S3 URI),
@@ -627,6 +781,8 @@ class IngestArgs:
     max_rejected_rows: int = 0
     offline_store_timeout_seconds: float = 600.0
     poll_interval_seconds: float = 2.0
+    ingestion_mode: str = AUTO
+    direct_write_min_rows: int = DEFAULT_DIRECT_WRITE_MIN_ROWS
 
 
 def parse_args(argv: Sequence[str] | None) -> IngestArgs:
@@ -643,9 +799,17 @@ def parse_args(argv: Sequence[str] | None) -> IngestArgs:
     parser.add_argument("--max-rejected-rows", type=int, default=0)
     parser.add_argument("--offline-store-timeout-seconds", type=float, default=600.0)
     parser.add_argument("--poll-interval-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--ingestion-mode", choices=INGESTION_MODES, default=AUTO,
+        help=f"PutRecord (Ray actors), OfflineStore (bulk Parquet write), or Auto: OfflineStore from "
+             f"--direct-write-min-rows rows on (default {DEFAULT_DIRECT_WRITE_MIN_ROWS:,})",
+    )
+    parser.add_argument("--direct-write-min-rows", type=int, default=DEFAULT_DIRECT_WRITE_MIN_ROWS)
     ns = parser.parse_args(list(argv) if argv is not None else None)
     if ns.actors < 1 or ns.actor_cpus <= 0 or ns.max_concurrency_per_actor < 1 or ns.max_rejected_rows < 0:
         parser.error("--actors, --actor-cpus, --max-concurrency-per-actor must be positive; --max-rejected-rows >= 0")
+    if ns.direct_write_min_rows < 0:
+        parser.error("--direct-write-min-rows must be >= 0")
     return IngestArgs(**vars(ns))
 
 
@@ -663,7 +827,12 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
     schema = infer_schema(frame, args.target_column)
     log.info("read %d rows, columns %s", len(frame), schema.types)
 
-    good_rows, rejected = prepare_rows(frame, schema)
+    mode = choose_ingestion_mode(args.ingestion_mode, len(frame), args.direct_write_min_rows)
+    log.info("ingestion mode %s (requested %s, %d rows)", mode, args.ingestion_mode, len(frame))
+    if mode == OFFLINE_STORE:
+        prepared, rejected = prepare_columns(frame, schema)
+    else:
+        good_rows, rejected = prepare_rows(frame, schema)
     if len(rejected) > args.max_rejected_rows:
         # Too many bad rows already: fail before touching the feature store.
         write_rejects(frame, schema, dataset_version, rejected)
@@ -676,30 +845,40 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
     offline_uri = desc["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]
 
     event_time = round(time.time(), 3)
-    written, write_rejected = write_rows_with_ray(
-        good_rows,
-        feature_group_name=group_name,
-        feature_names=schema.columns,
-        dataset_version=dataset_version,
-        event_time=event_time,
-        actors=args.actors,
-        actor_cpus=args.actor_cpus,
-        max_concurrency_per_actor=args.max_concurrency_per_actor,
-        # Actors may run in processes that did not inherit this environment: give them the
-        # endpoint the job resolved.
-        endpoint_url=featurestore.meta.endpoint_url,
-        region_name=featurestore.meta.region_name,
-    )
-    rejected += write_rejected
-    write_rejects(frame, schema, dataset_version, rejected)
+    if mode == OFFLINE_STORE:
+        feature_types = {d["FeatureName"]: d["FeatureType"] for d in desc["FeatureDefinitions"]}
+        if len(prepared.row_numbers):
+            write_offline_store_directly(s3, offline_uri, feature_types, prepared, dataset_version, event_time)
+        written_count = len(prepared.row_numbers)
+        write_rejects(frame, schema, dataset_version, rejected)
+    else:
+        written, write_rejected = write_rows_with_ray(
+            good_rows,
+            feature_group_name=group_name,
+            feature_names=schema.columns,
+            dataset_version=dataset_version,
+            event_time=event_time,
+            actors=args.actors,
+            actor_cpus=args.actor_cpus,
+            max_concurrency_per_actor=args.max_concurrency_per_actor,
+            # Actors may run in processes that did not inherit this environment: give them the
+            # endpoint the job resolved.
+            endpoint_url=featurestore.meta.endpoint_url,
+            region_name=featurestore.meta.region_name,
+        )
+        rejected += write_rejected
+        written_count = len(written)
+        write_rejects(frame, schema, dataset_version, rejected)
     if len(rejected) > args.max_rejected_rows:
         raise common.JobFailure(rejection_message(rejected, len(frame), args.max_rejected_rows))
-    if not written:
+    if not written_count:
         raise common.JobFailure(f"no row of {args.input_uri} could be ingested ({len(rejected)} rejected)")
 
-    expected = {record_id(dataset_version, n) for n in written}
-    watcher = OfflineStoreWatcher(s3, offline_uri, dataset_version, event_time)
-    wait_for_offline_store(watcher, expected, args.offline_store_timeout_seconds, args.poll_interval_seconds)
+    if mode == PUT_RECORD:
+        # Replication to the offline store is asynchronous; direct writes are visible once written.
+        expected = {record_id(dataset_version, n) for n in written}
+        watcher = OfflineStoreWatcher(s3, offline_uri, dataset_version, event_time)
+        wait_for_offline_store(watcher, expected, args.offline_store_timeout_seconds, args.poll_interval_seconds)
 
     manifest = {
         "dataset_version": dataset_version,
@@ -711,12 +890,13 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
         "features": schema.columns,
         "feature_types": schema.types,
         "target": schema.target,
-        "row_count": len(written),
+        "row_count": written_count,
         "rejected_rows": len(rejected),
         "event_time": event_time,
+        "ingestion_mode": mode,
     }
     write_manifest(manifest)
-    log.info("ingested %d rows into %s (%d rejected)", len(written), group_name, len(rejected))
+    log.info("ingested %d rows into %s with %s (%d rejected)", written_count, group_name, mode, len(rejected))
     return manifest
 
 

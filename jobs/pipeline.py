@@ -88,6 +88,8 @@ def _parameters() -> dict:
         ParameterInteger("IngestActors", default_value=10),
         ParameterFloat("IngestActorCpus", default_value=0.5),
         ParameterInteger("OfflineStoreTimeoutSeconds", default_value=900),
+        # Auto | PutRecord | OfflineStore: how ingest writes the feature store (see jobs/ingest.py).
+        ParameterString("IngestionMode", default_value="Auto"),
         ParameterString("ProcessingInstanceType", default_value="ml.m5.xlarge"),
         ParameterInteger("ProcessingInstanceCount", default_value=1),
         ParameterString("TrainingInstanceType", default_value="ml.m5.xlarge"),
@@ -163,6 +165,7 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
                 "--actor-cpus", p["IngestActorCpus"].to_string(),
                 "--max-rejected-rows", p["MaxRejectedRows"].to_string(),
                 "--offline-store-timeout-seconds", p["OfflineStoreTimeoutSeconds"].to_string(),
+                "--ingestion-mode", p["IngestionMode"],
             ],
         ),
         cache_config=cache,

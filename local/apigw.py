@@ -12,17 +12,16 @@ import base64
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from local.provision import ACCOUNT_ID, ApiRoute
+from local.wsgi_server import WSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +68,8 @@ class ApiServer:
     def __init__(self, lambda_runtime=None, host: str = "127.0.0.1", port: int = 0):
         self.lambda_runtime = lambda_runtime
         self._routes: list[_CompiledRoute] = []
-        self._server = make_server(host, port, self, threaded=True)
-        self.host, self.port = host, self._server.server_port
-        self._thread: threading.Thread | None = None
+        self._server = WSGIServer(self, host, port, name="local-apigw")
+        self.host, self.port = host, self._server.port
 
     @property
     def url(self) -> str:
@@ -82,18 +80,13 @@ class ApiServer:
         self._routes.sort(key=lambda r: r.specificity)
 
     def start(self) -> "ApiServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-apigw", daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        # socketserver's shutdown() waits for a serve_forever loop; the server is bound before it is
-        # started (the template's API URLs need its port), so a cloud failing in between never ran it.
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=10)
-            self._thread = None
-        self._server.server_close()
+        # The server is bound before it is started (the template's API URLs need its port); stop()
+        # also releases one that a cloud failing in between never started.
+        self._server.stop()
 
     # -- WSGI --------------------------------------------------------------------------------------
     def __call__(self, environ, start_response):

@@ -125,6 +125,14 @@ class Execution:
         return item
 
 
+def trials_that_fit(cpus: int) -> int:
+    """How many training jobs the train job's default sizing lets run side by side on one node."""
+    from jobs.train import default_ray_params
+
+    sizing = default_ray_params(alive_nodes=1, cluster_cpus=cpus)
+    return max(1, int(cpus // (sizing["num_actors"] * sizing["cpus_per_actor"])))
+
+
 class PipelineExecutor:
     """Runs SageMaker pipeline definitions locally. See the module docstring.
 
@@ -146,9 +154,9 @@ class PipelineExecutor:
         self.substitutions = dict(substitutions or {})
         self.python = python
         self.emit_events = emit_events
-        # Trials of one tuning job in parallel: each one is a Ray training job, and two cores do
-        # not carry more than one of those well.
-        self.max_parallel_trials = max_parallel_trials or max(1, (os.cpu_count() or 2) // 2)
+        # Trials of one tuning job in parallel: as many as the train job's own actor sizing fits on
+        # this machine's Ray head (it gives each trial half a node's CPUs: two trials at a time).
+        self.max_parallel_trials = max_parallel_trials or trials_that_fit(os.cpu_count() or 1)
         self.ray_env = ray_env
         self.job_env = dict(job_env or {})
         self._listeners: list[ProgressCallback] = [on_progress] if on_progress else []

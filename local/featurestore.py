@@ -16,7 +16,6 @@ moto describes feature groups but has no runtime API, so this app serves the dat
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -33,8 +32,9 @@ from urllib.parse import parse_qs
 import boto3
 import botocore.config
 import pyarrow as pa
-import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
+
+from jobs import offline_store
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,6 @@ FEATURE_GROUP_PREFIX = "/FeatureGroup/"
 BATCH_GET_PATH = "/BatchGetRecord"
 OFFLINE_STORE = "OfflineStore"
 ONLINE_STORE = "OnlineStore"
-_ARROW_TYPES = {"String": pa.string(), "Integral": pa.int64(), "Fractional": pa.float64()}
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
 _INTEGRAL = re.compile(r"^[+-]?\d+$")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -83,29 +81,17 @@ class FeatureGroupDefinition:
     def from_description(cls, desc: dict[str, Any]) -> "FeatureGroupDefinition":
         storage = (desc.get("OfflineStoreConfig") or {}).get("S3StorageConfig") or {}
         resolved = storage.get("ResolvedOutputS3Uri") or storage.get("S3Uri")
-        data_uri = None
-        if resolved:
-            data_uri = resolved.rstrip("/")
-            # AWS (and moto) resolve to `…/<group>-<timestamp>/data`; a bare prefix gets `/data`.
-            if not data_uri.endswith("/data"):
-                data_uri += "/data"
         return cls(
             name=desc["FeatureGroupName"],
             arn=desc.get("FeatureGroupArn", ""),
             record_identifier=desc["RecordIdentifierFeatureName"],
             event_time_feature=desc["EventTimeFeatureName"],
             feature_types={d["FeatureName"]: d["FeatureType"] for d in desc["FeatureDefinitions"]},
-            offline_data_uri=data_uri,
+            offline_data_uri=offline_store.data_uri(resolved) if resolved else None,
         )
 
     def arrow_schema(self) -> pa.Schema:
-        fields = [pa.field(name, _ARROW_TYPES[kind]) for name, kind in self.feature_types.items()]
-        fields += [
-            pa.field("write_time", _TIMESTAMP),
-            pa.field("api_invocation_time", _TIMESTAMP),
-            pa.field("is_deleted", pa.bool_()),
-        ]
-        return pa.schema(fields)
+        return offline_store.arrow_schema(self.feature_types)
 
 
 @dataclass
@@ -549,10 +535,7 @@ class FeatureStoreRuntimeApp:
                 return 0
             batches: dict[tuple[int, str], list[_PendingRow]] = {}
             for row in due:
-                hour = datetime.fromtimestamp(row.event_time, timezone.utc).strftime(
-                    "year=%Y/month=%m/day=%d/hour=%H"
-                )
-                batches.setdefault((id(row.group), hour), []).append(row)
+                batches.setdefault((id(row.group), offline_store.partition(row.event_time)), []).append(row)
             written = 0
             failed: list[_PendingRow] = []
             for (_, partition), rows in batches.items():
@@ -580,11 +563,7 @@ class FeatureStoreRuntimeApp:
             )
             columns["is_deleted"].append(row.values["is_deleted"])
         table = pa.Table.from_pydict(columns, schema=schema)
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        bucket, prefix = _split_s3_uri(group.offline_data_uri or "")
-        key = f"{prefix}/{partition}/{write_time:%Y%m%dT%H%M%SZ}_{uuid.uuid4().hex[:16]}.parquet".lstrip("/")
-        self._s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+        offline_store.write_file(self._s3, group.offline_data_uri or "", partition, table, write_time)
         self.files_written += 1
         self.rows_written += len(rows)
 
@@ -611,10 +590,3 @@ def _single(query: dict[str, list[str]], name: str, required: bool = True) -> st
             raise validation_error(f"query parameter {name} is required")
         return None
     return values[0]
-
-
-def _split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an S3 URI: {uri!r}")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return bucket, key.rstrip("/")

@@ -13,11 +13,10 @@ import json
 import logging
 import os
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from werkzeug.serving import make_server
+from local.wsgi_server import WSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,7 @@ class LocalGateway:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
         self._moto_app = DomainDispatcherApplication(create_backend_app)
-        self._server = None
-        self._thread: threading.Thread | None = None
+        self._server: WSGIServer | None = None
 
     # -- registration -------------------------------------------------------------------------
     def route_path(self, pattern: str, app: WSGIApp, methods: Iterable[str] | None = None) -> None:
@@ -74,23 +72,18 @@ class LocalGateway:
         # sent back to this gateway, which runs the handler code without Docker.
         moto.core.config.default_user_config["stepfunctions"] = {"execute_state_machine": True}
         moto.core.config.default_user_config.setdefault("lambda", {})["use_docker"] = False
-        self._server = make_server(self.host, self.port, self, threaded=True)
-        self.port = self._server.server_port
+        self._server = WSGIServer(self, self.host, self.port, name="local-gateway")
+        self.port = self._server.port
         # moto's Step Functions runner sends its SDK/Lambda task calls to localhost:$MOTO_PORT;
         # pointing it here makes those calls take the same routes as every other client.
         os.environ["MOTO_PORT"] = str(self.port)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
     def __enter__(self) -> "LocalGateway":
         return self.start()

@@ -19,9 +19,10 @@ from mlops_shared import approval_messages as messages
 from mlops_shared import slack
 from mlops_shared.approvals import (ApprovalSettings, Refusal, check_token, decide, decide_from_slack,
                                     load_package_review, utc_text)
+from mlops_shared.config import TRACED_MODULES
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_MODULES)
 app = APIGatewayRestResolver()
 SECRET_CACHE_SECONDS = 300
 PAGE_HEADERS = {

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared.approvals import PENDING, ApprovalSettings, notify_approvers
+from mlops_shared.config import TRACED_MODULES
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_MODULES)
 SECRET_CACHE_SECONDS = 300
 
 
@@ -24,10 +24,11 @@ class NotificationIncomplete(RuntimeError):
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@event_source(data_class=EventBridgeEvent)
-def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict:
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
     settings = ApprovalSettings.from_env()
-    detail = event.detail
+    # The plain event, not Powertools' EventBridgeEvent: importing its data classes loads every event
+    # type Powertools knows (tens of modules) at cold start to read one field.
+    detail = event["detail"]
     arn = detail.get("ModelPackageArn")
     status = detail.get("ModelApprovalStatus")
     group = detail.get("ModelPackageGroupName")

@@ -8,14 +8,13 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import PipelineStatusSettings
+from mlops_shared.config import TRACED_MODULES, PipelineStatusSettings
 from mlops_shared.pipeline_failures import handle_status_change
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
 
 settings = PipelineStatusSettings.from_env()
@@ -24,9 +23,10 @@ settings = PipelineStatusSettings.from_env()
 @logger.inject_lambda_context(log_event=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_source(data_class=EventBridgeEvent)
-def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
-    result = handle_status_change(dict(event.detail), settings)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # The plain event, not Powertools' EventBridgeEvent: importing its data classes loads every event
+    # type Powertools knows (tens of modules) at cold start to read one field.
+    result = handle_status_change(dict(event["detail"]), settings)
     logger.info("pipeline status change handled", extra={"result": result})
     if result["status"] == "notified":
         metrics.add_metric(name=f"PipelineExecutions{result['execution_status']}", unit=MetricUnit.Count, value=1)

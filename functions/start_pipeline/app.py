@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent, event_source
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -19,15 +19,19 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import StartPipelineSettings
+from mlops_shared.config import TRACED_MODULES, StartPipelineSettings
 from mlops_shared.intake import DatasetRef, normalize_version_id, process_dataset
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
 
 settings = StartPipelineSettings.from_env()
-persistence_store = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE"])
+# Every invocation checks the idempotency table, so its client is made here, once per container. On
+# boto3's default session (Powertools would open a session of its own): the S3 and SageMaker clients
+# the logic makes use that session too, and share the endpoint and model data it has already loaded.
+persistence_store = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE"],
+                                             boto3_client=boto3.client("dynamodb"))
 # Only the identity is hashed; the rest of the reference (size, event time) rides along unhashed.
 # A week covers every redelivery EventBridge makes (at most 24 h of retries).
 idempotency_config = IdempotencyConfig(
@@ -50,20 +54,22 @@ def process_once(dataset: dict[str, Any]) -> dict[str, Any]:
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_source(data_class=S3EventBridgeNotificationEvent)
-def lambda_handler(event: S3EventBridgeNotificationEvent, context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config.register_lambda_context(context)
-    detail = event.detail
-    # The raw key (not the URL-decoded property): keys may legitimately contain "+" or "%", and
-    # the logic tries the decoded form only when the raw one does not exist.
+    # The plain EventBridge event, not Powertools' S3EventBridgeNotificationEvent: importing its data
+    # classes loads every event type Powertools knows (tens of modules) at cold start to read six fields.
+    detail = event["detail"]
+    s3_object = detail["object"]
+    # The raw key (not URL-decoded): keys may legitimately contain "+" or "%", and the logic tries
+    # the decoded form only when the raw one does not exist.
     dataset = DatasetRef(
-        bucket=detail.bucket.name,
-        key=detail.object["key"],
-        version_id=normalize_version_id(detail.object.get("version-id")),
-        etag=detail.object.get("etag") or detail.object.get("eTag") or None,
-        size=detail.object.size,
-        sequencer=detail.object.get("sequencer"),
-        event_time=event.time,
+        bucket=detail["bucket"]["name"],
+        key=s3_object["key"],
+        version_id=normalize_version_id(s3_object.get("version-id")),
+        etag=s3_object.get("etag") or s3_object.get("eTag") or None,
+        size=int(s3_object["size"]),
+        sequencer=s3_object.get("sequencer"),
+        event_time=event["time"],
     )
     logger.append_keys(dataset=dataset.s3_uri, dataset_version=dataset.version)
     result = process_once(dataset=dataset.to_dict())

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from email.mime.multipart import MIMEMultipart
 
 ACTION_VERB = {"approve": "Approve", "reject": "Reject"}
 ACTION_STATUS = {"approve": "Approved", "reject": "Rejected"}
@@ -176,6 +177,12 @@ changes until you confirm there. These links are for {e(approver)} only, work on
 def build_email(*, sender: str, recipient: str, review: PackageReview, approve_url: str,
                 reject_url: str, expires_text: str) -> MIMEMultipart:
     """The multipart/alternative message (plain text first, HTML preferred by mail readers)."""
+    # Imported here: only notify_approval sends mail; the approval API renders pages from this module
+    # on every request and never needs the MIME machinery (email.policy, header parsing, ...).
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+    from email.utils import formatdate, make_msgid
+
     message = MIMEMultipart("alternative")
     message["Subject"] = email_subject(review)
     message["From"] = sender

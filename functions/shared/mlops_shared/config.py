@@ -9,6 +9,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# What the X-Ray tracer patches: botocore, the client every AWS call of the handlers goes through.
+# Powertools' default (X-Ray's patch_all) imports each supported library that is installed (requests,
+# sqlite3, ...) at cold start just to patch it, and no handler uses them; httplib, which the Slack
+# calls go through, is not in that default either, so the traces stay the same.
+TRACED_MODULES = ("botocore",)
+
 DEFAULT_MIN_DATA_ROWS = 100
 DEFAULT_SAMPLE_BYTES = 256 * 1024
 

@@ -318,3 +318,139 @@ def test_actor_plan_fits_the_cluster():
     assert ingest.plan_actors(10, 0.5, 2.0) == (4, 0.5)
     assert ingest.plan_actors(10, 0.5, 8.0) == (10, 0.5)
     assert ingest.plan_actors(3, 4.0, 2.0) == (1, 2.0)
+
+
+# --------------------------------------------------------------------------- bulk (offline store) mode
+MESSY_CELLS = {
+    # column: {row: cell}; every other cell comes from the generated houses
+    "YEAR_BUILT": {2: ""},
+    "NUM_BEDROOMS": {1: "three", 3: "+4", 4: " 5 ", 5: "99999999999999999999", 6: "1_2"},
+    "SQUARE_FEET": {2: "abc", 7: "nan", 8: "-inf", 9: "1e3", 10: "1_000.5", 11: " 2500.25 ", 12: "0x10"},
+    "PRICE": {13: "", 14: "-5", 15: "12abc"},
+}
+
+
+def messy_frame(rows: int = 20) -> pd.DataFrame:
+    frame = generate_housing(rows, seed=6).astype(str)
+    for column, cells in MESSY_CELLS.items():
+        for row, cell in cells.items():
+            frame.loc[row, column] = cell
+    return frame
+
+
+def test_bulk_preparation_decides_exactly_like_the_put_record_path():
+    frame = messy_frame()
+    schema = ingest.infer_schema(frame, "PRICE")
+    assert schema.types["NUM_BEDROOMS"] == "Integral" and schema.types["SQUARE_FEET"] == "Fractional"
+    rows, row_rejects = ingest.prepare_rows(frame, schema)
+    prepared, column_rejects = ingest.prepare_columns(frame, schema)
+
+    # Same rows refused for the same first reason. The one difference by design: an integer beyond
+    # 64 bits (row 5), which PutRecord sends and the feature store refuses, is refused up front.
+    assert column_rejects[[n for n, _ in column_rejects].index(5)] == (
+        5, "NUM_BEDROOMS value '99999999999999999999' does not fit in a 64-bit integer")
+    assert [r for r in column_rejects if r[0] != 5] == row_rejects
+    assert [n for n, _ in row_rejects] == [1, 2, 6, 7, 8, 12, 13, 15]
+    assert dict(row_rejects)[2] == "YEAR_BUILT is empty"  # the first failing column wins
+    assert dict(row_rejects)[7] == "SQUARE_FEET value 'nan' is not a finite number"
+
+    # Same values: what PutRecord sends as text is what the bulk path writes as numbers.
+    put_rows = [(n, values) for n, values in rows if n != 5]
+    assert prepared.row_numbers.tolist() == [n for n, _ in put_rows]
+    for position, column in enumerate(schema.columns):
+        sent = [values[position] for _, values in put_rows]
+        written = prepared.values[column].tolist()
+        if schema.types[column] == "Integral":
+            assert prepared.values[column].dtype.kind == "i" and written == [int(v) for v in sent]
+        else:
+            assert written == [float(v) for v in sent]
+    row_3 = prepared.row_numbers.tolist().index(3)
+    assert prepared.values["NUM_BEDROOMS"][row_3] == 4
+    assert prepared.values["SQUARE_FEET"][prepared.row_numbers.tolist().index(10)] == 1000.5
+
+
+def test_auto_mode_goes_direct_from_the_threshold():
+    assert ingest.choose_ingestion_mode("Auto", 99_999, 100_000) == "PutRecord"
+    assert ingest.choose_ingestion_mode("Auto", 100_000, 100_000) == "OfflineStore"
+    assert ingest.choose_ingestion_mode("PutRecord", 5_000_000, 100_000) == "PutRecord"
+    assert ingest.choose_ingestion_mode("OfflineStore", 3, 100_000) == "OfflineStore"
+    with pytest.raises(common.JobFailure, match="ingestion mode must be one of Auto, PutRecord, OfflineStore"):
+        ingest.choose_ingestion_mode("Spark", 3, 100_000)
+    with pytest.raises(SystemExit):
+        ingest.parse_args(argv("s3://b/k.csv", "v1", ingestion_mode="Spark"))
+
+
+def test_bulk_mode_writes_the_offline_store_without_put_record(container_root, buckets, feature_store, monkeypatch):
+    feature_store()
+    frame = messy_frame(40)
+    uri, version = upload(buckets, frame)
+
+    def no_put_record(*args, **kwargs):
+        raise AssertionError("the bulk mode must not call PutRecord")
+
+    monkeypatch.setattr(ingest, "write_rows_with_ray", no_put_record)
+    assert ingest.main(argv(uri, version, ingestion_mode="OfflineStore", max_rejected_rows=9)) == 0
+
+    manifest = json.loads((container_root / "processing/output/manifest/manifest.json").read_text())
+    assert manifest["ingestion_mode"] == "OfflineStore"
+    assert manifest["row_count"] == 31 and manifest["rejected_rows"] == 9
+    bucket, prefix = common.parse_s3_uri(manifest["offline_store_uri"])
+    keys = [o["Key"] for o in buckets.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    assert len(keys) == 1 and "/data/year=" in keys[0] and keys[0].endswith(".parquet")
+
+    offline = read_offline(buckets, manifest["offline_store_uri"])
+    assert len(offline) == 31 and offline.record_id.is_unique
+    assert (offline.event_time == manifest["event_time"]).all() and not offline.is_deleted.any()
+    assert str(offline.write_time.dtype) == "datetime64[us, UTC]"
+    got = offline.assign(row=offline.record_id.str.rsplit("-", n=1).str[1].astype(int)).set_index("row").sort_index()
+    good = [n for n in range(40) if n not in (1, 2, 5, 6, 7, 8, 12, 13, 15)]
+    assert got.index.tolist() == good
+    assert got.loc[3, "NUM_BEDROOMS"] == 4 and got.loc[10, "SQUARE_FEET"] == 1000.5
+    with (container_root / "processing/output/rejects/rejects.csv").open() as handle:
+        assert [int(r["row_number"]) for r in csv.DictReader(handle)] == [1, 2, 5, 6, 7, 8, 12, 13, 15]
+
+
+@pytest.mark.slow
+def test_both_modes_write_the_same_offline_files(ray_local, container_root, buckets, feature_store):
+    """Same CSV, once through PutRecord (replicated by the feature store) and once written directly:
+    the Parquet files have the same schema and the rows the same values."""
+    feature_store()
+    frame = generate_housing(60, seed=8)
+    uri, version = upload(buckets, frame)
+    manifests = {}
+    for mode in ("PutRecord", "OfflineStore"):
+        assert ingest.main(argv(uri, version, ingestion_mode=mode, actors=1, actor_cpus=1)) == 0
+        manifests[mode] = json.loads((container_root / "processing/output/manifest/manifest.json").read_text())
+    assert manifests["PutRecord"]["offline_store_uri"] == manifests["OfflineStore"]["offline_store_uri"]
+
+    bucket, prefix = common.parse_s3_uri(manifests["OfflineStore"]["offline_store_uri"])
+    schemas, frames = {}, {}
+    for obj in buckets.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+        table = pq.read_table(io.BytesIO(buckets.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()))
+        event_time = table.column("event_time")[0].as_py()
+        mode = next(m for m, manifest in manifests.items() if manifest["event_time"] == event_time)
+        schemas.setdefault(mode, table.schema)
+        frames.setdefault(mode, []).append(table.to_pandas())
+    assert schemas["PutRecord"].equals(schemas["OfflineStore"])
+    put, direct = (pd.concat(frames[m]).set_index("record_id").sort_index() for m in ("PutRecord", "OfflineStore"))
+    features = list(frame.columns) + ["dataset_version"]
+    pd.testing.assert_frame_equal(put[features], direct[features])
+
+
+def test_bulk_write_splits_big_data_into_files_and_fills_features_the_csv_lacks(buckets):
+    frame = generate_housing(31, seed=10).astype(str)
+    schema = ingest.infer_schema(frame, "PRICE")
+    prepared, rejected = ingest.prepare_columns(frame, schema)
+    assert rejected == []
+    # The group was created from a CSV with one more column: this CSV leaves it empty.
+    group_types = {d["FeatureName"]: d["FeatureType"] for d in schema.feature_definitions()}
+    group_types["POOL"] = "Integral"
+    uri = f"s3://{STORE_BUCKET}/direct/123456789012/sagemaker/us-east-1/offline-store/g-1/data"
+
+    files = ingest.write_offline_store_directly(buckets, uri, group_types, prepared, "v7", 1700000000.5, file_rows=7)
+
+    assert len(files) == 5 and len(set(files)) == 5
+    assert all(f.startswith(uri + "/year=2023/month=11/day=14/hour=22/") for f in files)
+    offline = read_offline(buckets, uri)
+    assert sorted(offline.record_id) == sorted(f"v7-{n}" for n in range(31))
+    assert offline.POOL.isna().all() and list(offline.columns)[-4:] == ["POOL", "write_time", "api_invocation_time", "is_deleted"]

@@ -13,7 +13,7 @@ CONTRACT_PARAMETERS = {
     "InputDataUri", "DatasetVersion", "TargetColumn", "FeatureGroupName", "ModelPackageGroupName",
     "ArtifactsS3Uri", "JobImageUri", "RMSEThreshold", "ChampionTolerance", "TrainFraction",
     "ValidationFraction", "TestFraction", "MaxRejectedRows", "IngestActors", "IngestActorCpus",
-    "OfflineStoreTimeoutSeconds", "ProcessingInstanceType", "ProcessingInstanceCount",
+    "OfflineStoreTimeoutSeconds", "IngestionMode", "ProcessingInstanceType", "ProcessingInstanceCount",
     "TrainingInstanceType", "TrainingInstanceCount", "MaxTuningJobs", "MaxParallelTuningJobs",
 }
 
@@ -68,6 +68,7 @@ def test_parameters_are_the_contract(definition):
     assert params["RMSEThreshold"] == {"Name": "RMSEThreshold", "Type": "Float", "DefaultValue": 15000.0}
     assert params["TargetColumn"]["DefaultValue"] == "PRICE"
     assert params["MaxTuningJobs"]["DefaultValue"] == 4
+    assert params["IngestionMode"]["DefaultValue"] == "Auto"
     assert (params["TrainFraction"]["DefaultValue"], params["ValidationFraction"]["DefaultValue"],
             params["TestFraction"]["DefaultValue"]) == (0.6, 0.2, 0.2)
 

@@ -463,3 +463,13 @@ def test_ray_head_command_is_loopback_only_with_free_ports(tmp_path):
     assert ray_client_env(head.address) == {
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
         "RAY_ADDRESS": "127.0.0.1:6399"}
+
+
+def test_parallel_trials_follow_the_train_jobs_actor_sizing():
+    from local.executor import trials_that_fit
+
+    # The train job gives a trial half of a node's CPUs (at least one): two trials fit a node.
+    assert trials_that_fit(1) == 1
+    assert trials_that_fit(2) == 2
+    assert trials_that_fit(3) == 3  # one CPU per trial
+    assert trials_that_fit(8) == 2

@@ -1,0 +1,74 @@
+"""What each handler loads at cold start, imported the way Lambda imports it: a fresh interpreter with
+the function's environment from template.yaml and the runtime's own variables (so Powertools' Tracer
+is active, as with `Tracing: Active`). Guards the import-time choices the handlers make on purpose."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.p5_functions import SHARED_DIR, lambda_runtime_environment, probe_environment, template_environments
+
+ROOT = Path(__file__).resolve().parents[3]
+FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
+TRACED = {"approval_api", "notify_approval", "pipeline_status", "start_pipeline"}
+# The API resolver of approval_api is built on Powertools' event data classes; the others read the
+# plain event dict.
+USES_EVENT_DATA_CLASSES = {"approval_api"}
+
+FACTS = """
+import json, sys
+import app
+facts = {"loaded": sorted(m for m in ("requests", "sqlite3", "email.mime",
+                                      "aws_lambda_powertools.utilities.data_classes") if m in sys.modules)}
+tracer = getattr(app, "tracer", None)
+if tracer is not None:
+    from aws_xray_sdk.core import patcher
+    facts["tracing_enabled"] = not tracer.disabled
+    facts["patched"] = sorted(patcher._PATCHED_MODULES)
+store = getattr(app, "persistence_store", None)
+if store is not None:
+    import boto3
+    # A client keeps its session's data loader: the same object means the same session.
+    facts["idempotency_client_on_default_session"] = (
+        boto3.DEFAULT_SESSION is not None
+        and store.client._loader is boto3.DEFAULT_SESSION._session.get_component("data_loader"))
+print(json.dumps(facts))
+"""
+
+
+@pytest.fixture(scope="module")
+def environments() -> dict[str, dict[str, str]]:
+    return template_environments(ROOT / "template.yaml")
+
+
+def cold_import_facts(name: str, environments: dict[str, dict[str, str]]) -> dict:
+    function_dir = ROOT / "functions" / name
+    env = probe_environment({**environments.get(name, {}), **lambda_runtime_environment(name, function_dir)})
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path[:0] = {[str(function_dir), str(SHARED_DIR)]!r}\n" + FACTS],
+        cwd=function_dir, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_cold_import_loads_only_what_the_handler_uses(name, environments):
+    facts = cold_import_facts(name, environments)
+    # X-Ray's default patch list would import these just to patch them; no handler uses them.
+    assert "requests" not in facts["loaded"]
+    assert "sqlite3" not in facts["loaded"]
+    # MIME building is imported when an email is built, never by a handler that only renders pages.
+    assert "email.mime" not in facts["loaded"]
+    assert ("aws_lambda_powertools.utilities.data_classes" in facts["loaded"]) == (name in USES_EVENT_DATA_CLASSES)
+    if name in TRACED:
+        assert facts["tracing_enabled"] is True
+        assert facts["patched"] == ["botocore"]
+    else:
+        assert "tracing_enabled" not in facts
+    if name == "start_pipeline":
+        assert facts["idempotency_client_on_default_session"] is True
