@@ -137,6 +137,10 @@ class ServingModel:
         The target column, if present, is ignored (a CSV row as uploaded can be scored as is);
         any other unknown field is an error, since it usually means the caller's schema differs."""
         frame = _as_frame(records)
+        return pd.DataFrame(self._raw_matrix(frame), columns=self.feature_order, index=frame.index)
+
+    def _raw_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """`check_raw`'s validation; the features as a float matrix, columns in `feature_order`."""
         if frame.empty and not len(frame.columns):
             raise ModelInputError("no records to predict")
         expected = self.feature_order
@@ -153,7 +157,13 @@ class ServingModel:
         if frame.empty:
             raise ModelInputError("no records to predict")
         frame = frame[expected]
-        converted = {}
+        if frame.shape[1] == len(expected) and all(dtype.kind in "biuf" for dtype in frame.dtypes):
+            # Numeric columns (the usual case): one conversion and one finiteness check for the
+            # whole frame; a NaN or inf goes on to the per-column pass below for the error message.
+            values = frame.to_numpy(dtype=float, na_value=np.nan)
+            if np.isfinite(values).all():
+                return values
+        converted = []
         for column in expected:
             values = pd.to_numeric(frame[column], errors="coerce")
             bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
@@ -163,8 +173,8 @@ class ServingModel:
                     f"field {column} must be a finite number; record {row} has "
                     f"{frame[column].iloc[row]!r}"
                 )
-            converted[column] = values.astype(float)
-        return pd.DataFrame(converted, index=frame.index)
+            converted.append(values.to_numpy(dtype=float))
+        return np.column_stack(converted)
 
     def predict_scaled(self, scaled: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predictions for already-scaled features (columns in `feature_order`)."""
@@ -176,8 +186,9 @@ class ServingModel:
 
     def predict_raw(self, records: pd.DataFrame | Iterable[Mapping[str, Any]]) -> np.ndarray:
         """Predictions for raw features (a DataFrame or a list of dicts)."""
-        raw = self.check_raw(records)
-        return self.predict_scaled(self.preprocessor.scale_frame(raw))
+        raw = self._raw_matrix(_as_frame(records))
+        # Scaled as `Preprocessor.scale_frame` does, without building DataFrames around the matrix.
+        return self.predict_scaled((raw - self.preprocessor.mean) / self.preprocessor.scale)
 
 
 def load_model_dir(path: str | Path) -> ServingModel:

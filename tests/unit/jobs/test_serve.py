@@ -143,3 +143,252 @@ def test_cli_process_serves_and_reports_bad_model(tmp_path, trained):
                           "--host", "127.0.0.1"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert "cannot start the model server" in bad.stderr
+
+
+# --------------------------------------------------------------------------- whole-body fast paths
+# The fast paths (msgspec for JSON, pyarrow for CSV) must give exactly the matrix of the row-by-row
+# path, and hand everything they do not accept to it, so that its errors stay as they were.
+@pytest.fixture(scope="module")
+def schema():
+    from jobs.serve import FeatureSchema
+
+    return FeatureSchema(list(FEATURES), "PRICE")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    from local.datagen import generate_housing
+
+    return generate_housing(1000, 21)  # features (ints and floats) and the PRICE target
+
+
+def general_json(schema, body):
+    return np.asarray(schema.rows_from_json(body), dtype=float)
+
+
+def general_csv(schema, body):
+    return np.asarray(schema.rows_from_csv(body), dtype=float)
+
+
+def json_bodies(batch):
+    records = batch[FEATURES].to_dict(orient="records")
+    shuffled = [{name: record[name] for name in reversed(FEATURES)} for record in records]
+    values = batch[FEATURES].values.tolist()
+    return {
+        "records": json.dumps(records),
+        "records with the target": json.dumps(batch.to_dict(orient="records")),
+        "keys in another order": json.dumps(shuffled),
+        "one record": json.dumps(records[0]),
+        "instances": json.dumps({"instances": records, "parameters": {"ignored": True}}),
+        "lists of values": json.dumps(values),
+        "records and lists mixed": json.dumps([records[0], values[1], records[2]]),
+        "integers only": json.dumps([{name: int(record[name]) for name in FEATURES} for record in records[:50]]),
+        "duplicated key: the last counts": '{"YEAR_BUILT": 1, ' + json.dumps(records[0])[1:],
+    }
+
+
+def test_json_fast_path_matches_the_general_path(schema, batch):
+    for label, text in json_bodies(batch).items():
+        body = text.encode()
+        fast = schema._json_fast(body)
+        assert fast is not None, label
+        np.testing.assert_array_equal(fast, general_json(schema, body), err_msg=label)
+        np.testing.assert_array_equal(schema.matrix_from_json(body), fast, err_msg=label)
+
+
+def csv_bodies(batch):
+    shuffled = list(reversed(FEATURES))
+    plain = batch[FEATURES].to_csv(index=False)
+    lines = plain.splitlines()
+    return {
+        "header": plain,
+        "header in another order, with the target": batch[shuffled + ["PRICE"]].to_csv(index=False),
+        "a target that is not a number (ignored)": batch[FEATURES].assign(PRICE="n/a").to_csv(index=False),
+        "no header": batch[FEATURES].to_csv(index=False, header=False),
+        "CRLF line ends": plain.replace("\n", "\r\n"),
+        "byte order mark": "\ufeff" + plain,
+        "spaces around cells": plain.replace(",", " , "),
+        "quoted numbers": "\n".join([lines[0], *('"' + line.replace(",", '","') + '"' for line in lines[1:])]),
+        "empty lines between rows": plain.replace("\n", "\n\n", 3),
+        "no final newline": plain.rstrip("\n"),
+    }
+
+
+def test_csv_fast_path_matches_the_general_path(schema, batch):
+    for label, text in csv_bodies(batch).items():
+        body = text.encode()
+        fast = schema._csv_fast(body)
+        assert fast is not None, label
+        np.testing.assert_array_equal(fast, general_csv(schema, body), err_msg=label)
+        np.testing.assert_array_equal(schema.matrix_from_csv(body), fast, err_msg=label)
+
+
+def test_bodies_the_fast_paths_leave_to_the_general_path_are_still_accepted(schema, batch):
+    record = {name: float(batch[name].iloc[0]) for name in FEATURES}
+    header = ",".join(FEATURES)
+    row = ",".join(str(record[name]) for name in FEATURES)
+    json_cases = {
+        "numbers as strings": {**record, "DECK": f" {record['DECK']} "},
+        "a null target": {**record, "PRICE": None},
+        "a text target": {**record, "PRICE": "unknown"},
+        "instances holding one object": {"instances": record},
+    }
+    for label, payload in json_cases.items():
+        body = json.dumps(payload).encode()
+        assert schema._json_fast(body) is None, label
+        np.testing.assert_array_equal(schema.matrix_from_json(body), [[record[name] for name in FEATURES]])
+    nan_target = json.dumps(record)[:-1].encode() + b', "PRICE": NaN}'  # json.loads reads NaN; msgspec does not
+    assert schema._json_fast(nan_target) is None
+    assert schema.matrix_from_json(nan_target).shape == (1, len(FEATURES))
+    csv_cases = {
+        "quoted header": ",".join(f'"{name}"' for name in FEATURES) + "\n" + row + "\n",
+        "blank first line": "\n" + header + "\n" + row + "\n",
+        "a line of empty cells": header + "\n" + row + "\n" + "," * (len(FEATURES) - 1) + "\n",
+        "a line of spaces": header + "\n" + row + "\n   \n",
+        "underscores in a number": header + "\n" + row.rsplit(",", 1)[0] + ",0_0\n",  # float() reads 0_0
+    }
+    for label, text in csv_cases.items():
+        body = text.encode()
+        assert schema._csv_fast(body) is None, label
+        assert schema.matrix_from_csv(body).shape == (1, len(FEATURES)), label
+
+
+def json_batch_with(batch, row, change):
+    records = batch[FEATURES].to_dict(orient="records")
+    records[row] = change(dict(records[row]))
+    return json.dumps(records, allow_nan=True).encode()
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (lambda r: {k: v for k, v in r.items() if k != "DECK"}, ["missing field(s) in record 737: DECK"]),
+    (lambda r: {**r, "POOL": 1}, ["unknown field(s) in record 737: POOL"]),
+    (lambda r: {**r, "DECK": True}, ["field DECK in record 737 must be a number", "true"]),
+    (lambda r: {**r, "LOT_ACRES": None}, ["field LOT_ACRES in record 737 must be a number", "null"]),
+    (lambda r: {**r, "LOT_ACRES": "big"}, ["field LOT_ACRES in record 737 must be a number", "'big'"]),
+    (lambda r: {**r, "SQUARE_FEET": float("inf")}, ["field SQUARE_FEET in record 737 must be finite"]),
+    (lambda r: {**r, "SQUARE_FEET": [1, 2]}, ["field SQUARE_FEET in record 737 must be a number"]),
+    (lambda r: list(r.values())[:-1], ["record 737 has 7 values; expected 8"]),
+    (lambda r: "text", ["record 737 must be an object or a list of values, got str"]),
+])
+def test_json_batch_errors_name_the_row_and_field(schema, batch, change, fragments):
+    from jobs.serve import RequestError
+
+    body = json_batch_with(batch, 737, change)
+    assert schema._json_fast(body) is None
+    with pytest.raises(RequestError) as caught:
+        schema.matrix_from_json(body)
+    assert caught.value.status == 400
+    assert caught.value.details["row"] == 737
+    for fragment in fragments:
+        assert fragment in caught.value.message
+
+
+def test_json_number_out_of_float_range_is_reported_as_not_finite(schema, batch):
+    from jobs.serve import RequestError
+
+    text = json.dumps(batch[FEATURES].to_dict(orient="records"))
+    marker = '"SQUARE_FEET": '
+    at = text.index(marker, text.index('"YEAR_BUILT"', 100)) + len(marker)  # in record 1
+    body = (text[:at] + "1e400" + text[text.index(",", at):]).encode()
+    with pytest.raises(RequestError, match="field SQUARE_FEET in record 1 must be finite"):
+        schema.matrix_from_json(body)
+
+
+def csv_batch_with(batch, row, change, header=True):
+    lines = batch[FEATURES].to_csv(index=False, header=header).splitlines()
+    lines[row + header] = change(lines[row + header])
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda line: line.rsplit(",", 1)[0], "row 512 has 7 values but the header has 8 columns"),
+    (lambda line: line + ",9", "row 512 has 9 values but the header has 8 columns"),
+    (lambda line: line.rsplit(",", 1)[0] + ",yes", "field DECK in record 512 must be a number, got 'yes'"),
+    (lambda line: line.rsplit(",", 1)[0] + ",", "field DECK in record 512 must be a number, got ''"),
+    (lambda line: line.rsplit(",", 1)[0] + ",nan", "field DECK in record 512 must be finite"),
+    (lambda line: line.rsplit(",", 1)[0] + ",-inf", "field DECK in record 512 must be finite"),
+    (lambda line: line.rsplit(",", 1)[0] + ",1e400", "field DECK in record 512 must be finite"),
+])
+def test_csv_batch_errors_name_the_row_and_field(schema, batch, change, message):
+    from jobs.serve import RequestError
+
+    body = csv_batch_with(batch, 512, change)
+    assert schema._csv_fast(body) is None
+    with pytest.raises(RequestError, match=message.replace("(", r"\(")) as caught:
+        schema.matrix_from_csv(body)
+    assert caught.value.status == 400
+    assert caught.value.details["row"] == 512
+
+
+def test_csv_without_header_errors_name_the_row(schema, batch):
+    from jobs.serve import RequestError
+
+    body = csv_batch_with(batch, 300, lambda line: line.rsplit(",", 1)[0], header=False)
+    with pytest.raises(RequestError, match="record 300 has 7 values; expected 8 in this order: YEAR_BUILT"):
+        schema.matrix_from_csv(body)
+
+
+def test_csv_that_is_not_utf8_is_rejected_even_in_the_ignored_target_column(schema, batch):
+    from jobs.serve import RequestError
+
+    text = batch[FEATURES + ["PRICE"]].iloc[:3].to_csv(index=False).encode()
+    body = text[:-3] + b"\xff\xfe\n"
+    assert schema._csv_fast(body) is None
+    with pytest.raises(RequestError, match="not UTF-8"):
+        schema.matrix_from_csv(body)
+
+
+def test_without_msgspec_json_takes_the_general_path(batch, monkeypatch):
+    from jobs import serve
+
+    monkeypatch.setattr(serve, "msgspec", None)
+    plain = serve.FeatureSchema(list(FEATURES), "PRICE")
+    body = json_bodies(batch)["records with the target"].encode()
+    assert plain._json_fast(body) is None
+    np.testing.assert_array_equal(plain.matrix_from_json(body), batch[FEATURES].to_numpy(dtype=float))
+    assert json.loads(serve.encode_json({"predictions": [1.5, 2.25]})) == {"predictions": [1.5, 2.25]}
+
+
+def test_a_single_feature_model_and_no_target(batch):
+    from jobs.serve import FeatureSchema
+
+    single = FeatureSchema(["SQUARE_FEET"], None)
+    column = batch[["SQUARE_FEET"]]
+    for body in (json.dumps(column.to_dict(orient="records")).encode(), json.dumps(column.values.tolist()).encode()):
+        np.testing.assert_array_equal(single._json_fast(body), column.to_numpy(dtype=float))
+    assert single._json_fast(json.dumps({"SQUARE_FEET": 1, "PRICE": 2}).encode()) is None  # PRICE is unknown here
+    np.testing.assert_array_equal(single._csv_fast(column.to_csv(index=False).encode()), column.to_numpy(dtype=float))
+
+
+def test_batches_over_http_answer_exactly_the_in_process_predictions(server, trained):
+    from jobs.model_io import load_model_dir
+
+    model = load_model_dir(trained["model_dir"])
+    rows = trained["test"]  # 120 rows with the PRICE target
+    scaled = (rows[FEATURES].to_numpy(dtype=float) - model.preprocessor.mean) / model.preprocessor.scale
+    expected = model.predict_scaled(scaled).tolist()
+    for body, content_type in ((json.dumps(rows.to_dict(orient="records")).encode(), "application/json"),
+                               (rows.to_csv(index=False).encode(), "text/csv")):
+        status, answer = call(server, "POST", "/invocations", body, content_type=content_type)
+        assert status == 200
+        assert answer["predictions"] == expected
+
+
+def test_model_load_runs_in_a_thread_of_its_own_and_passes_errors_back():
+    from jobs.serve import _off_main_thread
+
+    assert _off_main_thread(lambda a, b: (threading.current_thread() is threading.main_thread(), a + b), 2, 3) == (False, 5)
+    with pytest.raises(ValueError, match="no model"):
+        _off_main_thread(lambda: (_ for _ in ()).throw(ValueError("no model")))
+
+
+def test_a_feature_called_instances_keeps_the_wrapper_rule():
+    from jobs.serve import FeatureSchema, RequestError
+
+    odd = FeatureSchema(["instances", "SIZE"], None)
+    record = json.dumps({"instances": 5, "SIZE": 1}).encode()
+    assert odd._json_fast(record) is None
+    with pytest.raises(RequestError, match="JSON body must be"):
+        odd.matrix_from_json(record)
+    wrapped = json.dumps({"instances": [{"instances": 5, "SIZE": 1}, [6, 2]]}).encode()
+    np.testing.assert_array_equal(odd._json_fast(wrapped), [[5, 1], [6, 2]])
