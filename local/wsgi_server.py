@@ -3,32 +3,31 @@
 waitress rather than werkzeug's development server: werkzeug answers every request with
 `Connection: close`, so each AWS SDK call paid for a new TCP connection and a new server thread
 (a third of the gateway's CPU per PutRecord went there). waitress keeps HTTP/1.1 connections
-alive, serves them from a fixed pool of threads and handles `Expect: 100-continue`.
+alive and handles `Expect: 100-continue`.
 
-The pool must be larger than the deepest chain of calls that come back to the same server while
-a request is in flight (Step Functions → Lambda invoke → a handler calling AWS, each holding a
-thread), plus the concurrent callers; idle threads cost nothing, so it is generous.
+waitress serves from a fixed pool of threads, which deadlocks here: requests call back into the
+same server while they hold a thread (the featurestore runtime describes its group through the
+gateway; Step Functions → Lambda invoke → a handler calling AWS), so a burst of such requests can
+hold every thread while their inner calls wait in the queue. The pool therefore grows whenever a
+request would wait (up to a high cap) and keeps its threads for reuse.
 """
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Callable, Iterable
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ThreadedTaskDispatcher
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
-DEFAULT_THREADS = 48
+DEFAULT_THREADS = 8  # started up front; more are added on demand
+MAX_THREADS = 2048
 # Ray ingest actors keep up to 16 connections each open; waitress's default cap (100) would make
 # the 101st wait for an idle one to time out.
 DEFAULT_CONNECTION_LIMIT = 1000
-
-# waitress logs every queued task at WARNING when all threads are busy; under a load test that is
-# the expected state, not a problem.
-logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 class _Channel(HTTPChannel):
@@ -43,6 +42,28 @@ class _Channel(HTTPChannel):
         super().send_continue()
 
 
+class _GrowingDispatcher(ThreadedTaskDispatcher):
+    """waitress's dispatcher, plus: a task that finds no idle thread gets a new one."""
+
+    def __init__(self, max_threads: int):
+        super().__init__()
+        self.max_threads = max_threads
+
+    def add_task(self, task) -> None:
+        with self.lock:
+            self.queue.append(task)
+            running = len(self.threads) - self.stop_count
+            idle = running - self.active_count
+            if len(self.queue) > idle and running < self.max_threads:
+                # What set_thread_count() does for one thread, under the same lock as the check,
+                # so two requests arriving together cannot both count on one idle thread.
+                number = next(n for n in range(len(self.threads) + 1) if n not in self.threads)
+                self.threads.add(number)
+                self.active_count += 1
+                self.start_new_thread(self.handler_thread, number)
+            self.queue_cv.notify()
+
+
 class WSGIServer:
     """A WSGI app served on `host:port` (port 0 = any free one) from a background thread.
 
@@ -53,9 +74,12 @@ class WSGIServer:
                  threads: int = DEFAULT_THREADS, connection_limit: int = DEFAULT_CONNECTION_LIMIT):
         self.name = name
         self._map: dict = {}
+        dispatcher = _GrowingDispatcher(MAX_THREADS)
+        dispatcher.set_thread_count(threads)
         self._server = create_server(
-            app, map=self._map, host=host, port=port, threads=threads, connection_limit=connection_limit,
-            ident=name, clear_untrusted_proxy_headers=True, expose_tracebacks=False,
+            app, map=self._map, _dispatcher=dispatcher, host=host, port=port, threads=threads,
+            connection_limit=connection_limit, ident=name, clear_untrusted_proxy_headers=True,
+            expose_tracebacks=False,
         )
         self._server.channel_class = _Channel
         self.host = host

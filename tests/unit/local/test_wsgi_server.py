@@ -91,17 +91,50 @@ def test_empty_body_with_expect_continue_is_answered():
     try:
         with socket.create_connection((server.host, server.port), timeout=5) as sock:
             sock.sendall(b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n")
-            received = b""
-            while b"hello" not in received:
-                chunk = sock.recv(4096)
-                assert chunk, f"connection closed after {received!r}"
-                received += chunk
-        assert received.startswith(b"HTTP/1.1 200 OK")
+            assert _read_until(sock, b"hello").startswith(b"HTTP/1.1 200 OK")
         # A request with a body still gets its go-ahead first.
         with socket.create_connection((server.host, server.port), timeout=5) as sock:
             sock.sendall(b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
-            assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+            assert _read_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 100 Continue")
             sock.sendall(b"abc")
-            assert b"abc" in sock.recv(4096)
+            assert b"200 OK" in _read_until(sock, b"abc")
+    finally:
+        server.stop()
+
+
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    received = b""
+    while marker not in received:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed after {received!r}"
+        received += chunk
+    return received
+
+
+def test_requests_that_call_back_into_the_server_never_starve_it():
+    """A burst of requests that each call the same server while holding a thread (as the
+    featurestore runtime's describe does through the gateway) must all finish, however few
+    threads the server starts with."""
+    holders = threading.Barrier(12, timeout=20)
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/outer":
+            holders.wait()  # all twelve hold a thread before any inner call is made
+            inner = _get(server, "/inner")
+            body = b"outer+" + inner
+        else:
+            body = b"inner"
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    server = WSGIServer(app, threads=2).start()
+    results: list[bytes] = []
+    try:
+        callers = [threading.Thread(target=lambda: results.append(_get(server, "/outer"))) for _ in range(12)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(30)
+        assert results == [b"outer+inner"] * 12
     finally:
         server.stop()
