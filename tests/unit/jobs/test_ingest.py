@@ -315,8 +315,10 @@ def test_record_writer_counts_what_the_feature_store_refuses(buckets, feature_st
 
 
 def test_actor_plan_fits_the_cluster():
-    assert ingest.plan_actors(10, 0.5, 2.0) == (4, 0.5)
-    assert ingest.plan_actors(10, 0.5, 8.0) == (10, 0.5)
+    assert ingest.plan_actors(10, 0.5, 2.0) == (2, 0.5)  # no more actor processes than CPUs
+    assert ingest.plan_actors(10, 0.5, 8.0) == (8, 0.5)
+    assert ingest.plan_actors(10, 0.5, 32.0) == (10, 0.5)
+    assert ingest.plan_actors(4, 2.0, 5.0) == (2, 2.0)
     assert ingest.plan_actors(3, 4.0, 2.0) == (1, 2.0)
 
 
