@@ -127,12 +127,34 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def parse_parameters(items: list[str]) -> dict[str, str]:
+    """`NAME=VALUE` pairs → pipeline parameter overrides; names must be the pipeline's own."""
+    import jobs
+
+    definition = json.loads((Path(jobs.__file__).parent / "pipeline_definition.json").read_text(encoding="utf-8"))
+    known = {p["Name"] for p in definition["Parameters"]}
+    overrides: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--parameter wants NAME=VALUE, got {item!r}")
+        if name not in known:
+            raise ValueError(f"unknown pipeline parameter {name!r}; known: {', '.join(sorted(known))}")
+        overrides[name] = value
+    return overrides
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from local.cloud import LocalCloud
 
     csv_path = Path(args.csv)
     if not csv_path.is_file():
         _stderr(f"mlops pipeline run: no such file: {csv_path}")
+        return 2
+    try:
+        overrides = parse_parameters(args.parameter or [])
+    except ValueError as error:
+        _stderr(f"mlops pipeline run: {error}")
         return 2
     result: dict[str, Any] = {"status": "error", "failed_step": None, "reason": None, "metrics": {},
                               "model_package_arn": None, "execution_arn": None}
@@ -142,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         with LocalCloud(args.state_dir, dispatch_events=False, write_cloud_file=False) as cloud:
             if cloud.executor is None:
                 raise RuntimeError("the local cloud has no pipeline executor")
-            result = run_csv(cloud, csv_path, args.target, progress=_stderr, timeout=args.timeout)
+            result = run_csv(cloud, csv_path, args.target, progress=_stderr, timeout=args.timeout,
+                             parameter_overrides=overrides or None)
     except Exception as exc:  # report, as JSON too: the caller may be a script
         log.debug("pipeline run failed", exc_info=True)
         result["reason"] = f"{type(exc).__name__}: {exc}"
@@ -164,4 +187,7 @@ def register(subparsers) -> None:
     run.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the execution")
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    run.add_argument("--parameter", action="append", metavar="NAME=VALUE",
+                     help="override a pipeline parameter (repeatable), e.g. IngestionMode=OfflineStore "
+                          "or MaxTuningJobs=8")
     run.set_defaults(func=cmd_run)
