@@ -6,8 +6,8 @@
 Input: `processing/input/manifest/manifest.json`, written by the ingest step.
 
 1. Checks the split fractions (each > 0, summing to 1 within 1e-6) before touching any data.
-2. Copies the offline store's Parquet files to local disk (boto3) and reads them with Ray Data,
-   keeping only this dataset version.
+2. Copies the offline store's Parquet files to local disk (boto3) and reads them with Ray Data
+   (one block per CPU), keeping only this dataset version.
 3. Keeps the latest write per record id that is not a delete (a re-run of the ingest step rewrites
    records, and the offline store keeps every write), and refuses to go on unless exactly the
    manifest's row count remains: a partial table must never be trained on.
@@ -17,8 +17,11 @@ Input: `processing/input/manifest/manifest.json`, written by the ingest step.
 5. Writes `processing/output/{train,validation,test}/part-*.parquet` (target column kept under its
    CSV name) and `processing/output/preprocessor/preprocessor.json`.
 
-The dedupe needs every record id at once, so it runs on the driver with pandas; the data went
-through PutRecord one row at a time, so it fits a driver comfortably.
+The dedupe needs every record id at once, so it runs on the driver with pyarrow, on the blocks Ray
+Data read (shared memory, no copy). Usually every record id is there once and none is deleted: a
+vectorised check finds that and the read blocks go on to the shuffle untouched; only a store that
+holds rewrites or deletes pays for the sort. The data went through PutRecord one row at a time, so
+it fits a driver comfortably.
 """
 from __future__ import annotations
 
@@ -30,16 +33,18 @@ import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import boto3
 import numpy as np
 import pandas as pd
 
 from jobs import common, ray_cluster
-from jobs.model_io import PREPROCESSOR_FILE, write_preprocessor
+
+# Ray workers import this module to run the batch functions below: the driver-only dependencies
+# (boto3; xgboost through jobs.model_io) are imported where they are used, not here.
 
 log = logging.getLogger("jobs.preprocess")
 
@@ -111,77 +116,156 @@ def download_offline_store(s3: Any, offline_store_uri: str, dest: Path) -> list[
         return list(pool.map(fetch, keys))
 
 
-def read_dataset_version(local_dir: Path, dataset_version: str) -> pd.DataFrame:
-    """Reads the downloaded offline store with Ray Data, keeping only `dataset_version`'s rows."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+@contextmanager
+def ray_data_settings() -> Iterator[None]:
+    """Ray Data settings for the datasets this step creates (each dataset keeps a copy of the
+    settings current when it is created); the previous ones are restored on exit.
+
+    * Block order is preserved: the shuffle is only reproducible from its seed if its input comes
+      in the same order every time, and the splits are row ranges of the shuffled, then scaled rows.
+    * Parquet is read with the V1 reader: the V2 reader lists files by reading their footers on a
+      pool of 32 actors, each a new worker process, which on a node of a few cores costs 10-20 s
+      before the first row is read.
+    """
     import ray
 
-    def keep_version(batch: pa.Table) -> pa.Table:
-        return batch.filter(pc.equal(batch["dataset_version"], dataset_version))
-
-    # The files are on this node's disk only: read them here.
-    this_node = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
-    dataset = ray.data.read_parquet(str(local_dir), label_selector=this_node)
-    dataset = dataset.map_batches(keep_version, batch_format="pyarrow", batch_size=None)
-    tables = [t for t in ray.get(dataset.to_arrow_refs()) if t.num_rows]
-    if not tables:
-        return pd.DataFrame()
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    context = ray.data.DataContext.get_current()
+    saved = context.use_datasource_v2, context.execution_options.preserve_order
+    context.use_datasource_v2, context.execution_options.preserve_order = False, True
+    try:
+        yield
+    finally:
+        context.use_datasource_v2, context.execution_options.preserve_order = saved
 
 
-def latest_records(frame: pd.DataFrame, record_identifier: str = "record_id") -> pd.DataFrame:
-    """The latest write of each record id, without the records whose latest write is a delete."""
-    if frame.empty:
-        return frame
-    order = [c for c in (record_identifier, "write_time", "api_invocation_time") if c in frame.columns]
-    latest = frame.sort_values(order, kind="stable").drop_duplicates(record_identifier, keep="last")
-    if "is_deleted" in latest.columns:
-        latest = latest[~latest["is_deleted"].astype(bool)]
-    return latest.reset_index(drop=True)
+def read_dataset_version(local_dir: Path, dataset_version: str) -> Any:
+    """Reads the downloaded offline store with Ray Data, keeping only `dataset_version`'s rows;
+    returns the materialised dataset (one block per CPU)."""
+    import ray
+    from ray.data.expressions import col
+
+    # The files are on this node's disk only: read them here. The partition folders (year=/month=/…)
+    # are never features, so they are not turned into columns.
+    dataset = ray.data.read_parquet(
+        str(local_dir),
+        partitioning=None,
+        override_num_blocks=_cpus(),
+        label_selector={"ray.io/node-id": ray.get_runtime_context().get_node_id()},
+    )
+    return dataset.filter(expr=col("dataset_version") == dataset_version).materialize()
 
 
-def feature_table(frame: pd.DataFrame, manifest: dict[str, Any], target: str) -> tuple[pd.DataFrame, list[str]]:
-    """Drops the Feature Store columns; returns (features + target in CSV order, feature names)."""
-    data = frame.drop(columns=[c for c in METADATA_COLUMNS if c in frame.columns])
-    if target not in data.columns:
+def _cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _blocks(dataset: Any) -> list[Any]:
+    """The dataset's blocks as pyarrow tables (a materialised dataset: read from shared memory)."""
+    import ray
+
+    return ray.get(dataset.to_arrow_refs())
+
+
+def has_rewrites_or_deletes(table: Any, record_identifier: str = "record_id") -> bool:
+    """True unless every record id occurs once and no row is a delete: the cheap check that lets the
+    usual table (one write per record) skip the sort `latest_records` needs."""
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return False
+    if "is_deleted" in table.column_names and pc.any(table["is_deleted"]).as_py():
+        return True
+    if record_identifier not in table.column_names:
+        return False
+    return len(pc.unique(table[record_identifier])) != table.num_rows
+
+
+def latest_records(table: Any, record_identifier: str = "record_id") -> Any:
+    """The latest write of each record id (by `write_time`, then `api_invocation_time`; among equal
+    times the later row), without the records whose latest write is a delete. A pyarrow table in,
+    one out."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0 or record_identifier not in table.column_names:
+        return table
+    keys = [c for c in (record_identifier, "write_time", "api_invocation_time") if c in table.column_names]
+    # A stable sort: rows with the same keys keep their order, so the last one wins.
+    order = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in keys])
+    ids = table[record_identifier].take(order).combine_chunks()
+    # The last row of each run of equal record ids is the latest write of that record.
+    last_of_run = pa.concat_arrays([
+        pc.fill_null(pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1)), True),
+        pa.array([True]),
+    ])
+    latest = table.take(pc.filter(order, last_of_run))
+    if "is_deleted" in latest.column_names:
+        latest = latest.filter(pc.invert(pc.fill_null(latest["is_deleted"], False)))
+    return latest
+
+
+def _is_numeric(data_type: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_boolean(data_type)
+
+
+def feature_columns(schema: Any, manifest: dict[str, Any], target: str) -> tuple[list[str], list[str]]:
+    """Leaves out the Feature Store columns; returns (features + target in CSV order, feature
+    names), checked against the table's pyarrow schema."""
+    columns = [c for c in schema.names if c not in METADATA_COLUMNS]
+    if target not in columns:
         raise common.JobFailure(
-            f"target column {target!r} is not in the dataset; columns: {', '.join(map(str, data.columns))}"
+            f"target column {target!r} is not in the dataset; columns: {', '.join(map(str, columns))}"
         )
-    csv_columns = [c for c in manifest.get("features") or list(data.columns)]
-    absent = [c for c in csv_columns if c not in data.columns]
+    csv_columns = [c for c in manifest.get("features") or columns]
+    absent = [c for c in csv_columns if c not in columns]
     if absent:
         raise common.JobFailure(f"the offline store lacks the columns {', '.join(absent)} named in the manifest")
     if target not in csv_columns:
         csv_columns.append(target)
-    non_numeric = [c for c in csv_columns if not pd.api.types.is_numeric_dtype(data[c])]
+    non_numeric = [c for c in csv_columns if not _is_numeric(schema.field(c).type)]
     if non_numeric:
         raise common.JobFailure(f"non-numeric columns cannot be scaled: {', '.join(non_numeric)}")
     features = [c for c in csv_columns if c != target]
     if not features:
         raise common.JobFailure(f"the dataset has no feature besides the target {target!r}")
-    return data[csv_columns], features
+    return csv_columns, features
+
+
+def _concat(blocks: list[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.concat_tables(blocks, promote_options="permissive") if blocks else pa.table({})
+
+
+def _slices(table: Any, count: int) -> list[Any]:
+    bounds = np.linspace(0, table.num_rows, max(1, count) + 1).astype(int)
+    return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 # --------------------------------------------------------------------------- scaler
-def batch_moments(batch: pd.DataFrame, features: Sequence[str]) -> pd.DataFrame:
-    """Count, mean and sum of squared deviations of each feature in one batch."""
-    values = batch[list(features)].to_numpy(dtype=float)
+def batch_moments(batch: Any, features: Sequence[str]) -> dict[str, np.ndarray]:
+    """Count, mean and sum of squared deviations of each feature in one batch (a pyarrow table or a
+    DataFrame), as a one-row batch."""
+    values = np.column_stack([_floats(batch[c]) for c in features]) if len(batch) else np.zeros((0, len(features)))
     count = len(values)
     mean = values.mean(axis=0) if count else np.zeros(len(features))
     m2 = ((values - mean) ** 2).sum(axis=0) if count else np.zeros(len(features))
-    return pd.DataFrame({"count": [count], "mean": [mean.tolist()], "m2": [m2.tolist()]})
+    return {"count": np.array([count]), "mean": mean[np.newaxis, :], "m2": m2[np.newaxis, :]}
 
 
-def merge_moments(moments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Merges per-batch moments (Chan et al.); returns (mean, scale) like sklearn's StandardScaler
-    (population std, 1 where a feature is constant)."""
+def merge_moments(moments: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Merges per-batch moments (rows of `count`, `mean`, `m2`; Chan et al.); returns (mean, scale)
+    like sklearn's StandardScaler (population std, 1 where a feature is constant)."""
     count, mean, m2 = 0, None, None
-    for row in moments.itertuples(index=False):
-        n_b = int(row.count)
+    for row in moments:
+        n_b = int(row["count"])
         if n_b == 0:
             continue
-        mean_b, m2_b = np.asarray(row.mean, dtype=float), np.asarray(row.m2, dtype=float)
+        mean_b, m2_b = np.asarray(row["mean"], dtype=float), np.asarray(row["m2"], dtype=float)
         if mean is None:
             count, mean, m2 = n_b, mean_b, m2_b
             continue
@@ -198,51 +282,125 @@ def merge_moments(moments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_scaler(train: Any, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One Ray Data pass over the train split."""
+    """One Ray Data pass over the train split: moments per block, merged here."""
     moments = train.map_batches(
-        batch_moments, fn_kwargs={"features": list(features)}, batch_format="pandas", batch_size=None
-    ).to_pandas()
+        batch_moments, fn_kwargs={"features": list(features)}, batch_format="pyarrow", batch_size=None
+    ).take_all()
     return merge_moments(moments)
 
 
-def scale_batch(batch: pd.DataFrame, features: list[str], mean: list[float], scale: list[float]) -> pd.DataFrame:
-    batch = batch.copy()
-    batch[features] = (batch[features].to_numpy(dtype=float) - np.asarray(mean)) / np.asarray(scale)
+def scale_batch(batch: Any, features: list[str], mean: list[float], scale: list[float]) -> Any:
+    """`(x - mean) / scale` for each feature of a pyarrow batch (as float64); other columns as they are."""
+    import pyarrow as pa
+
+    for name, mu, sigma in zip(features, mean, scale):
+        batch = batch.set_column(
+            batch.schema.get_field_index(name), name, pa.array((_floats(batch[name]) - mu) / sigma)
+        )
     return batch
 
 
+def _floats(column: Any) -> np.ndarray:
+    """A column as float64 (nulls as NaN), whether a pyarrow column or a pandas Series."""
+    if hasattr(column, "to_numpy") and not isinstance(column, pd.Series):
+        return column.to_numpy(zero_copy_only=False).astype(float, copy=False)
+    return column.to_numpy(dtype=float)
+
+
 # --------------------------------------------------------------------------- output
-def _part_files():
-    from ray.data.datasource import FilenameProvider
-
-    class PartFiles(FilenameProvider):
-        def __init__(self):
-            super().__init__(file_format="parquet")
-
-        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            return f"part-{task_index:05d}-{write_uuid}.parquet"
-
-    return PartFiles()
+PART_FILE = "part-00000.parquet"
 
 
-def write_split(dataset: Any, out_dir: Path) -> None:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+def write_splits(blocks: list[Any], bounds: Sequence[int], out_dirs: Sequence[Path]) -> None:
+    """Writes the rows before bounds[0], between the bounds and after the last into one Parquet file
+    per folder. The blocks are read from Ray's shared memory on this node; the folders are this
+    node's disk, which SageMaker uploads."""
+    import pyarrow.parquet as pq
 
-    for old in out_dir.glob("part-*.parquet"):
-        old.unlink()
-    # The output folder is this node's disk, which SageMaker uploads: write here.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    dataset.write_parquet(
-        str(out_dir), filename_provider=_part_files(), ray_remote_args={"scheduling_strategy": here}
-    )
+    table = _concat(blocks)
+    edges = [0, *bounds, table.num_rows]
+
+    def write(index: int) -> None:
+        out_dir = out_dirs[index]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for old in out_dir.glob("part-*.parquet"):
+            old.unlink()
+        pq.write_table(table.slice(edges[index], edges[index + 1] - edges[index]), out_dir / PART_FILE)
+
+    # pyarrow writes without the GIL: the files are written side by side.
+    with ThreadPoolExecutor(max_workers=len(out_dirs)) as pool:
+        list(pool.map(write, range(len(out_dirs))))
 
 
 # --------------------------------------------------------------------------- step
-def preprocess(args: PreprocessArgs, s3: Any = None) -> dict[str, Any]:
-    """Runs the step (Ray must be connected); returns the preprocessor document it wrote."""
+def _split_and_scale(
+    args: PreprocessArgs, fractions: tuple[float, float, float], manifest: dict[str, Any], s3: Any
+) -> tuple[dict[str, int], list[str], np.ndarray, np.ndarray]:
+    """Steps 2-5 but the preprocessor document; returns (split sizes, features, mean, scale)."""
     import ray
 
+    version = str(manifest["dataset_version"])
+    store_uri = manifest["offline_store_uri"]
+    workdir = Path(tempfile.mkdtemp(prefix="offline-store-"))
+    try:
+        files = download_offline_store(s3, store_uri, workdir)
+        if not files:
+            raise common.JobFailure(f"the offline store {store_uri} holds no Parquet file")
+        log.info("read %d offline store files from %s", len(files), store_uri)
+        dataset = read_dataset_version(workdir, version)
+    finally:
+        # Materialised: the rows are in Ray's object store now.
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    record_identifier = manifest.get("record_identifier", "record_id")
+    blocks = _blocks(dataset)
+    table = _concat(blocks)
+    if has_rewrites_or_deletes(table, record_identifier):
+        table = latest_records(table, record_identifier)
+        log.info("kept the latest of the rewritten records: %d of %d rows", table.num_rows, dataset.count())
+        dataset = ray.data.from_arrow(_slices(table, max(1, min(_cpus(), table.num_rows // 1000))))
+    expected = int(manifest["row_count"])
+    if table.num_rows != expected:
+        raise common.JobFailure(
+            f"the offline store {store_uri} holds {table.num_rows} records of dataset version {version}, "
+            f"the ingest step wrote {expected}; refusing to train on a partial table"
+        )
+    columns, features = feature_columns(table.schema, manifest, args.target_column)
+    rows = table.num_rows
+    del blocks, table
+
+    # The shuffle keeps the number of blocks: one per CPU, as read, so it and the scaling run in
+    # parallel without the per-block overhead of many small blocks.
+    shuffled = dataset.select_columns(columns).random_shuffle(seed=args.seed).materialize()
+    # Rounded sizes (split_proportionately floors cumulative float products: 399 of 2000 for 0.2).
+    train_rows = round(rows * fractions[0])
+    validation_rows = round(rows * fractions[1])
+    bounds = [train_rows, train_rows + validation_rows]
+    counts = dict(zip(SPLITS, (train_rows, validation_rows, rows - train_rows - validation_rows)))
+    empty = [name for name, n in counts.items() if n <= 0]
+    if empty:
+        raise common.JobFailure(
+            f"{rows} rows are too few for the fractions {fractions}: the {', '.join(empty)} split "
+            "would be empty"
+        )
+
+    train = shuffled.split_at_indices(bounds)[0]
+    mean, scale = fit_scaler(train, features)
+    # Scaling is row by row, so one pass over the shuffled rows scales all three splits; the splits
+    # are then slices of it at the same bounds.
+    scaled = shuffled.map_batches(
+        scale_batch,
+        fn_kwargs={"features": features, "mean": mean.tolist(), "scale": scale.tolist()},
+        batch_format="pyarrow",
+        batch_size=None,
+    ).materialize()
+    write_splits(_blocks(scaled), bounds, [common.processing_output(name) for name in SPLITS])
+
+    return counts, features, mean, scale
+
+
+def preprocess(args: PreprocessArgs, s3: Any = None) -> dict[str, Any]:
+    """Runs the step (Ray must be connected); returns the preprocessor document it wrote."""
     fractions = validate_fractions(args.train_fraction, args.validation_fraction, args.test_fraction)
     manifest = read_manifest(common.processing_input("manifest") / "manifest.json")
     if manifest.get("features") and args.target_column not in manifest["features"]:
@@ -250,63 +408,26 @@ def preprocess(args: PreprocessArgs, s3: Any = None) -> dict[str, Any]:
             f"target column {args.target_column!r} is not in the dataset; columns: "
             + ", ".join(manifest["features"])
         )
-    s3 = s3 or boto3.client("s3")
-    version = str(manifest["dataset_version"])
-    store_uri = manifest["offline_store_uri"]
+    if s3 is None:
+        import boto3
 
-    workdir = Path(tempfile.mkdtemp(prefix="offline-store-"))
-    try:
-        files = download_offline_store(s3, store_uri, workdir)
-        if not files:
-            raise common.JobFailure(f"the offline store {store_uri} holds no Parquet file")
-        log.info("read %d offline store files from %s", len(files), store_uri)
-        rows = read_dataset_version(workdir, version)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    records = latest_records(rows, manifest.get("record_identifier", "record_id"))
-    expected = int(manifest["row_count"])
-    if len(records) != expected:
-        raise common.JobFailure(
-            f"the offline store {store_uri} holds {len(records)} records of dataset version {version}, "
-            f"the ingest step wrote {expected}; refusing to train on a partial table"
-        )
-    data, features = feature_table(records, manifest, args.target_column)
-
-    # A few blocks (one per CPU, at most one per 1000 rows) so shuffle and scaling run in parallel.
-    blocks = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(data) // 1000))
-    bounds = np.linspace(0, len(data), blocks + 1).astype(int)
-    dataset = ray.data.from_pandas([data.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
-    dataset = dataset.random_shuffle(seed=args.seed)
-    # Rounded sizes (split_proportionately floors cumulative float products: 399 of 2000 for 0.2).
-    train_rows = round(len(data) * fractions[0])
-    validation_rows = round(len(data) * fractions[1])
-    train, validation, test = dataset.split_at_indices([train_rows, train_rows + validation_rows])
-    counts = {"train": train.count(), "validation": validation.count(), "test": test.count()}
-    empty = [name for name, n in counts.items() if n == 0]
-    if empty:
-        raise common.JobFailure(
-            f"{len(data)} rows are too few for the fractions {fractions}: the {', '.join(empty)} split "
-            "would be empty"
-        )
-
-    mean, scale = fit_scaler(train, features)
-    scaler_args = {"features": features, "mean": mean.tolist(), "scale": scale.tolist()}
-    for name, split in zip(SPLITS, (train, validation, test)):
-        scaled = split.map_batches(scale_batch, fn_kwargs=scaler_args, batch_format="pandas")
-        write_split(scaled, common.processing_output(name))
+        s3 = boto3.client("s3")
+    with ray_data_settings():
+        counts, features, mean, scale = _split_and_scale(args, fractions, manifest, s3)
 
     document = {
         "feature_order": features,
         "target": args.target_column,
         "scaler": {"mean": mean.tolist(), "scale": scale.tolist()},
-        "dataset_version": version,
+        "dataset_version": str(manifest["dataset_version"]),
         "feature_group_name": manifest.get("feature_group_name"),
         "input_uri": manifest.get("input_uri"),
         "rows": counts,
         "fractions": dict(zip(SPLITS, fractions)),
         "seed": args.seed,
     }
+    from jobs.model_io import PREPROCESSOR_FILE, write_preprocessor
+
     write_preprocessor(common.processing_output("preprocessor") / PREPROCESSOR_FILE, document)
     log.info("wrote splits %s with %d features (target %s)", counts, len(features), args.target_column)
     return document

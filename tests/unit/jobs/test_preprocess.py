@@ -61,29 +61,69 @@ def test_bad_fractions_fail_the_step_before_reading_anything(root):
     assert "0.5/0.5/0.1" in message and "sum to 1.1" in message
 
 
-def test_latest_records_keeps_the_last_write_and_drops_deletes():
+def _writes(record_ids, prices, write_seconds, deleted=None, api_seconds=None):
     t = pd.Timestamp("2024-01-01", tz="UTC")
-    frame = pd.DataFrame({
-        "record_id": ["a", "a", "b", "c", "c"],
-        "PRICE": [1, 2, 3, 4, 5],
-        "write_time": [t, t + pd.Timedelta("1s"), t, t + pd.Timedelta("5s"), t],
-        "api_invocation_time": [t] * 5,
-        "is_deleted": [False, False, False, True, False],
-    })
-    latest = preprocess.latest_records(frame).set_index("record_id")["PRICE"].to_dict()
+    return pa.Table.from_pandas(pd.DataFrame({
+        "record_id": record_ids,
+        "PRICE": prices,
+        "write_time": [t + pd.Timedelta(seconds=s) for s in write_seconds],
+        "api_invocation_time": [t + pd.Timedelta(seconds=s) for s in (api_seconds or [0] * len(record_ids))],
+        "is_deleted": deleted or [False] * len(record_ids),
+    }), preserve_index=False)
+
+
+def test_latest_records_keeps_the_last_write_and_drops_deletes():
+    table = _writes(["a", "a", "b", "c", "c"], [1, 2, 3, 4, 5], [0, 1, 0, 5, 0],
+                    deleted=[False, False, False, True, False])
+    latest = preprocess.latest_records(table).to_pandas().set_index("record_id")["PRICE"].to_dict()
     assert latest == {"a": 2, "b": 3}  # c's latest write deleted it
+
+
+def test_latest_records_breaks_ties_on_the_invocation_time_then_the_later_row():
+    table = _writes(["a", "a", "b", "b", "a"], [1, 2, 3, 4, 5], [7, 7, 3, 3, 1], api_seconds=[2, 1, 0, 0, 9])
+    latest = preprocess.latest_records(table).to_pandas().set_index("record_id")["PRICE"].to_dict()
+    assert latest == {"a": 1, "b": 4}
+
+
+def test_latest_records_equals_the_pandas_sort_and_drop_duplicates():
+    rng = np.random.default_rng(3)
+    n = 5000
+    table = _writes([f"r{i}" for i in rng.integers(0, 1500, n)], list(range(n)), rng.integers(0, 50, n).tolist(),
+                    deleted=(rng.random(n) < 0.1).tolist(), api_seconds=rng.integers(0, 3, n).tolist())
+    frame = table.to_pandas()
+    expected = frame.sort_values(["record_id", "write_time", "api_invocation_time"], kind="stable")
+    expected = expected.drop_duplicates("record_id", keep="last")
+    expected = expected[~expected["is_deleted"]]
+    latest = preprocess.latest_records(table).to_pandas()
+    assert sorted(latest["PRICE"]) == sorted(expected["PRICE"])
+
+
+def test_rewrites_and_deletes_are_detected_and_a_clean_table_is_not():
+    clean = _writes(["a", "b", "c"], [1, 2, 3], [0, 0, 0])
+    assert not preprocess.has_rewrites_or_deletes(clean)
+    assert preprocess.has_rewrites_or_deletes(_writes(["a", "b", "a"], [1, 2, 3], [0, 0, 1]))
+    assert preprocess.has_rewrites_or_deletes(_writes(["a", "b", "c"], [1, 2, 3], [0, 0, 0], deleted=[False, True, False]))
+    assert not preprocess.has_rewrites_or_deletes(clean.slice(0, 0))
 
 
 def test_merged_moments_equal_a_population_standard_scaler():
     rng = np.random.default_rng(0)
     data = pd.DataFrame(rng.normal(50, 7, (1000, 3)), columns=["x", "y", "z"])
     data["z"] = 4.0  # constant: scale 1, as sklearn does
-    moments = pd.concat(
-        [preprocess.batch_moments(part, ["x", "y", "z"]) for part in (data[:10], data[10:600], data[600:], data[:0])]
-    )
-    mean, scale = preprocess.merge_moments(moments)
+    parts = [data[:10], pa.Table.from_pandas(data[10:600], preserve_index=False), data[600:], data[:0]]
+    moments = [preprocess.batch_moments(part, ["x", "y", "z"]) for part in parts]
+    mean, scale = preprocess.merge_moments({name: column[0] for name, column in m.items()} for m in moments)
     np.testing.assert_allclose(mean, data.mean().to_numpy(), rtol=1e-12)
     np.testing.assert_allclose(scale, [data["x"].std(ddof=0), data["y"].std(ddof=0), 1.0], rtol=1e-10)
+
+
+def test_scale_batch_scales_the_features_and_keeps_the_target_and_column_order():
+    batch = pa.table({"PRICE": [100, 200], "x": [1, 3], "y": [2.0, None]})
+    scaled = preprocess.scale_batch(batch, ["x", "y"], [2.0, 1.0], [1.0, 0.5])
+    assert scaled.column_names == ["PRICE", "x", "y"]
+    assert scaled["PRICE"].to_pylist() == [100, 200] and scaled.schema.field("PRICE").type == pa.int64()
+    assert scaled["x"].to_pylist() == [-1.0, 1.0]
+    assert scaled["y"].to_numpy(zero_copy_only=False)[0] == 2.0 and np.isnan(scaled["y"].to_numpy(zero_copy_only=False)[1])
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -104,10 +144,10 @@ def _put_parquet(s3, key: str, rows: pd.DataFrame) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=buffer.getvalue())
 
 
-@pytest.fixture
-def offline_store(aws, root):
-    """2000 rows of version v1 over two hourly files, 50 of them written twice (the older write has a
-    bogus price), plus 300 rows of an older version v0; the manifest the ingest step would write."""
+def _make_offline_store(root: Path, *, rewrites: bool) -> dict:
+    """2000 rows of version v1 over two hourly files, plus 300 rows of an older version v0; with
+    `rewrites`, 50 of the v1 rows written twice (the older write has a bogus price). Returns the
+    manifest the ingest step would write, the source data and the manifest's path."""
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     data = generate_housing(2000, seed=11)
@@ -116,7 +156,8 @@ def offline_store(aws, root):
     stale = _offline_rows(data.iloc[:50].assign(PRICE=-1), "v1", t)
     older_version = _offline_rows(generate_housing(300, seed=12).assign(PRICE=-2), "v0", t - pd.Timedelta("1d"))
     base = f"{STORE_PREFIX}/data/year=2024/month=05/day=01"
-    _put_parquet(s3, f"{base}/hour=10/stale-and-first-half.parquet", pd.concat([stale, fresh.iloc[:1000]]))
+    first_hour = pd.concat([stale, fresh.iloc[:1000]]) if rewrites else fresh.iloc[:1000]
+    _put_parquet(s3, f"{base}/hour=10/stale-and-first-half.parquet", first_hour)
     _put_parquet(s3, f"{base}/hour=11/second-half.parquet", fresh.iloc[1000:])
     _put_parquet(s3, f"{STORE_PREFIX}/data/year=2024/month=04/day=30/hour=10/v0.parquet", older_version)
     manifest = {
@@ -136,6 +177,16 @@ def offline_store(aws, root):
     return {"data": data, "manifest": manifest, "manifest_path": path}
 
 
+@pytest.fixture
+def offline_store(aws, root):
+    return _make_offline_store(root, rewrites=True)
+
+
+@pytest.fixture
+def clean_offline_store(aws, root):
+    return _make_offline_store(root, rewrites=False)
+
+
 def _read_split(root: Path, name: str) -> pd.DataFrame:
     files = sorted((root / "processing" / "output" / name).glob("part-*.parquet"))
     assert files, f"no part files for {name}"
@@ -149,11 +200,7 @@ def _run(argv):
     return exit_info.value.code
 
 
-@pytest.mark.slow
-def test_preprocess_splits_dedupes_and_scales_with_train_statistics(ray_local, offline_store, root):
-    code = _run(["--target-column", "PRICE", "--train-fraction", "0.7", "--validation-fraction", "0.2",
-                 "--test-fraction", "0.1", "--seed", "42"])
-    assert code == 0
+def _check_splits(root: Path, source: pd.DataFrame) -> dict[str, pd.DataFrame]:
     splits = {name: _read_split(root, name) for name in preprocess.SPLITS}
     assert {k: len(v) for k, v in splits.items()} == {"train": 1400, "validation": 400, "test": 200}
     for frame in splits.values():
@@ -164,6 +211,7 @@ def test_preprocess_splits_dedupes_and_scales_with_train_statistics(ray_local, o
     assert document["feature_order"] == FEATURES
     assert document["target"] == "PRICE"
     assert document["dataset_version"] == "v1"
+    assert document["rows"] == {"train": 1400, "validation": 400, "test": 200}
     mean, scale = np.array(document["scaler"]["mean"]), np.array(document["scaler"]["scale"])
 
     # Fitted on train only: train's scaled features are exactly standardised, the others are not.
@@ -177,9 +225,34 @@ def test_preprocess_splits_dedupes_and_scales_with_train_statistics(ray_local, o
     raw[FEATURES] = raw[FEATURES].to_numpy() * scale + mean
     key = ["PRICE", "SQUARE_FEET"]
     restored = raw.sort_values(key).reset_index(drop=True)
-    source = offline_store["data"].sort_values(key).reset_index(drop=True)
+    source = source.sort_values(key).reset_index(drop=True)
     np.testing.assert_allclose(restored[FEATURES].to_numpy(), source[FEATURES].to_numpy(), rtol=1e-9, atol=1e-6)
     assert restored["PRICE"].tolist() == source["PRICE"].tolist()
+    # Shuffled: the train split is not the first rows of the store.
+    assert splits["train"]["PRICE"].head(50).tolist() != source["PRICE"].head(50).tolist()
+    return splits
+
+
+ARGV = ["--target-column", "PRICE", "--train-fraction", "0.7", "--validation-fraction", "0.2",
+        "--test-fraction", "0.1", "--seed", "42"]
+
+
+@pytest.mark.slow
+def test_preprocess_splits_dedupes_and_scales_with_train_statistics(ray_local, offline_store, root):
+    assert _run(ARGV) == 0
+    _check_splits(root, offline_store["data"])
+
+
+@pytest.mark.slow
+def test_preprocess_of_a_store_without_rewrites_is_the_same_and_reproducible(ray_local, clean_offline_store, root):
+    assert _run(ARGV) == 0
+    first = _check_splits(root, clean_offline_store["data"])
+    assert _run(ARGV) == 0
+    second = {name: _read_split(root, name) for name in preprocess.SPLITS}
+    for name in preprocess.SPLITS:  # the same seed, the same rows in the same order
+        pd.testing.assert_frame_equal(first[name], second[name])
+    assert _run([*ARGV[:-1], "7"]) == 0
+    assert _read_split(root, "train")["PRICE"].tolist() != first["train"]["PRICE"].tolist()
 
 
 @pytest.mark.slow
