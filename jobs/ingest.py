@@ -18,7 +18,9 @@
      offline store's Parquet files directly under the group's resolved S3 URI, in the format
      Feature Store itself writes (`jobs.offline_store`), as the Feature Store Spark connector does
      for offline-only ingestion. Visible as soon as written; the online store is not involved
-     (the group has none).
+     (the group has none). The service did not write these files, so whatever it keeps about
+     its own writes (e.g. the Glue catalog partitions Athena queries use) may need a refresh
+     (`MSCK REPAIR TABLE`) before queries see them; this pipeline reads the S3 files directly.
    Record ids are `<dataset version>-<row number>`, so a re-run overwrites instead of duplicating.
    Rows that cannot be written are kept in `rejects/rejects.csv` with the reason; too many of them
    fail the step.
