@@ -92,7 +92,6 @@ INGESTION_MODES = (AUTO, PUT_RECORD, OFFLINE_STORE)
 # few thousand rows a second, so 100k rows already take minutes that a bulk write does in seconds.
 DEFAULT_DIRECT_WRITE_MIN_ROWS = 100_000
 DIRECT_WRITE_FILE_ROWS = 250_000
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_REJECT_REASONS_IN_MESSAGE = 3
 
 
@@ -314,7 +313,7 @@ def _parse_integral(column: str, text: np.ndarray, well_formed: np.ndarray, reas
     except OverflowError:  # some value needs more than 64 bits: find which, one by one
         for index in np.flatnonzero(well_formed):
             number = int(text[index])
-            if INT64_MIN <= number <= INT64_MAX:
+            if offline_store.INT64_MIN <= number <= offline_store.INT64_MAX:
                 values[index] = number
             elif pd.isna(reasons[index]):
                 reasons[index] = f"{column} value {text[index]!r} does not fit in a 64-bit integer"
@@ -855,7 +854,6 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
         if len(prepared.row_numbers):
             write_offline_store_directly(s3, offline_uri, feature_types, prepared, dataset_version, event_time)
         written_count = len(prepared.row_numbers)
-        write_rejects(frame, schema, dataset_version, rejected)
     else:
         written, write_rejected = write_rows_with_ray(
             good_rows,
@@ -873,7 +871,7 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
         )
         rejected += write_rejected
         written_count = len(written)
-        write_rejects(frame, schema, dataset_version, rejected)
+    write_rejects(frame, schema, dataset_version, rejected)
     if len(rejected) > args.max_rejected_rows:
         raise common.JobFailure(rejection_message(rejected, len(frame), args.max_rejected_rows))
     if not written_count:

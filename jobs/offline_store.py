@@ -21,6 +21,8 @@ from jobs import common
 
 ARROW_TYPES = {"String": pa.string(), "Integral": pa.int64(), "Fractional": pa.float64()}
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+# The range of an Integral feature (stored as int64).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 WRITE_TIME = "write_time"
 API_INVOCATION_TIME = "api_invocation_time"
 IS_DELETED = "is_deleted"

@@ -43,7 +43,6 @@ BATCH_GET_PATH = "/BatchGetRecord"
 OFFLINE_STORE = "OfflineStore"
 ONLINE_STORE = "OnlineStore"
 _INTEGRAL = re.compile(r"^[+-]?\d+$")
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class FeatureStoreError(Exception):
@@ -144,7 +143,7 @@ def convert_value(feature: str, feature_type: str, value: str) -> Any:
                 f"Value {value!r} of feature {feature} does not match its type Integral"
             )
         number = int(value)
-        if not _INT64_MIN <= number <= _INT64_MAX:
+        if not offline_store.INT64_MIN <= number <= offline_store.INT64_MAX:
             raise validation_error(f"Value {value!r} of feature {feature} is out of range for Integral")
         return number
     if feature_type == "Fractional":
