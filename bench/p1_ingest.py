@@ -1,6 +1,6 @@
 """P1 — rows/s written into the local Feature Store through PutRecord.
 
-Ours: `jobs.ingest.write_rows_with_ray` (Ray actors, each with a bounded pool of concurrent
+Ours: `jobs.feature_store_writers.write_rows_with_ray` (Ray actors, each with a bounded pool of concurrent
 PutRecord calls, retries with backoff), as the ingest step calls it, with the pipeline defaults
 (10 actors × 0.5 CPU, 16 calls in flight per actor; the job uses at most one actor per cluster CPU).
 
@@ -8,14 +8,14 @@ Baseline: the reference sample's pattern — 10 Ray actors with `num_cpus=0.5`, 
 one chunk per actor, and inside each actor `DataFrame.iterrows()` with one blocking `put_record`
 per row, errors printed and ignored.
 
-Both write the same rows (`local.datagen.generate_housing`, prepared by the ingest step's own
-schema inference) to the same service: `local.featurestore.FeatureStoreRuntimeApp` routed by
-`local.gateway.LocalGateway` (moto S3/SageMaker behind it), in a process of its own. Both use the
+Both write the same rows (`local.cli.datagen.generate_housing`, prepared by the ingest step's own
+schema inference) to the same service: `local.aws.featurestore_runtime.service.FeatureStoreRuntimeApp` routed by
+`local.aws.gateway.LocalGateway` (moto S3/SageMaker behind it), in a process of its own. Both use the
 same Ray head, started with 5 logical CPUs so the reference's 10 × 0.5-CPU actors can all be placed
 on a small machine (with fewer, its extra actors would wait forever). Timed: from actor creation to
 the last row acknowledged; excluded: CSV parsing and waiting for the offline store.
 
-Bulk mode (data bigger than PutRecord carries): `jobs.ingest.prepare_columns` +
+Bulk mode (data bigger than PutRecord carries): `jobs.dataset_schema.prepare_columns` +
 `write_offline_store_directly` — the ingest step's `OfflineStore` mode — on 1,000,000 rows (quick:
 100,000) into the same service's S3, timed from the CSV's text cells to the last Parquet file
 stored (validation and typing included; CSV parsing excluded, as above). Its baseline is the
@@ -95,11 +95,11 @@ def reference_frame(good_rows, feature_names, dataset_version: str, event_time: 
     time columns, every value already a string (the same strings ours sends)."""
     import pandas as pd
 
-    from jobs import ingest
+    from jobs import feature_store_layout as layout
 
-    columns = [ingest.RECORD_IDENTIFIER, ingest.EVENT_TIME_FEATURE, ingest.DATASET_VERSION_FEATURE, *feature_names]
+    columns = [layout.RECORD_IDENTIFIER, layout.EVENT_TIME_FEATURE, layout.DATASET_VERSION_FEATURE, *feature_names]
     data = [
-        [ingest.record_id(dataset_version, number), repr(float(event_time)), dataset_version, *values]
+        [layout.record_id(dataset_version, number), repr(float(event_time)), dataset_version, *values]
         for number, values in good_rows
     ]
     return pd.DataFrame(data, columns=columns, dtype=str)
@@ -109,14 +109,14 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
     rows = 2_000 if quick else 20_000
     measure = f"PutRecord ingestion, {rows:,} rows (rows/s)"
     try:
-        from jobs import ingest
+        from jobs import dataset_schema, feature_store_writers, ingest
     except ImportError as error:
         report(not_measured(KEY, measure, "rows/s", TARGET, f"jobs.ingest cannot be imported: {error}"))
         return
 
     frame = housing(rows).astype(str)
-    schema = ingest.infer_schema(frame, "PRICE")
-    good_rows, rejected = ingest.prepare_rows(frame, schema)
+    schema = dataset_schema.infer_schema(frame, "PRICE")
+    good_rows, rejected = dataset_schema.prepare_rows(frame, schema)
     if rejected:
         raise RuntimeError(f"the generated data has {len(rejected)} rows the ingest step rejects")
 
@@ -128,7 +128,7 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
         s3.create_bucket(Bucket=BUCKET)
         groups = {}
         for side in ("ours", "reference"):
-            name = ingest.effective_group_name(f"bench-{side}", schema)
+            name = dataset_schema.effective_group_name(f"bench-{side}", schema)
             ingest.ensure_feature_group(sagemaker, name, schema, f"s3://{BUCKET}/{side}", ROLE_ARN, poll_seconds=0.2)
             groups[side] = name
         event_time = round(time.time(), 3)
@@ -138,7 +138,7 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
         base_frame = reference_frame(good_rows, schema.columns, "bench-reference", event_time)
         base_seconds, base_written = timed(run_reference, base_frame, groups["reference"], gateway.url)
         ours_seconds, (written, write_rejected) = timed(
-            ingest.write_rows_with_ray,
+            feature_store_writers.write_rows_with_ray,
             good_rows,
             feature_group_name=groups["ours"],
             feature_names=schema.columns,
@@ -158,7 +158,7 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
         )
     report(Row(
         KEY, measure, len(good_rows) / ours_seconds, len(good_rows) / base_seconds, "rows/s", TARGET,
-        notes=(f"ours {ours_seconds:.1f} s ({ingest.plan_actors(ACTORS, ACTOR_CPUS, RAY_LOGICAL_CPUS)[0]} actors × 16 "
+        notes=(f"ours {ours_seconds:.1f} s ({feature_store_writers.plan_actors(ACTORS, ACTOR_CPUS, RAY_LOGICAL_CPUS)[0]} actors × 16 "
                f"in flight: the job's plan for the pipeline default of {ACTORS} actors on {RAY_LOGICAL_CPUS} "
                f"CPUs), reference {base_seconds:.1f} s "
                f"(10 actors, 1 blocking call each); one local gateway process serves both; Ray with "
@@ -180,20 +180,20 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
 
 def measure_bulk(rows: int, s3, sagemaker) -> tuple[int, float, int]:
     """(rows, seconds, files) of the ingest step's direct offline-store write of `rows` rows."""
-    from jobs import ingest
+    from jobs import dataset_schema, feature_store_writers, ingest
 
     frame = housing(rows).astype(str)
-    schema = ingest.infer_schema(frame, "PRICE")
-    name = ingest.effective_group_name("bench-bulk", schema)
+    schema = dataset_schema.infer_schema(frame, "PRICE")
+    name = dataset_schema.effective_group_name("bench-bulk", schema)
     desc = ingest.ensure_feature_group(sagemaker, name, schema, f"s3://{BUCKET}/bulk", ROLE_ARN, poll_seconds=0.2)
     offline_uri = desc["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]
     feature_types = {d["FeatureName"]: d["FeatureType"] for d in desc["FeatureDefinitions"]}
 
     def bulk_write() -> list[str]:
-        prepared, rejected = ingest.prepare_columns(frame, schema)
+        prepared, rejected = dataset_schema.prepare_columns(frame, schema)
         if rejected:
             raise RuntimeError(f"the generated data has {len(rejected)} rows the ingest step rejects")
-        return ingest.write_offline_store_directly(s3, offline_uri, feature_types, prepared, "bench-bulk",
+        return feature_store_writers.write_offline_store_directly(s3, offline_uri, feature_types, prepared, "bench-bulk",
                                                    round(time.time(), 3))
 
     seconds, files = timed(bulk_write)

@@ -1,7 +1,7 @@
 """P4 — CSV to registered model through the local cloud vs one plain script doing the same ML.
 
 Ours: a `local.cloud.LocalCloud` (event delivery off, as `mlops pipeline run`), then
-`local.commands.pipeline.run_csv`: upload the CSV, start the pipeline with start_pipeline's
+`local.cli.pipeline.run_csv`: upload the CSV, start the pipeline with start_pipeline's
 parameters, and the local executor runs the pipeline definition — ingest (PutRecord into the local
 Feature Store, wait for the offline store), preprocess (Ray Data), tuning (MaxTuningJobs trials of
 the train job, xgboost-ray), evaluate, condition, register. Timed: upload to outcome; the local
@@ -71,7 +71,7 @@ def plain_script(csv_path: Path, out: Path, ranges: dict[str, Any], static: dict
     """The baseline: the whole ML in one process; returns the test metrics."""
     import xgboost as xgb
 
-    from local.executor_jobs import sample_hyperparameters
+    from local.aws.sagemaker_pipelines.jobs import sample_hyperparameters
 
     data = pd.read_csv(csv_path)
     data = data.sample(frac=1.0, random_state=SEED).reset_index(drop=True)
@@ -133,7 +133,7 @@ def step_durations(cloud: Any, execution_arn: str) -> dict[str, float]:
 
 
 def run_pipeline(cloud: Any, csv_path: Path, trials: int) -> tuple[float, dict[str, Any], dict[str, float]]:
-    from local.commands.pipeline import run_csv
+    from local.cli.pipeline import run_csv
 
     seconds, result = timed(run_csv, cloud, csv_path, TARGET_COLUMN, timeout=RUN_BUDGET_SECONDS,
                             progress=lambda message: print(f"[P4] {message}", flush=True),
@@ -146,7 +146,7 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
     sizes = (2_000,) if quick else (10_000, FULL_SIZE)
     try:
         from local.cloud import LocalCloud
-        from local.commands.pipeline import run_csv  # noqa: F401 - checked before starting anything
+        from local.cli.pipeline import run_csv  # noqa: F401 - checked before starting anything
     except ImportError as error:
         report(not_measured(KEY, f"CSV → registered model, {sizes[0]:,} rows (s)", "s", TARGET,
                             f"the local pipeline runtime cannot be imported: {error}"))

@@ -70,7 +70,7 @@ def patched_environ(values: dict[str, str]) -> Iterator[None]:
 
 
 def housing(rows: int, seed: int = SEED, noise_std: float = NOISE_STD):
-    from local.datagen import generate_housing
+    from local.cli.datagen import generate_housing
 
     return generate_housing(rows, seed, noise_std)
 
@@ -116,7 +116,7 @@ def _quiet_ray_data() -> None:
 
 # --------------------------------------------------------------------------- AWS gateway
 class GatewayProcess:
-    """moto + the local featurestore runtime behind `local.gateway.LocalGateway`, in a child
+    """moto + the local featurestore runtime behind `local.aws.gateway.LocalGateway`, in a child
     process, so the service's CPU work does not share a GIL with the benchmark driver."""
 
     def __init__(self, replication_delay_seconds: float = 0.0, log_path: Path | None = None):
@@ -174,8 +174,8 @@ def serve_gateway(replication_delay_seconds: float) -> int:
     """Child process body: gateway + featurestore runtime until stdin closes."""
     import logging
 
-    from local.featurestore import FeatureStoreRuntimeApp
-    from local.gateway import LocalGateway
+    from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
+    from local.aws.gateway import LocalGateway
 
     logging.basicConfig(level=logging.WARNING)
     gateway = LocalGateway().start()
@@ -194,7 +194,7 @@ def serve_gateway(replication_delay_seconds: float) -> int:
 @contextlib.contextmanager
 def in_process_gateway() -> Iterator[str]:
     """moto behind the local gateway in this process (for S3-only needs); yields its URL."""
-    from local.gateway import LocalGateway
+    from local.aws.gateway import LocalGateway
 
     gateway = LocalGateway().start()
     try:

@@ -1,4 +1,4 @@
-"""Helpers shared by every job script: container paths, S3 URIs, logging and failure reporting.
+"""Helpers shared by every job script: container paths, S3 URI joining, logging and failure reporting.
 
 Paths follow the SageMaker container contract under a root that defaults to `/opt/ml` and can be
 moved with `SM_CONTAINER_ROOT` (the local executor points it at a work dir).
@@ -10,7 +10,6 @@ import os
 import sys
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlparse
 
 DEFAULT_CONTAINER_ROOT = "/opt/ml"
 
@@ -65,18 +64,24 @@ def failure_path(kind: str = "processing") -> Path:
     return container_root().joinpath(*parts)
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/some/key` -> (`bucket`, `some/key`). The key may be empty (`s3://bucket`)."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"not an S3 URI (expected s3://bucket/key): {uri!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
 def join_s3_uri(base: str, *parts: str) -> str:
     """Joins path parts onto an S3 URI with single slashes."""
     pieces = [base.rstrip("/")] + [p.strip("/") for p in parts if p and p.strip("/")]
     return "/".join(pieces)
+
+
+def read_parquet_dir(directory: Path, what: str) -> "pd.DataFrame":
+    """Every Parquet file under `directory` as one frame (a split a previous step wrote); a clear
+    JobFailure naming `what` when there is none or it holds no rows."""
+    import pandas as pd
+
+    files = sorted(p for p in directory.rglob("*.parquet") if p.is_file()) if directory.is_dir() else []
+    if not files:
+        raise JobFailure(f"{what} {directory} holds no Parquet file")
+    frame = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+    if frame.empty:
+        raise JobFailure(f"{what} {directory} holds no rows")
+    return frame
 
 
 class JobFailure(Exception):
@@ -113,19 +118,3 @@ def setup_logging(level: int | str | None = None) -> logging.Logger:
     for noisy in ("botocore", "urllib3", "boto3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return logging.getLogger("jobs")
-
-
-# Columns the ingest step (record id, event time, dataset version) and the Feature Store offline
-# store (write/api times, deletion flag, partitions) add to every record: never features.
-FEATURE_STORE_METADATA_COLUMNS = (
-    "record_id",
-    "event_time",
-    "dataset_version",
-    "write_time",
-    "api_invocation_time",
-    "is_deleted",
-    "year",
-    "month",
-    "day",
-    "hour",
-)

@@ -11,7 +11,8 @@ PNG plots `predicted_vs_actual.png`, `residuals.png`, `feature_importance.png`, 
 `smoke_sample.csv` (a few test rows in raw units with this step's predictions, for the deployment's
 smoke test).
 
-The champion is the latest Approved package of the group. It is scored on the same test rows: they
+The champion is the group's newest Approved package (`mlops_shared.champion`, the definition the
+deployment's rollback uses too). It is scored on the same test rows: they
 are unscaled with the challenger's preprocessor and fed raw to the champion, which applies its own.
 A champion that cannot be scored (different features or target, unreadable artifact) is reported
 with the reason and does not gate the new model; the approver sees why.
@@ -40,15 +41,29 @@ from jobs.model_io import (
     finite_or_none,
     load_model_dir,
 )
+from mlops_shared.artifacts import (
+    SMOKE_PREDICTION_COLUMN,
+    SMOKE_SAMPLE_FILE,
+    ChampionScore,
+    Estimate,
+    EvaluatedRows,
+    EvaluationReport,
+    Gate,
+    R2,
+    RegressionMetrics,
+)
+from mlops_shared.aws import parse_s3_uri
+from mlops_shared.champion import champion_arn
 
 log = logging.getLogger("jobs.evaluate")
 
 NO_CHAMPION_LIMIT = 1e308
 PLOTS = ("predicted_vs_actual.png", "residuals.png", "feature_importance.png")
+EVALUATION_FILE = "evaluation.json"
 
 
 # --------------------------------------------------------------------------- metrics
-def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, dict[str, float | None]]:
+def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> RegressionMetrics:
     """RMSE, MAE and R². The standard deviations are those of the estimates: for MAE the standard
     error of the mean absolute error; for RMSE the delta-method standard error
     std(squared errors) / (2·RMSE·√n)."""
@@ -62,11 +77,11 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, d
     mae_sd = float(np.abs(errors).std() / math.sqrt(n))
     total = float(((actual - actual.mean()) ** 2).sum())
     r2 = 1 - float(squared.sum()) / total if total > 0 else None
-    return {
-        "rmse": {"value": rmse, "standard_deviation": rmse_sd},
-        "mae": {"value": mae, "standard_deviation": mae_sd},
-        "r2": {"value": finite_or_none(r2) if r2 is not None else None},
-    }
+    return RegressionMetrics(
+        rmse=Estimate(value=rmse, standard_deviation=rmse_sd),
+        mae=Estimate(value=mae, standard_deviation=mae_sd),
+        r2=R2(value=finite_or_none(r2) if r2 is not None else None),
+    )
 
 
 def feature_importance(model: ServingModel) -> dict[str, float]:
@@ -80,24 +95,9 @@ def feature_importance(model: ServingModel) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- champion
 def latest_approved_package(sagemaker: Any, group: str) -> dict[str, Any] | None:
-    """The newest Approved package of the group (described), or None (no group, none approved)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        listed = sagemaker.list_model_packages(
-            ModelPackageGroupName=group,
-            ModelApprovalStatus="Approved",
-            SortBy="CreationTime",
-            SortOrder="Descending",
-            MaxResults=1,
-        )["ModelPackageSummaryList"]
-    except ClientError as err:
-        if err.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
-            return None
-        raise
-    if not listed:
-        return None
-    return sagemaker.describe_model_package(ModelPackageName=listed[0]["ModelPackageArn"])
+    """The group's champion (`mlops_shared.champion`), described; None when there is none."""
+    arn = champion_arn(group, sagemaker=sagemaker)
+    return sagemaker.describe_model_package(ModelPackageName=arn) if arn else None
 
 
 def load_package_model(s3: Any, package: dict[str, Any], workdir: Path) -> ServingModel:
@@ -105,7 +105,7 @@ def load_package_model(s3: Any, package: dict[str, Any], workdir: Path) -> Servi
     url = containers[0].get("ModelDataUrl") if containers else None
     if not url:
         raise ModelArtifactError("the package has no ModelDataUrl")
-    bucket, key = common.parse_s3_uri(url)
+    bucket, key = parse_s3_uri(url)
     archive = workdir / "champion.tar.gz"
     s3.download_file(bucket, key, str(archive))
     return load_model_dir(extract_model_tar(archive, workdir / "champion"))
@@ -114,9 +114,13 @@ def load_package_model(s3: Any, package: dict[str, Any], workdir: Path) -> Servi
 def score_champion(
     challenger: ServingModel, scaled_test: pd.DataFrame, actual: np.ndarray, package: dict[str, Any],
     s3: Any, workdir: Path,
-) -> dict[str, Any]:
+) -> ChampionScore:
     arn = package["ModelPackageArn"]
-    block: dict[str, Any] = {"model_package_arn": arn, "rmse": None, "mae": None, "r2": None}
+
+    def not_comparable(reason: str) -> ChampionScore:
+        log.warning("%s: %s", arn, reason)
+        return ChampionScore(model_package_arn=arn, rmse=None, mae=None, r2=None, comparable=False, reason=reason)
+
     try:
         champion = load_package_model(s3, package, workdir)
         if champion.target != challenger.target:
@@ -124,19 +128,13 @@ def score_champion(
         raw = challenger.preprocessor.unscale_frame(scaled_test)
         predicted = champion.predict_raw(raw)
     except (ModelArtifactError, ModelInputError, OSError) as err:
-        block["comparable"] = False
-        block["reason"] = f"the champion cannot be scored on this test set: {err}"
-        log.warning("%s: %s", arn, block["reason"])
-        return block
+        return not_comparable(f"the champion cannot be scored on this test set: {err}")
     except Exception as err:  # noqa: BLE001 - e.g. the artifact is gone from S3
-        block["comparable"] = False
-        block["reason"] = f"the champion's artifact could not be loaded: {type(err).__name__}: {err}"
-        log.warning("%s: %s", arn, block["reason"])
-        return block
+        return not_comparable(f"the champion's artifact could not be loaded: {type(err).__name__}: {err}")
     metrics = regression_metrics(actual, predicted)
-    block.update(rmse=metrics["rmse"]["value"], mae=metrics["mae"]["value"], r2=metrics["r2"]["value"],
-                 comparable=True, model_package_version=package.get("ModelPackageVersion"))
-    return block
+    return ChampionScore(model_package_arn=arn, rmse=metrics.rmse.value, mae=metrics.mae.value,
+                         r2=metrics.r2.value, comparable=True,
+                         model_package_version=package.get("ModelPackageVersion"))
 
 
 # --------------------------------------------------------------------------- plots
@@ -180,13 +178,7 @@ def write_plots(out_dir: Path, actual: np.ndarray, predicted: np.ndarray, import
 
 # --------------------------------------------------------------------------- step
 def read_test_split(directory: Path) -> pd.DataFrame:
-    files = sorted(directory.rglob("*.parquet")) if directory.is_dir() else []
-    if not files:
-        raise common.JobFailure(f"no test Parquet file under {directory}")
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    if frame.empty:
-        raise common.JobFailure(f"the test split under {directory} has no rows")
-    return frame
+    return common.read_parquet_dir(directory, "the test split")
 
 
 def find_model_archive(directory: Path) -> Path:
@@ -196,7 +188,6 @@ def find_model_archive(directory: Path) -> Path:
     return archives[0]
 
 
-SMOKE_SAMPLE_FILE = "smoke_sample.csv"
 SMOKE_SAMPLE_ROWS = 20
 
 
@@ -210,7 +201,7 @@ def smoke_sample(model: ServingModel, test: pd.DataFrame, predicted: np.ndarray)
     head = test.iloc[:rows]
     sample = model.preprocessor.unscale_frame(head[model.feature_order])
     sample[model.target] = head[model.target].to_numpy(dtype=float)
-    sample["prediction"] = np.asarray(predicted[:rows], dtype=float)
+    sample[SMOKE_PREDICTION_COLUMN] = np.asarray(predicted[:rows], dtype=float)
     return sample.reset_index(drop=True)
 
 
@@ -259,26 +250,27 @@ def evaluate(
     importance = feature_importance(challenger)
     sample.to_csv(out_dir / SMOKE_SAMPLE_FILE, index=False)
     plots = write_plots(out_dir, actual, predicted, importance, target_column)
-    comparable = bool(champion and champion.get("comparable") and champion.get("rmse") is not None)
-    limit = champion["rmse"] * (1 + champion_tolerance) if comparable else NO_CHAMPION_LIMIT
-    rmse = metrics["rmse"]["value"]
-    document = {
-        "regression_metrics": metrics,
-        "rows": {"test": int(len(test)), "champion_scored": int(len(test)) if comparable else 0},
-        "feature_importance": importance,
-        "champion": champion,
-        "gate": {
-            "rmse_threshold": float(rmse_threshold),
-            "champion_tolerance": float(champion_tolerance),
-            "champion_rmse_limit": float(limit),
-            "passes_threshold": rmse <= rmse_threshold,
-            "passes_champion": rmse <= limit,
-        },
-        "target": target_column,
-        "plots": plots,
-        "smoke_sample": SMOKE_SAMPLE_FILE,
-    }
-    (out_dir / "evaluation.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    comparable = bool(champion and champion.comparable and champion.rmse is not None)
+    limit = champion.rmse * (1 + champion_tolerance) if comparable else NO_CHAMPION_LIMIT
+    rmse = metrics.rmse.value
+    report = EvaluationReport(
+        regression_metrics=metrics,
+        rows=EvaluatedRows(test=int(len(test)), champion_scored=int(len(test)) if comparable else 0),
+        feature_importance=importance,
+        champion=champion,
+        gate=Gate(
+            rmse_threshold=float(rmse_threshold),
+            champion_tolerance=float(champion_tolerance),
+            champion_rmse_limit=float(limit),
+            passes_threshold=rmse <= rmse_threshold,
+            passes_champion=rmse <= limit,
+        ),
+        target=target_column,
+        plots=plots,
+        smoke_sample=SMOKE_SAMPLE_FILE,
+    )
+    document = report.to_json()
+    (out_dir / EVALUATION_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     log.info("test rmse %.2f (threshold %.2f, champion limit %.4g)", rmse, rmse_threshold, limit)
     return document
 

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from mlops_shared.artifacts import ArtifactFormatError, PreprocessorDocument
+
 MODEL_FILE = "model.json"
 PREPROCESSOR_FILE = "preprocessor.json"
 
@@ -48,14 +50,14 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessor":
         try:
-            features = [str(f) for f in data["feature_order"]]
-            target = str(data["target"])
-            mean = np.asarray(data["scaler"]["mean"], dtype=float)
-            scale = np.asarray(data["scaler"]["scale"], dtype=float)
-        except (KeyError, TypeError, ValueError) as err:
+            document = PreprocessorDocument.from_json(dict(data))
+        except (ArtifactFormatError, TypeError) as err:
             raise ModelArtifactError(
-                f"{PREPROCESSOR_FILE} must have feature_order, target and scaler.mean/scale: {err!r}"
+                f"{PREPROCESSOR_FILE} must have feature_order, target and scaler.mean/scale: {err}"
             ) from None
+        features, target = document.feature_order, document.target
+        mean = np.asarray(document.scaler.mean, dtype=float)
+        scale = np.asarray(document.scaler.scale, dtype=float)
         if not features or len(mean) != len(features) or len(scale) != len(features):
             raise ModelArtifactError(
                 f"{PREPROCESSOR_FILE} has {len(features)} features but {len(mean)} means and "

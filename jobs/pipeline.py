@@ -42,6 +42,8 @@ from sagemaker.workflow.pipeline_context import PipelineSession  # noqa: E402
 from sagemaker.workflow.properties import PropertyFile  # noqa: E402
 from sagemaker.workflow.steps import CacheConfig, ProcessingStep, TuningStep  # noqa: E402
 
+from mlops_shared.artifacts import CHAMPION_LIMIT_JSON_PATH, RMSE_JSON_PATH  # noqa: E402
+
 PIPELINE_NAME = "ray-mlops-training"
 ROLE_PLACEHOLDER = "${PipelineJobsRoleArn}"
 REGION = "us-east-1"
@@ -310,9 +312,9 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
 
     # -- Gate: absolute threshold and not worse than the champion (within tolerance) --------------
     rmse = JsonGet(step_name=step_evaluate.name, property_file=evaluation_report,
-                   json_path="regression_metrics.rmse.value")
+                   json_path=RMSE_JSON_PATH)
     champion_limit = JsonGet(step_name=step_evaluate.name, property_file=evaluation_report,
-                             json_path="gate.champion_rmse_limit")
+                             json_path=CHAMPION_LIMIT_JSON_PATH)
     step_fail = FailStep(
         name="RMSETooHigh",
         error_message=Join(

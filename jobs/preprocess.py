@@ -41,7 +41,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from jobs import common, ray_cluster
+from jobs import common, feature_store_layout, ray_cluster
+from mlops_shared.artifacts import ArtifactFormatError, IngestManifest, PreprocessorDocument, ScalerParameters
+from mlops_shared.aws import parse_s3_uri
 
 # Ray workers import this module to run the batch functions below: the driver-only dependencies
 # (boto3; xgboost through jobs.model_io) are imported where they are used, not here.
@@ -50,7 +52,7 @@ log = logging.getLogger("jobs.preprocess")
 
 SPLITS = ("train", "validation", "test")
 FRACTION_TOLERANCE = 1e-6
-METADATA_COLUMNS = common.FEATURE_STORE_METADATA_COLUMNS
+METADATA_COLUMNS = feature_store_layout.METADATA_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -83,24 +85,22 @@ def validate_fractions(train: Any, validation: Any, test: Any) -> tuple[float, f
     return values[0], values[1], values[2]
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> IngestManifest:
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return IngestManifest.from_json(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise common.JobFailure(f"ingest manifest {path} is missing") from None
     except json.JSONDecodeError as err:
         raise common.JobFailure(f"ingest manifest {path} is not valid JSON: {err}") from None
-    missing = [k for k in ("dataset_version", "offline_store_uri", "row_count") if k not in manifest]
-    if missing:
-        raise common.JobFailure(f"ingest manifest {path} lacks {', '.join(missing)}")
-    return manifest
+    except ArtifactFormatError as err:
+        raise common.JobFailure(f"ingest manifest {path} does not follow its contract: {err}") from None
 
 
 # --------------------------------------------------------------------------- offline store
 def download_offline_store(s3: Any, offline_store_uri: str, dest: Path) -> list[Path]:
     """Copies every Parquet file under the URI into `dest`, keeping the relative paths (so the
     `year=/month=/…` partition folders survive)."""
-    bucket, prefix = common.parse_s3_uri(offline_store_uri)
+    bucket, prefix = parse_s3_uri(offline_store_uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -212,7 +212,7 @@ def _is_numeric(data_type: Any) -> bool:
     return pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_boolean(data_type)
 
 
-def feature_columns(schema: Any, manifest: dict[str, Any], target: str) -> tuple[list[str], list[str]]:
+def feature_columns(schema: Any, manifest: IngestManifest, target: str) -> tuple[list[str], list[str]]:
     """Leaves out the Feature Store columns; returns (features + target in CSV order, feature
     names), checked against the table's pyarrow schema."""
     columns = [c for c in schema.names if c not in METADATA_COLUMNS]
@@ -220,7 +220,7 @@ def feature_columns(schema: Any, manifest: dict[str, Any], target: str) -> tuple
         raise common.JobFailure(
             f"target column {target!r} is not in the dataset; columns: {', '.join(map(str, columns))}"
         )
-    csv_columns = [c for c in manifest.get("features") or columns]
+    csv_columns = list(manifest.features or columns)
     absent = [c for c in csv_columns if c not in columns]
     if absent:
         raise common.JobFailure(f"the offline store lacks the columns {', '.join(absent)} named in the manifest")
@@ -334,13 +334,13 @@ def write_splits(blocks: list[Any], bounds: Sequence[int], out_dirs: Sequence[Pa
 
 # --------------------------------------------------------------------------- step
 def _split_and_scale(
-    args: PreprocessArgs, fractions: tuple[float, float, float], manifest: dict[str, Any], s3: Any
+    args: PreprocessArgs, fractions: tuple[float, float, float], manifest: IngestManifest, s3: Any
 ) -> tuple[dict[str, int], list[str], np.ndarray, np.ndarray]:
     """Steps 2-5 but the preprocessor document; returns (split sizes, features, mean, scale)."""
     import ray
 
-    version = str(manifest["dataset_version"])
-    store_uri = manifest["offline_store_uri"]
+    version = manifest.dataset_version
+    store_uri = manifest.offline_store_uri
     workdir = Path(tempfile.mkdtemp(prefix="offline-store-"))
     try:
         files = download_offline_store(s3, store_uri, workdir)
@@ -352,14 +352,14 @@ def _split_and_scale(
         # Materialised: the rows are in Ray's object store now.
         shutil.rmtree(workdir, ignore_errors=True)
 
-    record_identifier = manifest.get("record_identifier", "record_id")
+    record_identifier = manifest.record_identifier
     blocks = _blocks(dataset)
     table = _concat(blocks)
     if has_rewrites_or_deletes(table, record_identifier):
         table = latest_records(table, record_identifier)
         log.info("kept the latest of the rewritten records: %d of %d rows", table.num_rows, dataset.count())
         dataset = ray.data.from_arrow(_slices(table, max(1, min(_cpus(), table.num_rows // 1000))))
-    expected = int(manifest["row_count"])
+    expected = manifest.row_count
     if table.num_rows != expected:
         raise common.JobFailure(
             f"the offline store {store_uri} holds {table.num_rows} records of dataset version {version}, "
@@ -403,10 +403,10 @@ def preprocess(args: PreprocessArgs, s3: Any = None) -> dict[str, Any]:
     """Runs the step (Ray must be connected); returns the preprocessor document it wrote."""
     fractions = validate_fractions(args.train_fraction, args.validation_fraction, args.test_fraction)
     manifest = read_manifest(common.processing_input("manifest") / "manifest.json")
-    if manifest.get("features") and args.target_column not in manifest["features"]:
+    if args.target_column not in manifest.features:
         raise common.JobFailure(
             f"target column {args.target_column!r} is not in the dataset; columns: "
-            + ", ".join(manifest["features"])
+            + ", ".join(manifest.features)
         )
     if s3 is None:
         import boto3
@@ -415,17 +415,17 @@ def preprocess(args: PreprocessArgs, s3: Any = None) -> dict[str, Any]:
     with ray_data_settings():
         counts, features, mean, scale = _split_and_scale(args, fractions, manifest, s3)
 
-    document = {
-        "feature_order": features,
-        "target": args.target_column,
-        "scaler": {"mean": mean.tolist(), "scale": scale.tolist()},
-        "dataset_version": str(manifest["dataset_version"]),
-        "feature_group_name": manifest.get("feature_group_name"),
-        "input_uri": manifest.get("input_uri"),
-        "rows": counts,
-        "fractions": dict(zip(SPLITS, fractions)),
-        "seed": args.seed,
-    }
+    document = PreprocessorDocument(
+        feature_order=features,
+        target=args.target_column,
+        scaler=ScalerParameters(mean=mean.tolist(), scale=scale.tolist()),
+        dataset_version=manifest.dataset_version,
+        feature_group_name=manifest.feature_group_name,
+        input_uri=manifest.input_uri,
+        rows=counts,
+        fractions=dict(zip(SPLITS, fractions)),
+        seed=args.seed,
+    ).to_json()
     from jobs.model_io import PREPROCESSOR_FILE, write_preprocessor
 
     write_preprocessor(common.processing_output("preprocessor") / PREPROCESSOR_FILE, document)

@@ -108,13 +108,7 @@ def read_hyperparameters(path: Path) -> dict[str, Any]:
 
 
 def read_split(channel: Path, name: str) -> pd.DataFrame:
-    files = sorted(p for p in channel.rglob("*.parquet") if p.is_file()) if channel.is_dir() else []
-    if not files:
-        raise common.JobFailure(f"the {name} channel {channel} holds no Parquet file")
-    frame = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
-    if frame.empty:
-        raise common.JobFailure(f"the {name} channel {channel} holds no rows")
-    return frame
+    return common.read_parquet_dir(channel, f"the {name} channel")
 
 
 def find_preprocessor(channel: Path) -> Path:

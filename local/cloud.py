@@ -12,24 +12,31 @@ run`) where it is.
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import logging
 import os
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from local.lambda_runtime import LambdaRuntime, local_aws_environment
-from local.provision import LOCAL_CREDENTIALS, REGION, Stack, provision
+from local.aws.api_gateway import ApiServer
+from local.aws.endpoints import LocalEndpoints
+from local.aws.eventbridge import EventDispatcher, wait_until_idle
+from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
+from local.aws.gateway import LocalGateway
+from local.aws.lambda_runtime import LambdaRuntime, local_aws_environment
+from local.aws.model_registry import ModelPackageEvents
+from local.aws.sagemaker_pipelines.service import PipelineExecutor
+from local.aws.stack.model import LOCAL_CREDENTIALS, REGION, Stack
+from local.aws.stack.provisioner import provision
+from local.cloud_file import cloud_file, remove_cloud_file, write_cloud_file
+from local.outbox import Outbox
+from local.ray_head import RayHead
+from local import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CLOUD_FILE = "cloud.json"
 
 
 # Local values of template parameters (explicit `parameters` win; names the template does not
@@ -48,17 +55,6 @@ LOCAL_PARAMETERS = {
 
 class CloudError(RuntimeError):
     pass
-
-
-def _optional(module: str, name: str):
-    """A part of the local runtime that may not be in this build yet; None when absent."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            log.warning("%s is not available; the local cloud runs without it", module)
-            return None
-        raise
 
 
 class LocalCloud:
@@ -103,6 +99,7 @@ class LocalCloud:
         self.api_server = None
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self._previous_moto_port: str | None = None
+        self._owns_cloud_file = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "LocalCloud":
@@ -126,10 +123,6 @@ class LocalCloud:
         self._stops.append((name, stop))
 
     def _start_parts(self) -> None:
-        from local.apigw import ApiServer
-        from local.events import EventDispatcher, ModelPackageEvents
-        from local.gateway import LocalGateway
-
         started = time.monotonic()
         self.gateway = LocalGateway().start()
         self._on_stop("gateway", self.gateway.stop)
@@ -141,12 +134,11 @@ class LocalCloud:
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
                                timeout=30).read()
 
-        feature_store_app = _optional("local.featurestore", "FeatureStoreRuntimeApp")
-        if feature_store_app is not None:
-            self.featurestore = feature_store_app(self.endpoint_url, replication_delay_seconds=self.replication_delay_seconds)
-            self.gateway.route_path(r"/FeatureGroup/.+", self.featurestore)
-            self.gateway.route_path(r"/BatchGetRecord", self.featurestore)
-            self._on_stop("featurestore", self.featurestore.close)
+        self.featurestore = FeatureStoreRuntimeApp(self.endpoint_url,
+                                                   replication_delay_seconds=self.replication_delay_seconds)
+        self.gateway.route_path(r"/FeatureGroup/.+", self.featurestore)
+        self.gateway.route_path(r"/BatchGetRecord", self.featurestore)
+        self._on_stop("featurestore", self.featurestore.close)
 
         self.model_package_events = ModelPackageEvents(self.gateway)
         self.model_package_events.install()
@@ -156,16 +148,12 @@ class LocalCloud:
         self.lambda_runtime.install(self.gateway)
         self._on_stop("lambda runtime", self.lambda_runtime.close)
 
-        endpoints_cls = _optional("local.endpoints", "LocalEndpoints")
-        if endpoints_cls is not None:
-            self.endpoints = endpoints_cls(self.gateway, self.state_dir / "work" / "endpoints")
-            self.endpoints.install()
-            self._on_stop("endpoints", self.endpoints.shutdown)
+        self.endpoints = LocalEndpoints(self.gateway, self.state_dir / "work" / "endpoints")
+        self.endpoints.install()
+        self._on_stop("endpoints", self.endpoints.shutdown)
 
-        outbox_cls = _optional("local.outbox", "Outbox")
-        if outbox_cls is not None:
-            self.outbox = outbox_cls(self.state_dir).start()
-            self._on_stop("outbox", self.outbox.stop)
+        self.outbox = Outbox(self.state_dir).start()
+        self._on_stop("outbox", self.outbox.stop)
 
         self.api_server = ApiServer(self.lambda_runtime)  # bound now: the template's API URLs point here
         self._on_stop("api server", self.api_server.stop)
@@ -188,17 +176,12 @@ class LocalCloud:
         log.info("local cloud up in %.1f s: %s (state in %s)", time.monotonic() - started, self.endpoint_url, self.state_dir)
 
     def _start_pipeline_runtime(self) -> None:
-        executor_cls = _optional("local.executor", "PipelineExecutor")
-        if executor_cls is None:
-            return
         ray_address = self.external_ray_address
         if ray_address is None and self.start_ray:
-            ray_head_cls = _optional("local.ray_head", "RayHead")
-            if ray_head_cls is not None:
-                self.ray_head = ray_head_cls(num_cpus=self.ray_num_cpus, state_dir=self.state_dir).start()
-                self._on_stop("ray head", self.ray_head.stop)
-                ray_address = self.ray_head.address
-        self.executor = executor_cls(
+            self.ray_head = RayHead(num_cpus=self.ray_num_cpus, state_dir=self.state_dir).start()
+            self._on_stop("ray head", self.ray_head.stop)
+            ray_address = self.ray_head.address
+        self.executor = PipelineExecutor(
             self.gateway,
             self.state_dir / "work" / "pipelines",
             ray_address,
@@ -217,8 +200,6 @@ class LocalCloud:
 
     def _configure_outbox(self) -> None:
         """Slack webhook secrets get the outbox URL, so messages land in `<state>/outbox/`."""
-        if self.outbox is None:
-            return
         secrets = self.client("secretsmanager")
         for resource in self.stack.resources_of_type("AWS::SecretsManager::Secret"):
             if "slack" in resource.logical_id.lower() and "webhook" in resource.logical_id.lower():
@@ -245,19 +226,17 @@ class LocalCloud:
     # -- state file -----------------------------------------------------------------------------
     @property
     def cloud_file(self) -> Path:
-        return self.state_dir / CLOUD_FILE
+        return cloud_file(self.state_dir)
 
     def _write_cloud_file(self) -> None:
         if not self.write_cloud_file:
             return
-        info = self.describe()
-        self.cloud_file.write_text(json.dumps(info, indent=2, default=str))
+        write_cloud_file(self.state_dir, self.describe())
         self._owns_cloud_file = True
 
     def _remove_cloud_file(self) -> None:
-        if getattr(self, "_owns_cloud_file", False):
-            with contextlib.suppress(FileNotFoundError):
-                self.cloud_file.unlink()
+        if self._owns_cloud_file:
+            remove_cloud_file(self.state_dir)
             self._owns_cloud_file = False
 
     def describe(self) -> dict:
@@ -324,8 +303,6 @@ class LocalCloud:
 
     def wait_for_events(self, timeout: float = 60.0) -> None:
         """Until every event put so far has been delivered (shadow queues empty, nothing in flight)."""
-        from local.events import wait_until_idle
-
         if self.dispatcher is None:
             return
         if not wait_until_idle(self.dispatcher, timeout=timeout):
@@ -370,34 +347,3 @@ class LocalCloud:
         else:
             path = self.state_dir / "dlq" / f"{time.time():.6f}-{label}.json"
             path.write_text(json.dumps({"label": label, "event": payload, "error": error}, default=str))
-
-
-# ------------------------------------------------------------------------------------------------
-# Finding a running cloud from another process
-# ------------------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def find_running_cloud(state_dir: str | Path = ".mlops-local") -> dict | None:
-    """The `cloud.json` of a live local cloud using `state_dir`, or None."""
-    path = Path(state_dir) / CLOUD_FILE
-    try:
-        info = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not _pid_alive(int(info.get("pid", -1))):
-        return None
-    try:
-        urllib.request.urlopen(info["endpoint_url"] + "/", timeout=5).read()
-    except urllib.error.HTTPError:
-        pass  # it answered: alive
-    except Exception:
-        return None
-    return info

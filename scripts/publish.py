@@ -38,12 +38,14 @@ from typing import Any, Callable, Iterable
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mlops_shared.aws import is_not_found
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 SAMCONFIG = ROOT / "samconfig.toml"
 DOCKERFILE = "jobs/Dockerfile"
 # What the Dockerfile copies: a change to any of these files is a new image.
-IMAGE_CONTEXT_DIRS = ("jobs",)
+IMAGE_CONTEXT_DIRS = ("jobs", "functions/shared/mlops_shared")
 IMAGE_CONTEXT_IGNORED = re.compile(r"(^|/)(__pycache__/|[^/]+\.pyc$)")
 DEFINITION_KEY_PREFIX = "pipeline/definition-"
 IMAGES_KEPT = 30
@@ -258,7 +260,7 @@ def ensure_deployment_bucket(s3, bucket: str, region: str, partition: str = "aws
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
-        if error.response["Error"]["Code"] not in {"404", "NoSuchBucket", "NotFound"}:
+        if not is_not_found(error):
             raise PublishError(f"bucket {bucket} exists but is not usable by these credentials: {error}") from error
         kwargs: dict[str, Any] = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
         if region != "us-east-1":
@@ -293,7 +295,7 @@ def upload_definition(s3, bucket: str, definition: PipelineDefinition) -> bool:
         s3.head_object(Bucket=bucket, Key=definition.key)
         return False
     except ClientError as error:
-        if error.response["Error"]["Code"] not in {"404", "NoSuchKey", "NotFound"}:
+        if not is_not_found(error):
             raise
     s3.put_object(Bucket=bucket, Key=definition.key, Body=definition.text.encode(),
                   ContentType="application/json", Metadata={"sha256": definition.sha256})

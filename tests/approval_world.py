@@ -1,17 +1,19 @@
-"""A moto-backed world for the approval tests: a registered model package waiting for approval, its
-evaluation.json and plots, the nonce table, the secrets and the environment the approval handlers
+"""A moto-backed world for the approval tests: a registered model package waiting for approval, the
+evaluation.json and plots the real Evaluate step wrote for it, the nonce table, the secrets and the environment the approval handlers
 read. Also helpers to load a handler module by path and to build API Gateway proxy events."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+
+from mlops_shared.artifacts import EvaluationReport
+from tests.lambda_handlers import LambdaContext, load_handler  # noqa: F401 - re-used by the approval tests
+from tests.pipeline_outputs import EvaluationOutputs
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "tests" / "events"
@@ -24,16 +26,6 @@ SLACK_APPROVERS = {"U0ALICE": "alice@example.com", "U0BOB": "bob@example.com", "
 API_BASE = "https://abc123.execute-api.us-east-1.amazonaws.com/Prod"
 TOKEN_KEY = "k" * 20 + "0123456789abcdef0123456789abcdef"
 SLACK_SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-EVALUATION = {
-    "regression_metrics": {"rmse": {"value": 9876.54, "standard_deviation": 123.4},
-                           "mae": {"value": 7654.32, "standard_deviation": 98.7},
-                           "r2": {"value": 0.9712}},
-    "rows": {"train": 6000, "validation": 2000, "test": 2000},
-    "feature_importance": {"SQUARE_FEET": 0.7},
-    "champion": {"model_package_arn": f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{GROUP}/0",
-                 "rmse": 10111.0, "mae": 8000.0, "r2": 0.965},
-    "gate": {"rmse_threshold": 15000.0, "champion_rmse_limit": 10616.55},
-}
 
 
 def png_bytes(color: tuple[int, int, int] = (30, 120, 200)) -> bytes:
@@ -42,16 +34,6 @@ def png_bytes(color: tuple[int, int, int] = (30, 120, 200)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), color).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def load_handler(name: str):
-    """functions/<name>/app.py as a module of its own (every handler file is called app.py)."""
-    module_name = f"approval_handler_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def api_event(method: str, path: str, *, body: str | None = None, headers: dict | None = None) -> dict:
@@ -80,6 +62,7 @@ class ApprovalWorld:
     token_secret_arn: str
     webhook_secret_arn: str
     signing_secret_arn: str
+    report: EvaluationReport
 
     def client(self, service: str):
         return boto3.client(service, endpoint_url=self.endpoint_url)
@@ -117,15 +100,15 @@ class ApprovalWorld:
         return self.client("dynamodb").scan(TableName=self.table, ConsistentRead=True)["Items"]
 
 
-def build_world(endpoint_url: str, monkeypatch) -> ApprovalWorld:
-    """Creates every resource the approval handlers use and sets their environment."""
+def build_world(endpoint_url: str, monkeypatch, evaluation: EvaluationOutputs) -> ApprovalWorld:
+    """Creates every resource the approval handlers use and sets their environment; the package's
+    evaluation files are those the real Evaluate step wrote (`evaluation`)."""
     from aws_lambda_powertools.utilities import parameters
 
     s3 = boto3.client("s3", endpoint_url=endpoint_url)
     s3.create_bucket(Bucket=BUCKET)
-    s3.put_object(Bucket=BUCKET, Key=f"{EVAL_PREFIX}/evaluation.json", Body=json.dumps(EVALUATION).encode())
-    s3.put_object(Bucket=BUCKET, Key=f"{EVAL_PREFIX}/predicted_vs_actual.png", Body=png_bytes())
-    s3.put_object(Bucket=BUCKET, Key=f"{EVAL_PREFIX}/residuals.png", Body=png_bytes((200, 60, 30)))
+    evaluation.upload(s3, BUCKET, EVAL_PREFIX)
+    # Images deeper down are not the evaluation's plots and must not be shown.
     s3.put_object(Bucket=BUCKET, Key=f"{EVAL_PREFIX}/nested/ignored.png", Body=png_bytes())
 
     sagemaker = boto3.client("sagemaker", endpoint_url=endpoint_url)
@@ -162,7 +145,7 @@ def build_world(endpoint_url: str, monkeypatch) -> ApprovalWorld:
 
     world = ApprovalWorld(endpoint_url=endpoint_url, model_package_arn="", table=table,
                           token_secret_arn=token_arn, webhook_secret_arn=webhook_arn,
-                          signing_secret_arn=signing_arn)
+                          signing_secret_arn=signing_arn, report=evaluation.report)
     world.model_package_arn = world.register_package()
     return world
 
@@ -188,7 +171,7 @@ class HandlerHttpServer:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         event = api_event(environ["REQUEST_METHOD"], path, body=body.decode() if body else None, headers=headers)
         event["queryStringParameters"] = dict(parse_qsl(environ.get("QUERY_STRING", ""))) or None
-        result = self.handler(event, _LambdaContext())
+        result = self.handler(event, LambdaContext(function_name="approval-api", remaining_ms=30_000))
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
         response_headers = [(k, v) for k, v in (result.get("headers") or {}).items()]
@@ -213,15 +196,4 @@ class HandlerHttpServer:
         self._thread.join(timeout=10)
 
 
-class _LambdaContext:
-    function_name = "approval-api"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:approval-api"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30000
-
-
-lambda_context = _LambdaContext()
+lambda_context = LambdaContext(function_name="approval-api", remaining_ms=30_000)

@@ -52,3 +52,18 @@ def aws(moto_server, monkeypatch):
     urllib.request.urlopen(req, timeout=10).read()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     yield moto_server
+
+
+@pytest.fixture(scope="session")
+def evaluation_outputs(moto_server, tmp_path_factory):
+    """What the real Evaluate step writes for a tiny model with a champion (see tests.pipeline_outputs)."""
+    from tests.pipeline_outputs import evaluation_with_champion
+
+    return evaluation_with_champion(tmp_path_factory.mktemp("evaluation"), moto_server)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that talk to a moto server say so (`-m "not moto_server"` runs the pure ones alone)."""
+    for item in items:
+        if {"moto_server", "aws", "make_cloud"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.moto_server)

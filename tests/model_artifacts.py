@@ -2,8 +2,9 @@
 
 The artifact follows the contract in docs/contracts.md: `model.tar.gz` = `model.json` (XGBoost JSON)
 + `preprocessor.json` (`feature_order`, `target`, `scaler{mean, scale}`). `publish_package` also lays
-out what a pipeline execution leaves in S3 (model, evaluation.json and its smoke sample)
-and registers a model package pointing at it, as the pipeline's RegisterModel step does.
+out what a pipeline execution leaves in S3 (the model, and what the real Evaluate step writes for it:
+evaluation.json, plots, smoke sample) and registers a model package pointing at it, as the
+pipeline's RegisterModel step does.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from local.datagen import TARGET, generate_housing
+from local.cli.datagen import TARGET, generate_housing
 
 FEATURES = ["YEAR_BUILT", "SQUARE_FEET", "NUM_BEDROOMS", "NUM_BATHROOMS", "LOT_ACRES",
             "GARAGE_SPACES", "FRONT_PORCH", "DECK"]
@@ -94,26 +95,17 @@ def publish_package(s3, sagemaker, tmp_path: Path, *, bucket: str, group: str, e
     """Writes one pipeline execution's outputs to S3 and registers a PendingManualApproval package.
 
     Returns {"arn", "model_data_url", "rmse", "trained"}."""
+    from tests.pipeline_outputs import evaluate_tiny_model
+
     prefix = f"pipeline/{execution_id}"
-    trained = train_model_dir(tmp_path / execution_id / "model", price_factor=price_factor)
+    # What the pipeline's Evaluate step writes for this model (evaluation.json, plots, smoke sample).
+    outputs = evaluate_tiny_model(tmp_path / execution_id, price_factor=price_factor)
+    trained = outputs.trained
     model_key = f"{prefix}/Train/output/model.tar.gz"
     s3.put_object(Bucket=bucket, Key=model_key,
-                  Body=broken_model_tar((tmp_path / execution_id / "model" / "preprocessor.json").read_bytes()) if broken else tar_model_dir(tmp_path / execution_id / "model"))
-    evaluation = {
-        "regression_metrics": {
-            "rmse": {"value": trained["rmse"], "standard_deviation": trained["rmse"] / 4},
-            "mae": {"value": trained["mae"], "standard_deviation": trained["mae"] / 4},
-            "r2": {"value": 0.9},
-        },
-        "target": TARGET,
-        "smoke_sample": "smoke_sample.csv",
-    }
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/Evaluate/evaluation/evaluation.json", Body=json.dumps(evaluation).encode())
-    # As the evaluate step does: a few test rows in raw units with the prediction made for each.
-    sample = trained["test"].iloc[:20][FEATURES + [TARGET]].copy()
-    sample["prediction"] = expected_predictions(trained, sample)
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/Evaluate/evaluation/smoke_sample.csv",
-                  Body=sample.to_csv(index=False).encode())
+                  Body=broken_model_tar((tmp_path / execution_id / "model" / "preprocessor.json").read_bytes())
+                  if broken else outputs.model_tar)
+    outputs.upload(s3, bucket, f"{prefix}/Evaluate/evaluation")
     model_data_url = f"s3://{bucket}/{model_key}"
     arn = sagemaker.create_model_package(
         ModelPackageGroupName=group,
@@ -129,7 +121,7 @@ def publish_package(s3, sagemaker, tmp_path: Path, *, bucket: str, group: str, e
         }}},
         ModelApprovalStatus="PendingManualApproval",
     )["ModelPackageArn"]
-    return {"arn": arn, "model_data_url": model_data_url, "rmse": trained["rmse"], "trained": trained}
+    return {"arn": arn, "model_data_url": model_data_url, "rmse": outputs.report.rmse, "trained": trained}
 
 
 class TrafficLoop(threading.Thread):

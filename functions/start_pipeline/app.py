@@ -20,7 +20,8 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared.config import TRACED_MODULES, StartPipelineSettings
-from mlops_shared.intake import DatasetRef, normalize_version_id, process_dataset
+from mlops_shared.dataset_version import normalize_version_id
+from mlops_shared.intake import DatasetRef, process_dataset
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from local import cli
-from local.cloud import find_running_cloud
-from local.datagen import generate_housing
+from local.cloud_file import find_running_cloud
+from local.cli.datagen import generate_housing
 
 REPO = Path(__file__).resolve().parents[2]
 # The installed `mlops` command next to this interpreter (the venv's), as a user runs it.
@@ -171,8 +171,8 @@ def test_approval_outcomes_follow_the_email_link_and_the_deployment(tmp_path):
     import argparse
 
     from local.cloud import LocalCloud
-    from local.commands.local import LOCAL_DEPLOY_PARAMETERS, RunSession, empty_result
-    from local.flow import decide, deployment_record
+    from local.cli.run import LOCAL_DEPLOY_PARAMETERS, RunSession, empty_result
+    from local.cli.follow import decide, deployment_record
     from tests.model_artifacts import FEATURES, expected_predictions, publish_package
 
     with LocalCloud(tmp_path / "state", start_ray=False, write_cloud_file=False,

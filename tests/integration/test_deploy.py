@@ -11,10 +11,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from local.endpoints import LocalEndpoints
-from local.gateway import LocalGateway
-from local.lambda_runtime import LambdaRuntime
-from local.provision import FunctionSpec
+from local.aws.endpoints import LocalEndpoints
+from local.aws.gateway import LocalGateway
+from local.aws.lambda_runtime import LambdaRuntime
+from local.aws.stack.model import FunctionSpec
 from tests.model_artifacts import FEATURES, TrafficLoop, expected_predictions, publish_package
 
 REPO = Path(__file__).resolve().parents[2]

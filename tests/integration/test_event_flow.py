@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from local import cli
-from local.datagen import generate_housing
+from local.cli.datagen import generate_housing
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ import boto3
 import pytest
 
 from jobs.pipeline import definition_json
-from local.datagen import generate_housing
-from local.executor import PipelineExecutor
-from local.featurestore import FeatureStoreRuntimeApp
-from local.gateway import LocalGateway
+from local.cli.datagen import generate_housing
+from local.aws.sagemaker_pipelines.service import PipelineExecutor
+from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
+from local.aws.gateway import LocalGateway
 from local.ray_head import RayHead
 
 pytestmark = pytest.mark.slow

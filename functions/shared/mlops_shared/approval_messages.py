@@ -200,6 +200,17 @@ def _mrkdwn_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _decision_button(action: str, style: str, token: str) -> dict:
+    """An Approve/Reject button that asks for confirmation and carries its single-use token."""
+    label = action.capitalize()
+    return {"type": "button", "action_id": action, "style": style, "value": token,
+            "text": {"type": "plain_text", "text": label},
+            "confirm": {"title": {"type": "plain_text", "text": f"{label} this model?"},
+                        "text": {"type": "plain_text", "text": ACTION_CONSEQUENCE[action]},
+                        "confirm": {"type": "plain_text", "text": label},
+                        "deny": {"type": "plain_text", "text": "Cancel"}}}
+
+
 def slack_message(review: PackageReview, approve_token: str, reject_token: str, expires_text: str) -> dict:
     """One Block Kit message for the approvers' channel; buttons carry single-use tokens."""
     s = _mrkdwn_escape
@@ -218,18 +229,8 @@ def slack_message(review: PackageReview, approve_token: str, reject_token: str, 
             {"type": "section", "fields": fields},
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*Plots*: {plots}"}},
             {"type": "actions", "block_id": "approval", "elements": [
-                {"type": "button", "action_id": "approve", "style": "primary", "value": approve_token,
-                 "text": {"type": "plain_text", "text": "Approve"},
-                 "confirm": {"title": {"type": "plain_text", "text": "Approve this model?"},
-                             "text": {"type": "plain_text", "text": ACTION_CONSEQUENCE["approve"]},
-                             "confirm": {"type": "plain_text", "text": "Approve"},
-                             "deny": {"type": "plain_text", "text": "Cancel"}}},
-                {"type": "button", "action_id": "reject", "style": "danger", "value": reject_token,
-                 "text": {"type": "plain_text", "text": "Reject"},
-                 "confirm": {"title": {"type": "plain_text", "text": "Reject this model?"},
-                             "text": {"type": "plain_text", "text": ACTION_CONSEQUENCE["reject"]},
-                             "confirm": {"type": "plain_text", "text": "Reject"},
-                             "deny": {"type": "plain_text", "text": "Cancel"}}},
+                _decision_button("approve", "primary", approve_token),
+                _decision_button("reject", "danger", reject_token),
             ]},
             {"type": "context", "elements": [{"type": "mrkdwn", "text":
                 f"Only listed approvers can decide. The buttons work once and expire {s(expires_text)}."}]},

@@ -9,13 +9,13 @@ refused request consumes nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import posixpath
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urlparse
 
 import boto3
 from botocore.exceptions import ClientError
@@ -23,8 +23,15 @@ from botocore.exceptions import ClientError
 from mlops_shared import approval_messages as messages
 from mlops_shared import slack
 from mlops_shared.approval_messages import PackageReview, Plot
-from mlops_shared.approval_tokens import (SLACK_ANY_APPROVER, ApprovalToken, TokenError, issue_token,
-                                          verify_token)
+from mlops_shared.approval_tokens import (
+    SLACK_ANY_APPROVER,
+    ApprovalToken,
+    TokenError,
+    issue_token,
+    verify_token,
+)
+from mlops_shared.artifacts import EvaluationReport
+from mlops_shared.aws import parse_s3_uri
 
 PENDING = "PendingManualApproval"
 # Presigned S3 links cannot outlive 7 days (SigV4 limit).
@@ -101,19 +108,6 @@ def utc_text(epoch_seconds: float) -> str:
 
 
 # -- what approvers are shown -------------------------------------------------------------------
-def _split_s3_uri(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
-def _metric_value(block: dict | None, key: str = "value") -> float | None:
-    if not isinstance(block, dict) or block.get(key) is None:
-        return None
-    return float(block[key])
-
-
 def load_package_review(model_package_arn: str, *, sagemaker=None, s3=None,
                         presign_seconds: int = MAX_PRESIGN_SECONDS) -> PackageReview:
     """Reads the package, its evaluation.json and the plots beside it (as presigned GET links)."""
@@ -137,18 +131,17 @@ def load_package_review(model_package_arn: str, *, sagemaker=None, s3=None,
     if not statistics_uri:
         return review
     review.evaluation_uri = statistics_uri
-    bucket, key = _split_s3_uri(statistics_uri)
-    evaluation = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    metrics = evaluation.get("regression_metrics") or {}
-    review.rmse = _metric_value(metrics.get("rmse"))
-    review.rmse_std = _metric_value(metrics.get("rmse"), "standard_deviation")
-    review.mae = _metric_value(metrics.get("mae"))
-    review.r2 = _metric_value(metrics.get("r2"))
-    gate = evaluation.get("gate") or {}
-    review.rmse_threshold = _metric_value(gate, "rmse_threshold")
-    review.champion_rmse_limit = _metric_value(gate, "champion_rmse_limit")
-    review.champion = evaluation.get("champion") or None
-    review.rows = evaluation.get("rows") or {}
+    bucket, key = parse_s3_uri(statistics_uri)
+    report = EvaluationReport.from_json(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    metrics = report.regression_metrics
+    review.rmse = metrics.rmse.value
+    review.rmse_std = metrics.rmse.standard_deviation
+    review.mae = metrics.mae.value
+    review.r2 = metrics.r2.value
+    review.rmse_threshold = report.gate.rmse_threshold
+    review.champion_rmse_limit = report.gate.champion_rmse_limit
+    review.champion = dataclasses.asdict(report.champion) if report.champion else None
+    review.rows = dataclasses.asdict(report.rows)
 
     prefix = posixpath.dirname(key)
     prefix = f"{prefix}/" if prefix else ""

@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from mlops_shared.champion import champion_arn
 from mlops_shared.config import ConfigurationError
 
 VARIANT_NAME = "AllTraffic"
@@ -159,14 +160,8 @@ def serving_state(endpoint_name: str, sagemaker: Any = None) -> ServingState | N
 
 
 def previous_approved_package(group: str, exclude_arn: str, sagemaker: Any = None) -> str | None:
-    """The newest Approved package of the group other than `exclude_arn`."""
-    sagemaker = sagemaker or boto3.client("sagemaker")
-    paginator = sagemaker.get_paginator("list_model_packages")
-    candidates = []
-    for page in paginator.paginate(ModelPackageGroupName=group, ModelApprovalStatus="Approved"):
-        candidates.extend(p for p in page["ModelPackageSummaryList"] if p["ModelPackageArn"] != exclude_arn)
-    candidates.sort(key=lambda p: (p.get("ModelPackageVersion", 0), p.get("CreationTime")), reverse=True)
-    return candidates[0]["ModelPackageArn"] if candidates else None
+    """The champion of the group once `exclude_arn` (the rejected package) no longer counts."""
+    return champion_arn(group, exclude={exclude_arn}, sagemaker=sagemaker)
 
 
 def plan_deployment(event: Mapping[str, Any], execution_name: str, settings: DeploymentSettings,

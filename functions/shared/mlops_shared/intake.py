@@ -17,12 +17,13 @@ import boto3
 from botocore.exceptions import ClientError
 
 from . import notifications, quarantine
+from .aws import is_not_found
 from .config import StartPipelineSettings
+from .dataset_version import dataset_version, normalize_dataset_version, normalize_version_id
 from .csv_validation import CsvProfile, ValidationIssue, validate_csv_sample
 
 TARGET_METADATA_KEY = "target"  # S3 user metadata (x-amz-meta-target); S3 lower-cases metadata keys
 DATASET_CONFIG_NAME = "dataset.json"
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class DatasetRef:
     @property
     def version(self) -> str:
         """The S3 version id, or the ETag when the bucket is not versioned (the sequencer as a last resort)."""
-        return self.version_id or (self.etag or "").strip('"') or (self.sequencer or "")
+        return dataset_version(self.version_id, self.etag, self.sequencer)
 
     @property
     def s3_uri(self) -> str:
@@ -95,10 +96,6 @@ def parse_event_time(value: str | None) -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _is_not_found(error: ClientError) -> bool:
-    return str(error.response.get("Error", {}).get("Code")) in _NOT_FOUND
-
-
 def head_dataset(dataset: DatasetRef, s3: Any) -> tuple[DatasetRef, dict[str, Any]] | None:
     """HEADs the exact version; returns the (possibly key-corrected) reference and the response.
 
@@ -115,25 +112,20 @@ def head_dataset(dataset: DatasetRef, s3: Any) -> tuple[DatasetRef, dict[str, An
         try:
             head = s3.head_object(**arguments)
         except ClientError as error:
-            if _is_not_found(error):
+            if is_not_found(error):
                 continue
             raise
         resolved = DatasetRef(
             bucket=dataset.bucket,
             key=key,
             version_id=dataset.version_id or normalize_version_id(head.get("VersionId")),
-            etag=dataset.etag or head.get("ETag", "").strip('"'),
+            etag=normalize_dataset_version(dataset.etag or head.get("ETag", "")),
             size=head.get("ContentLength", dataset.size),
             sequencer=dataset.sequencer,
             event_time=dataset.event_time,
         )
         return resolved, head
     return None
-
-
-def normalize_version_id(version_id: str | None) -> str | None:
-    """``None`` for objects without a real version (unversioned or versioning-suspended buckets say "null")."""
-    return None if version_id in (None, "", "null") else version_id
 
 
 def read_sample(dataset: DatasetRef, sample_bytes: int, s3: Any) -> bytes:
@@ -161,7 +153,7 @@ def resolve_target(
     try:
         body = s3.get_object(Bucket=dataset.bucket, Key=config_key)["Body"].read()
     except ClientError as error:
-        if _is_not_found(error):
+        if is_not_found(error):
             return TargetChoice(default_target, "default")
         raise
     try:

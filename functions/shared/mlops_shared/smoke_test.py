@@ -19,8 +19,9 @@ from typing import Any
 
 import boto3
 
-SMOKE_SAMPLE_FILE = "smoke_sample.csv"
-PREDICTION_COLUMN = "prediction"
+from mlops_shared.artifacts import SMOKE_PREDICTION_COLUMN, EvaluationReport
+from mlops_shared.aws import parse_s3_uri
+
 
 
 class SmokeTestFailed(Exception):
@@ -37,13 +38,6 @@ class SmokeResult:
     def as_dict(self) -> dict:
         return {"rows": self.rows, "max_relative_difference": self.max_relative_difference,
                 "rmse": self.rmse, "evaluation_rmse": self.evaluation_rmse, "passed": True}
-
-
-def _split(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise SmokeTestFailed(f"not an S3 URI: {uri}")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
 
 
 def evaluation_location(model_package: dict) -> str:
@@ -73,19 +67,22 @@ def run_smoke_test(endpoint_name: str, model_package_arn: str, *, max_rows: int 
     s3 = s3 or boto3.client("s3")
     runtime = runtime or boto3.client("sagemaker-runtime")
     package = sagemaker.describe_model_package(ModelPackageName=model_package_arn)
-    bucket, evaluation_key = _split(evaluation_location(package))
-    evaluation = json.loads(s3.get_object(Bucket=bucket, Key=evaluation_key)["Body"].read())
-    evaluation_rmse = float(evaluation["regression_metrics"]["rmse"]["value"])
-    target = evaluation.get("target")
-    sample_key = f"{evaluation_key.rsplit('/', 1)[0]}/{evaluation.get('smoke_sample', SMOKE_SAMPLE_FILE)}"
+    try:
+        bucket, evaluation_key = parse_s3_uri(evaluation_location(package))
+    except ValueError as exc:
+        raise SmokeTestFailed(str(exc)) from None
+    evaluation = EvaluationReport.from_json(json.loads(s3.get_object(Bucket=bucket, Key=evaluation_key)["Body"].read()))
+    evaluation_rmse = evaluation.rmse
+    target = evaluation.target
+    sample_key = f"{evaluation_key.rsplit('/', 1)[0]}/{evaluation.smoke_sample}"
     header, rows = load_sample(s3, bucket, sample_key, max_rows)
     if not rows:
         raise SmokeTestFailed(f"the smoke sample s3://{bucket}/{sample_key} has no rows")
-    if PREDICTION_COLUMN not in header or target not in header:
-        raise SmokeTestFailed(f"the smoke sample lacks the {PREDICTION_COLUMN!r} or target {target!r} column")
-    features = [name for name in header if name not in (PREDICTION_COLUMN, target)]
+    if SMOKE_PREDICTION_COLUMN not in header or target not in header:
+        raise SmokeTestFailed(f"the smoke sample lacks the {SMOKE_PREDICTION_COLUMN!r} or target {target!r} column")
+    features = [name for name in header if name not in (SMOKE_PREDICTION_COLUMN, target)]
     raw = [[float(row[name]) for name in features] for row in rows]
-    expected = [float(row[PREDICTION_COLUMN]) for row in rows]
+    expected = [float(row[SMOKE_PREDICTION_COLUMN]) for row in rows]
     actual = [float(row[target]) for row in rows]
 
     records = [dict(zip(features, values)) for values in raw]

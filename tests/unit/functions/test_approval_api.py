@@ -15,6 +15,7 @@ import pytest
 from local.outbox import Outbox
 from mlops_shared.approval_tokens import SLACK_ANY_APPROVER, issue_token
 from mlops_shared.slack import compute_signature
+from mlops_shared.approval_messages import fmt_number
 from tests.approval_world import (APPROVERS, SLACK_SIGNING_SECRET, TOKEN_KEY, HandlerHttpServer, api_event,
                                   build_world, lambda_context, load_handler)
 
@@ -22,8 +23,8 @@ PENDING = "PendingManualApproval"
 
 
 @pytest.fixture
-def world(aws, monkeypatch):
-    return build_world(aws, monkeypatch)
+def world(aws, monkeypatch, evaluation_outputs):
+    return build_world(aws, monkeypatch, evaluation_outputs)
 
 
 @pytest.fixture
@@ -62,7 +63,8 @@ def test_get_shows_a_confirmation_page_and_changes_nothing(world, api):
     assert headers["Cache-Control"] == "no-store"
     assert "Approve this model?" in body
     assert "alice@example.com" in body                       # who you are
-    assert "9,876.54" in body and "10,111.00" in body        # this model's and the champion's RMSE
+    report = world.report
+    assert fmt_number(report.rmse) in body and fmt_number(report.champion.rmse) in body  # model's and champion's RMSE
     assert "<form method='post'>" in body                     # posts back to the same URL
     assert "marked Approved" in body                          # what will happen
     assert "predicted vs actual" in body                      # plot links, freshly presigned

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from jobs.serve import build_server
-from local.gateway import LocalGateway
+from local.aws.gateway import LocalGateway
 from mlops_shared.smoke_test import SmokeTestFailed, run_smoke_test
 from tests.model_artifacts import publish_package, train_model_dir
 

@@ -14,13 +14,14 @@ from moto.ses.models import ses_backends
 
 from local.outbox import Outbox
 from mlops_shared.approval_tokens import SLACK_ANY_APPROVER, verify_token
+from mlops_shared.approval_messages import fmt_number
 from tests.approval_world import (API_BASE, APPROVERS, EVENTS, GROUP, SENDER, TOKEN_KEY, build_world,
                                   lambda_context, load_handler)
 
 
 @pytest.fixture
-def world(aws, monkeypatch):
-    return build_world(aws, monkeypatch)
+def world(aws, monkeypatch, evaluation_outputs):
+    return build_world(aws, monkeypatch, evaluation_outputs)
 
 
 @pytest.fixture
@@ -62,12 +63,16 @@ def test_each_approver_gets_an_email_with_their_own_links_and_slack_gets_one_mes
     for message in messages:
         assert message["From"] == SENDER
         assert message.get_content_type() == "multipart/alternative"
-        assert "RMSE 9,876.54" in message["Subject"]
+        report = world.report
+        assert f"RMSE {fmt_number(report.rmse)}" in message["Subject"]
         text = message.get_body(preferencelist=("plain",)).get_content()
         html_text = message.get_body(preferencelist=("html",)).get_content()
         for part in (text, html_text):
-            assert "9,876.54" in part and "7,654.32" in part and "0.9712" in part   # RMSE, MAE, R²
-            assert "15,000.00" in part and "10,111.00" in part                     # threshold, champion
+            metrics = report.regression_metrics
+            assert fmt_number(metrics.rmse.value) in part and fmt_number(metrics.mae.value) in part
+            assert fmt_number(metrics.r2.value, 4) in part                                    # R²
+            assert fmt_number(report.gate.rmse_threshold) in part                             # threshold
+            assert fmt_number(report.champion.rmse) in part                                   # champion
             assert "s3://data-bucket/incoming/house_pricing.csv" in part and "v-42" in part
         found = links(html_text)
         assert set(found) >= {"Approve", "Reject", "predicted vs actual", "residuals"}
@@ -85,7 +90,7 @@ def test_each_approver_gets_an_email_with_their_own_links_and_slack_gets_one_mes
 
     [slack_file] = outbox.slack_messages()
     slack = json.loads(slack_file.read_text())
-    assert "9,876.54" in json.dumps(slack)
+    assert fmt_number(world.report.rmse) in json.dumps(slack)
     [actions] = [block for block in slack["blocks"] if block["type"] == "actions"]
     buttons = {button["action_id"]: button["value"] for button in actions["elements"]}
     assert set(buttons) == {"approve", "reject"}

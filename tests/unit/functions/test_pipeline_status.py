@@ -3,9 +3,7 @@ execution, the failing step and its reason. SNS -> SQS is the real moto server; 
 ListPipelineExecutionSteps is stubbed, because moto answers it with HTTP 500."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +13,12 @@ from botocore.stub import Stubber
 
 from mlops_shared import pipeline_failures
 from mlops_shared.config import PipelineStatusSettings
+from tests.lambda_handlers import LambdaContext, load_handler
 
 ROOT = Path(__file__).resolve().parents[3]
 EVENTS = ROOT / "tests" / "events"
 PIPELINE_NAME = "ray-mlops-dev-training"
 EXECUTION_ARN = f"arn:aws:sagemaker:us-east-1:123456789012:pipeline/{PIPELINE_NAME}/execution/x1y2z3abc456"
-
-
-class FakeLambdaContext:
-    function_name = "pipeline-status"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pipeline-status"
-    aws_request_id = "0b1c2d3e-7b61-11e6-9a41-93e812345678"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -124,8 +111,8 @@ def test_handler_reports_stopped_execution_through_the_typed_event(topic, monkey
     sagemaker, stubber = stubbed_sagemaker([{"StepName": "Ingest", "StepStatus": "Stopped"}])
     monkeypatch.setattr(pipeline_failures.boto3, "client",
                         lambda service, *a, **k: sagemaker if service == "sagemaker" else boto3.session.Session().client(service, *a, **k))
-    module = load_handler()
-    result = module.lambda_handler(load_event("pipeline_execution_stopped.json"), FakeLambdaContext())
+    module = load_handler("pipeline_status")
+    result = module.lambda_handler(load_event("pipeline_execution_stopped.json"), LambdaContext(function_name="pipeline-status"))
     stubber.assert_no_pending_responses()
     assert result["status"] == "notified" and result["execution_status"] == "Stopped"
     assert result["failed_step"] == "Ingest"
@@ -159,12 +146,3 @@ def test_other_pipelines_are_ignored(topic):
 def test_pipeline_name_is_matched_without_case():
     assert pipeline_failures.pipeline_name_from_arn(EXECUTION_ARN) == PIPELINE_NAME
     assert pipeline_failures.pipeline_name_from_arn("arn:aws:sagemaker:us-east-1:1:pipeline/Abc") == "Abc"
-
-
-def load_handler():
-    path = ROOT / "functions" / "pipeline_status" / "app.py"
-    spec = importlib.util.spec_from_file_location("pipeline_status_app_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module

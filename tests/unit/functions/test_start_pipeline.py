@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import copy
 import gzip
-import importlib.util
 import io
 import json
 import random
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.lambda_handlers import LambdaContext, load_handler
+
 ROOT = Path(__file__).resolve().parents[3]
 EVENTS = ROOT / "tests" / "events"
 DATA_BUCKET = "mlops-data-bucket"
@@ -27,30 +27,6 @@ PIPELINE_NAME = "ray-mlops-test-training"
 TABLE_NAME = "ray-mlops-test-idempotency"
 HEADER = ["PRICE", "YEAR_BUILT", "SQUARE_FEET", "NUM_BEDROOMS", "NUM_BATHROOMS", "LOT_ACRES",
           "GARAGE_SPACES", "FRONT_PORCH", "DECK"]
-
-
-class FakeLambdaContext:
-    function_name = "start-pipeline"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:start-pipeline"
-    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-    log_group_name = "/aws/lambda/start-pipeline"
-    log_stream_name = "2024/05/01/[$LATEST]abcdef"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
-
-
-def load_handler(name: str) -> ModuleType:
-    """Imports functions/<name>/app.py fresh (it reads its environment at import, like a cold start)."""
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_app_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def house_rows(count: int, seed: int = 7) -> list[list[Any]]:
@@ -101,7 +77,7 @@ class Stack:
         return event
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
-        return self.handler.lambda_handler(copy.deepcopy(event), FakeLambdaContext())
+        return self.handler.lambda_handler(copy.deepcopy(event), LambdaContext(function_name="start-pipeline"))
 
     def executions(self) -> list[dict[str, Any]]:
         return self.sagemaker.list_pipeline_executions(PipelineName=PIPELINE_NAME)["PipelineExecutionSummaries"]

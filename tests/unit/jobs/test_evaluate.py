@@ -14,7 +14,7 @@ import xgboost as xgb
 
 from jobs import evaluate
 from jobs.model_io import create_model_tar, load_model_dir
-from local.datagen import TARGET, generate_housing
+from local.cli.datagen import TARGET, generate_housing
 
 FEATURES = ["YEAR_BUILT", "SQUARE_FEET", "NUM_BEDROOMS", "NUM_BATHROOMS", "LOT_ACRES",
             "GARAGE_SPACES", "FRONT_PORCH", "DECK"]
@@ -99,11 +99,11 @@ def test_regression_metrics_match_their_definitions():
     metrics = evaluate.regression_metrics(actual, predicted)
     squared = np.array([4.0, 4.0, 9.0, 0.0])
     rmse = math.sqrt(squared.mean())
-    assert metrics["rmse"]["value"] == pytest.approx(rmse)
-    assert metrics["rmse"]["standard_deviation"] == pytest.approx(squared.std() / (2 * rmse * 2))
-    assert metrics["mae"]["value"] == pytest.approx(7 / 4)
-    assert metrics["mae"]["standard_deviation"] == pytest.approx(np.array([2, 2, 3, 0]).std() / 2)
-    assert metrics["r2"]["value"] == pytest.approx(1 - 17 / 500)
+    assert metrics.rmse.value == pytest.approx(rmse)
+    assert metrics.rmse.standard_deviation == pytest.approx(squared.std() / (2 * rmse * 2))
+    assert metrics.mae.value == pytest.approx(7 / 4)
+    assert metrics.mae.standard_deviation == pytest.approx(np.array([2, 2, 3, 0]).std() / 2)
+    assert metrics.r2.value == pytest.approx(1 - 17 / 500)
 
 
 # --------------------------------------------------------------------------- the step

@@ -14,9 +14,11 @@ import pytest
 from botocore.exceptions import ClientError
 from werkzeug.serving import make_server
 
-from jobs import common, ingest
-from local.datagen import generate_housing
-from local.featurestore import FeatureStoreRuntimeApp
+from jobs import common, dataset_schema, feature_store_writers, ingest
+from mlops_shared.aws import parse_s3_uri
+from mlops_shared.dataset_version import is_etag
+from local.cli.datagen import generate_housing
+from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
 
 DATA_BUCKET = "ingest-data"
 STORE_BUCKET = "ingest-feature-store"
@@ -88,7 +90,7 @@ def argv(uri, version, **overrides):
 
 
 def read_offline(s3, offline_uri) -> pd.DataFrame:
-    bucket, prefix = common.parse_s3_uri(offline_uri)
+    bucket, prefix = parse_s3_uri(offline_uri)
     frames = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -229,7 +231,7 @@ def test_reads_by_etag_and_refuses_a_changed_object(buckets):
     buckets.create_bucket(Bucket="unversioned-data")
     put = buckets.put_object(Bucket="unversioned-data", Key="d.csv", Body=b"PRICE,A\n1,2\n")
     etag = put["ETag"]
-    assert ingest.is_etag_version(etag) and ingest.is_etag_version(etag.strip('"'))
+    assert is_etag(etag) and is_etag(etag.strip('"'))
     assert ingest.read_csv_object(buckets, "s3://unversioned-data/d.csv", etag.strip('"')) == b"PRICE,A\n1,2\n"
     assert ingest.read_csv_object(buckets, "s3://unversioned-data/d.csv", "null") == b"PRICE,A\n1,2\n"
     buckets.put_object(Bucket="unversioned-data", Key="d.csv", Body=b"PRICE,A\n5,5\n")
@@ -239,19 +241,19 @@ def test_reads_by_etag_and_refuses_a_changed_object(buckets):
 
 def test_schema_and_group_name_follow_the_columns():
     frame = generate_housing(50, seed=2).astype(str)
-    schema = ingest.infer_schema(frame, "PRICE")
+    schema = dataset_schema.infer_schema(frame, "PRICE")
     assert schema.types["YEAR_BUILT"] == "Integral" and schema.types["SQUARE_FEET"] == "Fractional"
     assert schema.types["NUM_BATHROOMS"] == "Fractional"
-    name = ingest.effective_group_name("fs-housing", schema)
-    assert name == ingest.effective_group_name("fs-housing", ingest.infer_schema(frame.copy(), "PRICE"))
+    name = dataset_schema.effective_group_name("fs-housing", schema)
+    assert name == dataset_schema.effective_group_name("fs-housing", dataset_schema.infer_schema(frame.copy(), "PRICE"))
     reordered = frame[list(reversed(frame.columns))]
-    assert ingest.effective_group_name("fs-housing", ingest.infer_schema(reordered, "PRICE")) == name
-    other = ingest.infer_schema(frame.drop(columns=["DECK"]), "PRICE")
-    assert ingest.effective_group_name("fs-housing", other) != name
-    long_name = ingest.effective_group_name("x" * 80, schema)
+    assert dataset_schema.effective_group_name("fs-housing", dataset_schema.infer_schema(reordered, "PRICE")) == name
+    other = dataset_schema.infer_schema(frame.drop(columns=["DECK"]), "PRICE")
+    assert dataset_schema.effective_group_name("fs-housing", other) != name
+    long_name = dataset_schema.effective_group_name("x" * 80, schema)
     assert len(long_name) == 64
     with pytest.raises(common.JobFailure, match="reserved name"):
-        ingest.infer_schema(frame.rename(columns={"DECK": "event_time"}), "PRICE")
+        dataset_schema.infer_schema(frame.rename(columns={"DECK": "event_time"}), "PRICE")
 
 
 def test_retries_throttling_with_backoff_and_gives_up_on_validation():
@@ -272,7 +274,7 @@ def test_retries_throttling_with_backoff_and_gives_up_on_validation():
             raise outcome
         return outcome
 
-    assert ingest.call_with_retries(call, sleep=delays.append, rand=lambda: 1.0, base_delay=0.1) == "ok"
+    assert feature_store_writers.call_with_retries(call, sleep=delays.append, rand=lambda: 1.0, base_delay=0.1) == "ok"
     assert delays == [0.1, 0.2]
 
     calls = []
@@ -282,14 +284,14 @@ def test_retries_throttling_with_backoff_and_gives_up_on_validation():
         raise invalid
 
     with pytest.raises(ClientError):
-        ingest.call_with_retries(always_invalid, sleep=delays.append)
+        feature_store_writers.call_with_retries(always_invalid, sleep=delays.append)
     assert len(calls) == 1
 
 
 def test_record_writer_counts_what_the_feature_store_refuses(buckets, feature_store):
     feature_store()
     frame = generate_housing(20, seed=4).astype(str)
-    schema = ingest.infer_schema(frame, "PRICE")
+    schema = dataset_schema.infer_schema(frame, "PRICE")
     sagemaker = boto3.client("sagemaker")
     desc = ingest.ensure_feature_group(
         sagemaker, "writer-check", schema, f"s3://{STORE_BUCKET}/offline", ROLE
@@ -297,16 +299,16 @@ def test_record_writer_counts_what_the_feature_store_refuses(buckets, feature_st
     assert desc["FeatureGroupStatus"] == "Created"
     # A second call finds the group instead of failing.
     assert ingest.ensure_feature_group(sagemaker, "writer-check", schema, f"s3://{STORE_BUCKET}/offline", ROLE)
-    rows, rejected = ingest.prepare_rows(frame, schema)
+    rows, rejected = dataset_schema.prepare_rows(frame, schema)
     assert rejected == [] and len(rows) == 20
     client = boto3.client("sagemaker-featurestore-runtime")
 
-    good = ingest.RecordWriter("writer-check", schema.columns, "v1", 1.0, max_concurrency=4, client=client)
+    good = feature_store_writers.RecordWriter("writer-check", schema.columns, "v1", 1.0, max_concurrency=4, client=client)
     assert good.write(rows[:5]) == {"written": [0, 1, 2, 3, 4], "rejected": []}
     good.close()
 
     renamed = ["AREA" if c == "SQUARE_FEET" else c for c in schema.columns]
-    bad = ingest.RecordWriter("writer-check", renamed, "v1", 1.0, max_concurrency=4, client=client)
+    bad = feature_store_writers.RecordWriter("writer-check", renamed, "v1", 1.0, max_concurrency=4, client=client)
     result = bad.write(rows[5:8])
     bad.close()
     assert result["written"] == []
@@ -315,11 +317,11 @@ def test_record_writer_counts_what_the_feature_store_refuses(buckets, feature_st
 
 
 def test_actor_plan_fits_the_cluster():
-    assert ingest.plan_actors(10, 0.5, 2.0) == (2, 0.5)  # no more actor processes than CPUs
-    assert ingest.plan_actors(10, 0.5, 8.0) == (8, 0.5)
-    assert ingest.plan_actors(10, 0.5, 32.0) == (10, 0.5)
-    assert ingest.plan_actors(4, 2.0, 5.0) == (2, 2.0)
-    assert ingest.plan_actors(3, 4.0, 2.0) == (1, 2.0)
+    assert feature_store_writers.plan_actors(10, 0.5, 2.0) == (2, 0.5)  # no more actor processes than CPUs
+    assert feature_store_writers.plan_actors(10, 0.5, 8.0) == (8, 0.5)
+    assert feature_store_writers.plan_actors(10, 0.5, 32.0) == (10, 0.5)
+    assert feature_store_writers.plan_actors(4, 2.0, 5.0) == (2, 2.0)
+    assert feature_store_writers.plan_actors(3, 4.0, 2.0) == (1, 2.0)
 
 
 # --------------------------------------------------------------------------- bulk (offline store) mode
@@ -342,10 +344,10 @@ def messy_frame(rows: int = 20) -> pd.DataFrame:
 
 def test_bulk_preparation_decides_exactly_like_the_put_record_path():
     frame = messy_frame()
-    schema = ingest.infer_schema(frame, "PRICE")
+    schema = dataset_schema.infer_schema(frame, "PRICE")
     assert schema.types["NUM_BEDROOMS"] == "Integral" and schema.types["SQUARE_FEET"] == "Fractional"
-    rows, row_rejects = ingest.prepare_rows(frame, schema)
-    prepared, column_rejects = ingest.prepare_columns(frame, schema)
+    rows, row_rejects = dataset_schema.prepare_rows(frame, schema)
+    prepared, column_rejects = dataset_schema.prepare_columns(frame, schema)
 
     # Same rows refused for the same first reason. The one difference by design: an integer beyond
     # 64 bits (row 5), which PutRecord sends and the feature store refuses, is refused up front.
@@ -396,7 +398,7 @@ def test_bulk_mode_writes_the_offline_store_without_put_record(container_root, b
     manifest = json.loads((container_root / "processing/output/manifest/manifest.json").read_text())
     assert manifest["ingestion_mode"] == "OfflineStore"
     assert manifest["row_count"] == 31 and manifest["rejected_rows"] == 9
-    bucket, prefix = common.parse_s3_uri(manifest["offline_store_uri"])
+    bucket, prefix = parse_s3_uri(manifest["offline_store_uri"])
     keys = [o["Key"] for o in buckets.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
     assert len(keys) == 1 and "/data/year=" in keys[0] and keys[0].endswith(".parquet")
 
@@ -425,7 +427,7 @@ def test_both_modes_write_the_same_offline_files(ray_local, container_root, buck
         manifests[mode] = json.loads((container_root / "processing/output/manifest/manifest.json").read_text())
     assert manifests["PutRecord"]["offline_store_uri"] == manifests["OfflineStore"]["offline_store_uri"]
 
-    bucket, prefix = common.parse_s3_uri(manifests["OfflineStore"]["offline_store_uri"])
+    bucket, prefix = parse_s3_uri(manifests["OfflineStore"]["offline_store_uri"])
     schemas, frames = {}, {}
     for obj in buckets.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
         table = pq.read_table(io.BytesIO(buckets.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()))
@@ -441,15 +443,15 @@ def test_both_modes_write_the_same_offline_files(ray_local, container_root, buck
 
 def test_bulk_write_splits_big_data_into_files_and_fills_features_the_csv_lacks(buckets):
     frame = generate_housing(31, seed=10).astype(str)
-    schema = ingest.infer_schema(frame, "PRICE")
-    prepared, rejected = ingest.prepare_columns(frame, schema)
+    schema = dataset_schema.infer_schema(frame, "PRICE")
+    prepared, rejected = dataset_schema.prepare_columns(frame, schema)
     assert rejected == []
     # The group was created from a CSV with one more column: this CSV leaves it empty.
     group_types = {d["FeatureName"]: d["FeatureType"] for d in schema.feature_definitions()}
     group_types["POOL"] = "Integral"
     uri = f"s3://{STORE_BUCKET}/direct/123456789012/sagemaker/us-east-1/offline-store/g-1/data"
 
-    files = ingest.write_offline_store_directly(buckets, uri, group_types, prepared, "v7", 1700000000.5, file_rows=7)
+    files = feature_store_writers.write_offline_store_directly(buckets, uri, group_types, prepared, "v7", 1700000000.5, file_rows=7)
 
     assert len(files) == 5 and len(set(files)) == 5
     assert all(f.startswith(uri + "/year=2023/month=11/day=14/hour=22/") for f in files)

@@ -157,7 +157,7 @@ def schema():
 
 @pytest.fixture(scope="module")
 def batch():
-    from local.datagen import generate_housing
+    from local.cli.datagen import generate_housing
 
     return generate_housing(1000, 21)  # features (ints and floats) and the PRICE target
 

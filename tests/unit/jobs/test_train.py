@@ -12,7 +12,7 @@ import pytest
 
 from jobs import common, train
 from jobs.model_io import load_model_dir
-from local.datagen import TARGET, generate_housing
+from local.cli.datagen import TARGET, generate_housing
 
 FEATURES = ["YEAR_BUILT", "SQUARE_FEET", "NUM_BEDROOMS", "NUM_BATHROOMS", "LOT_ACRES",
             "GARAGE_SPACES", "FRONT_PORCH", "DECK"]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from local.datagen import COLUMNS, generate_housing
+from local.cli.datagen import COLUMNS, generate_housing
 
 
 def reference_price(frame: pd.DataFrame) -> np.ndarray:
@@ -57,7 +57,7 @@ def test_a_million_rows_is_fast():
 def test_cli_writes_the_csv(tmp_path):
     out = tmp_path / "houses.csv"
     subprocess.run(
-        [sys.executable, "-m", "local.datagen", "--rows", "250", "--seed", "7", "--out", str(out), "--noise-std", "0"],
+        [sys.executable, "-m", "local.cli.datagen", "--rows", "250", "--seed", "7", "--out", str(out), "--noise-std", "0"],
         check=True,
     )
     written = pd.read_csv(out)

@@ -10,8 +10,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from local.cli import main as cli_main
-from local.endpoints import LocalEndpoints
-from local.gateway import LocalGateway
+from local.aws.endpoints import LocalEndpoints
+from local.aws.gateway import LocalGateway
 from tests.model_artifacts import FEATURES, TrafficLoop, expected_predictions, publish_package
 
 BUCKET = "endpoint-artifacts"

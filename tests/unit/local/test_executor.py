@@ -13,10 +13,11 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from local import executor_definition as defn
-from local.executor import PipelineExecutor
-from local.executor_jobs import sample_hyperparameters, scrape_metrics
-from local.gateway import LocalGateway
+from local.aws.sagemaker_pipelines import definition as defn
+from local.aws.sagemaker_pipelines.service import PipelineExecutor
+from local.aws.sagemaker_pipelines.jobs import scrape_metrics
+from local.aws.sagemaker_pipelines.tuning import sample_hyperparameters
+from local.aws.gateway import LocalGateway
 
 
 def ctx(**kwargs):
@@ -466,7 +467,7 @@ def test_ray_head_command_is_loopback_only_with_free_ports(tmp_path):
 
 
 def test_parallel_trials_follow_the_train_jobs_actor_sizing():
-    from local.executor import trials_that_fit
+    from local.aws.sagemaker_pipelines.service import trials_that_fit
 
     # The train job gives a trial half of a node's CPUs (at least one): two trials fit a node.
     assert trials_that_fit(1) == 1

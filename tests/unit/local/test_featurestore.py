@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from werkzeug.serving import make_server
 
-from local.featurestore import FeatureStoreRuntimeApp
+from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
 
 ROLE = "arn:aws:iam::123456789012:role/feature-store"
 BUCKET = "offline-bucket"

@@ -2,7 +2,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from local.gateway import LocalGateway, aws_error, json_response, request_json
+from local.aws.gateway import LocalGateway, aws_error, json_response, request_json
 
 
 @pytest.fixture

@@ -4,16 +4,15 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-import urllib.error
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from local.gateway import LocalGateway
-from local.lambda_runtime import FunctionNotFound, LambdaRuntime
-from local.provision import FunctionSpec
+from local.aws.gateway import LocalGateway
+from local.aws.lambda_runtime import FunctionNotFound, LambdaRuntime
+from local.aws.stack.model import FunctionSpec
 
 HANDLER = """
 import os, time
@@ -168,8 +167,8 @@ def lambda_handler(event, context):
 def test_api_server_turns_requests_into_proxy_events(tmp_path):
     import urllib.request
 
-    from local.apigw import ApiServer
-    from local.provision import ApiRoute
+    from local.aws.api_gateway import ApiServer
+    from local.aws.stack.model import ApiRoute
 
     spec = _function(tmp_path, "api-fn", "green")
     (spec.code_dir / "app.py").write_text(textwrap.dedent(API_HANDLER))
@@ -246,8 +245,9 @@ def lambda_handler(event, context):
 
 
 def test_dispatcher_delivers_rule_matches_to_the_handler_with_input_shaping_and_dead_letters(aws, tmp_path):
-    from local.events import EventDispatcher, wait_until_idle
-    from local.provision import loads_template, provision
+    from local.aws.eventbridge import EventDispatcher, wait_until_idle
+    from local.aws.stack.provisioner import provision
+    from local.aws.stack.template import loads_template
 
     record = tmp_path / "record.jsonl"
     (tmp_path / "recorder").mkdir()

@@ -12,7 +12,7 @@ import urllib.request
 import boto3
 import pytest
 
-from local.approve import ApprovalEmailNotFound, follow_approval_link, press_slack_button
+from local.cli.approve import ApprovalEmailNotFound, follow_approval_link, press_slack_button
 from local.outbox import Outbox
 from tests.approval_world import SLACK_SIGNING_SECRET, HandlerHttpServer, build_world, lambda_context, load_handler
 
@@ -59,8 +59,8 @@ def test_ses_messages_become_eml_files_once(aws, tmp_path):
     assert subjects == ["plain one", "raw one"]
 
 
-def test_follow_approval_link_approves_like_a_person(aws, tmp_path, monkeypatch):
-    world = build_world(aws, monkeypatch)
+def test_follow_approval_link_approves_like_a_person(aws, tmp_path, monkeypatch, evaluation_outputs):
+    world = build_world(aws, monkeypatch, evaluation_outputs)
     api = HandlerHttpServer(load_handler("approval_api").lambda_handler)
     base = api.start()
     try:
@@ -85,8 +85,8 @@ def test_follow_approval_link_approves_like_a_person(aws, tmp_path, monkeypatch)
         api.stop()
 
 
-def test_press_slack_button_rejects_like_slack_would(aws, tmp_path, monkeypatch):
-    world = build_world(aws, monkeypatch)
+def test_press_slack_button_rejects_like_slack_would(aws, tmp_path, monkeypatch, evaluation_outputs):
+    world = build_world(aws, monkeypatch, evaluation_outputs)
     api = HandlerHttpServer(load_handler("approval_api").lambda_handler)
     base = api.start()
     try:

@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from local.commands.pipeline import cmd_run, parse_parameters
+from local.cli.pipeline import cmd_run, parse_parameters
 
 
 def test_parameters_are_name_value_pairs_of_the_pipelines_own_parameters():

@@ -7,16 +7,10 @@ import textwrap
 import boto3
 import pytest
 
-from local.provision import (
-    ProvisionError,
-    Provisioner,
-    Resolver,
-    Stack,
-    function_name_from,
-    loads_template,
-    provision,
-    references,
-)
+from local.aws.stack.intrinsics import Resolver, references
+from local.aws.stack.model import ProvisionError, Stack, function_name_from
+from local.aws.stack.provisioner import Provisioner, provision
+from local.aws.stack.template import loads_template
 
 
 def _resolver(template_text: str, parameters: dict | None = None) -> Resolver:

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from local.wsgi_server import WSGIServer
+from local.aws.wsgi_server import WSGIServer
 
 
 def hello_app(environ, start_response):

@@ -1,0 +1,481 @@
+"""Local SageMaker endpoints: a real model server process per endpoint variant, behind the gateway.
+
+moto keeps endpoint *bookkeeping* only (InService at once, `UpdateEndpoint` missing, canned
+InvokeEndpoint). `LocalEndpoints.install()` routes these operations on the gateway:
+
+* `SageMaker.CreateEndpoint`: moto records the endpoint, then a serving process (`python -m
+  jobs.serve`) is started in the background from the model artifact (endpoint config → model →
+  `ModelDataUrl`, or its model package's container), downloaded from (local) S3 and extracted. The
+  endpoint is `Creating` until `/ping` answers, then `InService`; a server that cannot start makes it
+  `Failed` with the server's own reason as `FailureReason`.
+* `SageMaker.UpdateEndpoint`: blue/green as SageMaker does it. The new variant's process must be
+  up and healthy before it gets traffic; with `DeploymentConfig.BlueGreenUpdatePolicy` a canary
+  share of requests goes to it for the (locally capped) bake time while recent requests are
+  replayed to it; a server error there stands for the `AutoRollbackConfiguration` alarms firing.
+  On success all traffic moves in one atomic switch and the old process is stopped once its
+  in-flight requests have finished. On failure the old variant keeps serving, the endpoint returns
+  to `InService` on its old config, and `FailureReason` says why (what AWS reports after a rollback).
+* `SageMaker.DescribeEndpoint`: moto's answer with the live status, config and failure reason.
+* `SageMaker.DeleteEndpoint`: stops the processes, then moto forgets the endpoint.
+* `POST /endpoints/{name}/invocations` (sagemaker-runtime InvokeEndpoint): proxied to the variant
+  that the traffic split picks, over pooled keep-alive connections. Container 4xx/5xx answers become
+  `ModelError` (424) as on AWS.
+"""
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import queue
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import boto3
+
+from jobs.model_io import extract_model_tar
+from local import REPO_ROOT
+from local.aws.gateway import LocalGateway, aws_error, json_response, request_json
+
+log = logging.getLogger(__name__)
+
+INVOKE_PATH = re.compile(r"/endpoints/([^/]+)/invocations")
+
+
+class VariantStartError(Exception):
+    """The model server for a variant could not be started; the message is the reason."""
+
+
+@dataclass
+class Variant:
+    """One running model server process serving one endpoint config."""
+
+    config_name: str
+    variant_name: str
+    model_dir: Path
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+    inflight: int = 0
+    requests: int = 0
+    server_errors: int = 0
+    _pool: "queue.LifoQueue[http.client.HTTPConnection]" = field(default_factory=queue.LifoQueue)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def post(self, body: bytes, content_type: str, accept: str | None) -> tuple[int, str, bytes]:
+        """POST /invocations over a pooled keep-alive connection; one retry on a stale connection."""
+        headers = {"Content-Type": content_type or "application/json", "Content-Length": str(len(body))}
+        if accept:
+            headers["Accept"] = accept
+        for attempt in range(2):
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                conn.request("POST", "/invocations", body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if attempt:
+                    raise
+                continue
+            self._pool.put(conn)
+            return response.status, response.getheader("Content-Type", "application/json"), data
+        raise AssertionError("unreachable")
+
+    def ping(self) -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn.request("GET", "/ping")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                break
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+
+
+@dataclass
+class LocalEndpoint:
+    name: str
+    arn: str
+    config_name: str
+    status: str = "Creating"
+    failure_reason: str | None = None
+    live: Variant | None = None
+    canary: Variant | None = None
+    canary_fraction: float = 0.0
+    last_modified: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    recent_requests: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pick(self) -> Variant | None:
+        """The variant for the next request (canary share while baking); counts it as in flight."""
+        with self.lock:
+            variant = self.live
+            if self.canary is not None and random.random() < self.canary_fraction:
+                variant = self.canary
+            if variant is not None:
+                variant.inflight += 1
+                variant.requests += 1
+            return variant
+
+    @staticmethod
+    def release(variant: Variant) -> None:
+        variant.inflight -= 1  # only read for draining, a momentary race is harmless there
+
+    def touch(self, status: str, reason: str | None = None) -> None:
+        self.status = status
+        self.failure_reason = reason
+        self.last_modified = datetime.now(timezone.utc)
+
+
+class LocalEndpoints:
+    """The endpoint runtime of the local cloud. `install()` registers its routes on the gateway."""
+
+    def __init__(self, gateway: LocalGateway, work_dir: str | Path, python: str = sys.executable,
+                 startup_timeout: float = 120.0, max_bake_seconds: float = 3.0, max_termination_wait: float = 1.0):
+        self.gateway = gateway
+        self.work_dir = Path(work_dir)
+        self.python = python
+        self.startup_timeout = startup_timeout
+        # Canary bake and old-fleet termination waits are minutes on AWS; locally they are capped.
+        self.max_bake_seconds = max_bake_seconds
+        self.max_termination_wait = max_termination_wait
+        self.endpoints: dict[str, LocalEndpoint] = {}
+        self._all_variants: list[Variant] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- wiring -------------------------------------------------------------------------------
+    def install(self) -> "LocalEndpoints":
+        self.gateway.route_target("SageMaker.CreateEndpoint", self._create_endpoint)
+        self.gateway.route_target("SageMaker.UpdateEndpoint", self._update_endpoint)
+        self.gateway.route_target("SageMaker.DescribeEndpoint", self._describe_endpoint)
+        self.gateway.route_target("SageMaker.DeleteEndpoint", self._delete_endpoint)
+        self.gateway.route_path(INVOKE_PATH.pattern, self._invoke, methods=["POST"])
+        return self
+
+    def shutdown(self) -> None:
+        """Stops every model server process this runtime started."""
+        self._closed = True
+        for thread in list(self._threads):
+            thread.join(timeout=self.startup_timeout)
+        for variant in list(self._all_variants):
+            variant.stop()
+        self._all_variants.clear()
+
+    def __enter__(self) -> "LocalEndpoints":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def _clients(self):
+        kwargs = dict(endpoint_url=self.gateway.url, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                      aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+                      aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"))
+        return boto3.client("sagemaker", **kwargs), boto3.client("s3", **kwargs)
+
+    def _background(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name=f"endpoint-{target.__name__}")
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    # -- SageMaker control plane --------------------------------------------------------------
+    def _create_endpoint(self, environ, start_response):
+        request = request_json(environ)
+        name = request.get("EndpointName", "")
+        existing = self.endpoints.get(name)
+        if existing is not None:
+            return aws_error(start_response, 400, "ValidationException",
+                             f'Cannot create already existing endpoint "{existing.arn}".')
+        response = self.gateway.call_moto(environ)
+        if response.status_code >= 400:
+            return json_response(start_response, response.status_code, response.json(), headers=_error_type(response))
+        endpoint = LocalEndpoint(name=name, arn=response.json()["EndpointArn"], config_name=request["EndpointConfigName"])
+        self.endpoints[name] = endpoint
+        self._mirror(endpoint)
+        self._background(self._bring_up, endpoint)
+        return json_response(start_response, 200, {"EndpointArn": endpoint.arn})
+
+    def _bring_up(self, endpoint: LocalEndpoint) -> None:
+        try:
+            variant = self._start_variant(endpoint.name, endpoint.config_name)
+        except VariantStartError as exc:
+            endpoint.touch("Failed", str(exc))
+            log.warning("endpoint %s failed: %s", endpoint.name, exc)
+        else:
+            with endpoint.lock:
+                endpoint.live = variant
+            endpoint.touch("InService")
+        self._mirror(endpoint)
+
+    def _update_endpoint(self, environ, start_response):
+        request = request_json(environ)
+        name = request.get("EndpointName", "")
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            return aws_error(start_response, 400, "ValidationException", f"Could not find endpoint \"{name}\".")
+        if endpoint.status != "InService":
+            return aws_error(start_response, 400, "ValidationException",
+                             f"Cannot update in-progress endpoint \"{endpoint.arn}\" (status {endpoint.status}).")
+        config_name = request.get("EndpointConfigName", "")
+        sagemaker, _ = self._clients()
+        try:
+            sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
+        except sagemaker.exceptions.ClientError as exc:
+            return aws_error(start_response, 400, "ValidationException", exc.response["Error"]["Message"])
+        endpoint.touch("Updating")
+        self._mirror(endpoint)
+        self._background(self._blue_green, endpoint, config_name, request.get("DeploymentConfig") or {})
+        return json_response(start_response, 200, {"EndpointArn": endpoint.arn})
+
+    def _blue_green(self, endpoint: LocalEndpoint, config_name: str, deployment_config: dict) -> None:
+        old = endpoint.live
+        try:
+            new = self._start_variant(endpoint.name, config_name)
+        except VariantStartError as exc:
+            return self._roll_back(endpoint, None, f"the new variant could not start: {exc}")
+        policy = deployment_config.get("BlueGreenUpdatePolicy") or {}
+        routing = policy.get("TrafficRoutingConfiguration") or {"Type": "ALL_AT_ONCE"}
+        fraction = _first_step_fraction(routing)
+        if fraction < 1.0 and old is not None:
+            bake = min(float(routing.get("WaitIntervalInSeconds", 0)), self.max_bake_seconds)
+            with endpoint.lock:
+                endpoint.canary, endpoint.canary_fraction = new, fraction
+            problem = self._bake(endpoint, new, bake)
+            if problem:
+                return self._roll_back(endpoint, new, f"canary traffic failed, auto-rollback: {problem}")
+        with endpoint.lock:  # the switch: every request from here on goes to the new variant
+            endpoint.live, endpoint.canary, endpoint.canary_fraction = new, None, 0.0
+            endpoint.config_name = config_name
+        endpoint.touch("InService")
+        self._mirror(endpoint)
+        if old is not None:
+            wait = min(float(policy.get("TerminationWaitInSeconds", 0)), self.max_termination_wait)
+            self._retire(old, wait)
+
+    def _bake(self, endpoint: LocalEndpoint, variant: Variant, seconds: float) -> str | None:
+        """Watches the canary like the rollback alarms would; returns what went wrong, if anything."""
+        deadline = time.monotonic() + seconds
+        replayed = False
+        while True:
+            if not variant.alive():
+                return f"the new model server exited ({_tail(variant.log_path)})"
+            if not replayed:
+                # The recent requests the old variant answered must be answered by the new one too.
+                for content_type, accept, body in list(endpoint.recent_requests):
+                    try:
+                        status, _, data = variant.post(body, content_type, accept)
+                    except (OSError, http.client.HTTPException) as exc:
+                        return f"request to the new variant failed: {exc}"
+                    if status >= 500:
+                        variant.server_errors += 1
+                replayed = True
+            if variant.server_errors:
+                return f"{variant.server_errors} server error(s) from the new variant"
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def _roll_back(self, endpoint: LocalEndpoint, new: Variant | None, reason: str) -> None:
+        with endpoint.lock:
+            endpoint.canary, endpoint.canary_fraction = None, 0.0
+        log.warning("update of endpoint %s rolled back: %s", endpoint.name, reason)
+        # AWS: the endpoint stays InService on its old config and the failure is reported.
+        endpoint.touch("InService" if endpoint.live is not None else "Failed",
+                       f"Update rolled back to endpoint config {endpoint.config_name}: {reason}")
+        self._mirror(endpoint)
+        if new is not None:
+            self._retire(new, 0.0)
+
+    def _retire(self, variant: Variant, wait: float) -> None:
+        """Stops a variant once it no longer has requests in flight (nothing in flight is dropped)."""
+        time.sleep(wait)
+        deadline = time.monotonic() + 60
+        while variant.inflight > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        variant.stop()
+
+    def _describe_endpoint(self, environ, start_response):
+        response = self.gateway.call_moto(environ)
+        if response.status_code >= 400:
+            return json_response(start_response, response.status_code, response.json(), headers=_error_type(response))
+        body = response.json()
+        endpoint = self.endpoints.get(body.get("EndpointName", ""))
+        if endpoint is not None:
+            body["EndpointStatus"] = endpoint.status
+            body["EndpointConfigName"] = endpoint.config_name
+            body["LastModifiedTime"] = endpoint.last_modified.timestamp()
+            if endpoint.failure_reason:
+                body["FailureReason"] = endpoint.failure_reason
+            else:
+                body.pop("FailureReason", None)
+        return json_response(start_response, 200, body)
+
+    def _delete_endpoint(self, environ, start_response):
+        name = request_json(environ).get("EndpointName", "")
+        response = self.gateway.call_moto(environ)
+        endpoint = self.endpoints.pop(name, None)
+        if endpoint is not None:
+            with endpoint.lock:
+                variants = [v for v in (endpoint.live, endpoint.canary) if v is not None]
+                endpoint.live = endpoint.canary = None
+            for variant in variants:
+                self._retire(variant, 0.0)
+        if response.status_code >= 400:
+            return json_response(start_response, response.status_code, response.json(), headers=_error_type(response))
+        return json_response(start_response, 200, {})
+
+    def _mirror(self, endpoint: LocalEndpoint) -> None:
+        """Keeps moto's own record (list_endpoints, search) in step with the live endpoint."""
+        from moto.sagemaker.models import sagemaker_backends
+
+        _, _, _, region, account, _ = endpoint.arn.split(":", 5)
+        record = sagemaker_backends[account][region].endpoints.get(endpoint.name)
+        if record is not None:
+            record.endpoint_status = endpoint.status
+            record.failure_reason = endpoint.failure_reason
+            record.endpoint_config_name = endpoint.config_name
+            record.last_modified_time = endpoint.last_modified
+
+    # -- model servers ------------------------------------------------------------------------
+    def _start_variant(self, endpoint_name: str, config_name: str) -> Variant:
+        sagemaker, s3 = self._clients()
+        try:
+            config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
+            production_variant = config["ProductionVariants"][0]
+            model = sagemaker.describe_model(ModelName=production_variant["ModelName"])
+            container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+            model_data_url = container.get("ModelDataUrl")
+            if not model_data_url and container.get("ModelPackageName"):
+                package = sagemaker.describe_model_package(ModelPackageName=container["ModelPackageName"])
+                model_data_url = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
+            if not model_data_url:
+                raise VariantStartError(f"model {production_variant['ModelName']} has no ModelDataUrl")
+            bucket, _, key = model_data_url.removeprefix("s3://").partition("/")
+            stamp = f"{config_name}-{int(time.time() * 1000)}"
+            target = self.work_dir / "endpoints" / endpoint_name / stamp
+            target.mkdir(parents=True, exist_ok=True)
+            archive = target / "model.tar.gz"
+            s3.download_file(bucket, key, str(archive))
+            model_dir = extract_model_tar(archive, target / "model")
+        except VariantStartError:
+            raise
+        except Exception as exc:  # missing config/model/object, unreadable archive: the reason is the message
+            raise VariantStartError(f"cannot fetch the model for config {config_name}: {exc}") from exc
+        log_path = target / "server.log"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+               "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                [self.python, "-m", "jobs.serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", "0"],
+                stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+            )
+        variant = Variant(config_name=config_name, variant_name=production_variant.get("VariantName", "AllTraffic"),
+                          model_dir=model_dir, process=process, port=0, log_path=log_path)
+        with self._lock:
+            self._all_variants.append(variant)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline and not self._closed:
+            if process.poll() is not None:
+                raise VariantStartError(f"model server exited with code {process.returncode}: {_tail(log_path)}")
+            if not variant.port:
+                match = re.search(rb"^READY (\d+)$", log_path.read_bytes(), re.MULTILINE)
+                if match:
+                    variant.port = int(match.group(1))
+            if variant.port and variant.ping():
+                return variant
+            time.sleep(0.05)
+        variant.stop()
+        raise VariantStartError(f"model server not healthy within {self.startup_timeout:.0f}s: {_tail(log_path)}")
+
+    # -- data plane -----------------------------------------------------------------------------
+    def _invoke(self, environ, start_response):
+        name = INVOKE_PATH.match(environ.get("PATH_INFO", "")).group(1)
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            return aws_error(start_response, 400, "ValidationError", f"Endpoint {name} of account 123456789012 not found.")
+        body = environ.get("gateway.body", b"")
+        content_type = environ.get("CONTENT_TYPE") or "application/json"
+        accept = environ.get("HTTP_ACCEPT")
+        for attempt in range(2):
+            variant = endpoint.pick()
+            if variant is None:
+                return aws_error(start_response, 400, "ValidationError",
+                                 f"Endpoint {name} is not in service (status {endpoint.status}).")
+            try:
+                status, response_type, data = variant.post(body, content_type, accept)
+            except (OSError, http.client.HTTPException) as exc:
+                variant.server_errors += 1
+                if attempt == 0:
+                    continue  # the variant went away under us: the next pick is the live one
+                return aws_error(start_response, 500, "InternalFailure", f"model server unreachable: {exc}")
+            finally:
+                endpoint.release(variant)
+            break
+        if status >= 500:
+            variant.server_errors += 1
+        if status >= 400:
+            kind = "client" if status < 500 else "server"
+            message = f"Received {kind} error ({status}) from primary with message \"{data.decode(errors='replace')}\"."
+            payload = {"__type": "ModelError", "message": message, "Message": message,
+                       "OriginalStatusCode": status, "OriginalMessage": data.decode(errors="replace")}
+            return json_response(start_response, 424, payload, headers=[("x-amzn-ErrorType", "ModelError")])
+        if variant is endpoint.live:
+            endpoint.recent_requests.append((content_type, accept, body))
+        start_response("200 OK", [("Content-Type", response_type), ("Content-Length", str(len(data))),
+                                  ("x-Amzn-Invoked-Production-Variant", variant.variant_name)])
+        return [data]
+
+
+def _first_step_fraction(routing: dict) -> float:
+    """Share of traffic the first blue/green step sends to the new fleet (1.0 = all at once)."""
+    kind = routing.get("Type", "ALL_AT_ONCE")
+    step = routing.get("CanarySize") if kind == "CANARY" else routing.get("LinearStepSize") if kind == "LINEAR" else None
+    if not step:
+        return 1.0
+    if step.get("Type") == "CAPACITY_PERCENT":
+        return max(0.0, min(1.0, float(step["Value"]) / 100.0))
+    return 0.5  # INSTANCE_COUNT: locally one process per fleet, a share in between
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    errors = [line for line in text if "ERROR" in line or "Error" in line]
+    return " | ".join((errors or text)[-lines:]) or "no output"
+
+
+def _error_type(response) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in response.headers if k.lower() == "x-amzn-errortype"]

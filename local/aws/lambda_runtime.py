@@ -1,0 +1,422 @@
+"""Runs Lambda handlers from `functions/` the way Lambda does, without Docker.
+
+Each function gets warm worker subprocesses of its own (like Lambda execution environments):
+Powertools and module-level clients read the environment at import time, so two functions must
+never share a process. A worker imports the handler once, then serves invocations one at a time,
+JSON in over stdin and JSON out over a dedicated pipe (the handler's own stdout/stderr go to the
+function's log file). The parent enforces the function's timeout, kills a worker that exceeds it,
+and shapes errors like Lambda (`FunctionError: Unhandled`, `errorMessage`/`errorType`).
+
+`LambdaRuntime.install(gateway)` serves `POST /2015-03-31/functions/{name}/invocations`, so boto3
+`lambda.invoke` and Step Functions Lambda tasks (which moto sends back to the gateway) run real code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from local.aws.stack.model import ACCOUNT_ID, REGION, FunctionSpec, function_name_from
+
+log = logging.getLogger(__name__)
+
+INIT_TIMEOUT_SECONDS = 120.0  # generous: importing boto3 + Powertools on a busy 2-core machine
+INVOKE_PATH = r"/2015-03-31/functions/(?P<name>[^/]+)/invocations"
+
+# The worker: a tiny Lambda runtime loop. Runs with `python -c`, cwd = the function's code dir.
+_WORKER = r'''
+import importlib, json, os, sys, time, traceback
+out = os.fdopen(int(sys.argv[2]), "w", buffering=1)
+sys.path.insert(0, os.getcwd())
+
+class LambdaContext:
+    def __init__(self, request_id, deadline_ms):
+        self.aws_request_id = request_id
+        self._deadline_ms = deadline_ms
+        self.function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
+        self.function_version = os.environ["AWS_LAMBDA_FUNCTION_VERSION"]
+        self.invoked_function_arn = os.environ["LOCAL_LAMBDA_FUNCTION_ARN"]
+        self.memory_limit_in_mb = os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
+        self.log_group_name = os.environ["AWS_LAMBDA_LOG_GROUP_NAME"]
+        self.log_stream_name = os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]
+        self.identity = None
+        self.client_context = None
+        self.tenant_id = None
+    def get_remaining_time_in_millis(self):
+        return max(0, int(self._deadline_ms - time.time() * 1000))
+
+def error(exc, error_type=None):
+    return {"errorMessage": str(exc), "errorType": error_type or type(exc).__name__,
+            "requestId": "", "stackTrace": traceback.format_exception(exc)[1:]}
+
+module_name, function_name = sys.argv[1].rsplit(".", 1)
+try:
+    handler = getattr(importlib.import_module(module_name), function_name)
+except Exception as exc:
+    kind = "Runtime.ImportModuleError" if isinstance(exc, ImportError) else "Runtime.HandlerNotFound" if isinstance(exc, AttributeError) else None
+    out.write(json.dumps({"init_error": error(exc, kind)}) + "\n")
+    sys.exit(1)
+out.write(json.dumps({"ready": True}) + "\n")
+for line in sys.stdin:
+    request = json.loads(line)
+    context = LambdaContext(request["request_id"], request["deadline_ms"])
+    try:
+        result = handler(request["event"], context)
+        try:
+            message = {"result": result, "request_id": request["request_id"]}
+            text = json.dumps(message)
+        except (TypeError, ValueError) as exc:
+            text = json.dumps({"error": error(exc, "Runtime.MarshalError"), "request_id": request["request_id"]})
+    except Exception as exc:
+        traceback.print_exc()
+        text = json.dumps({"error": error(exc), "request_id": request["request_id"]})
+    sys.stdout.flush(); sys.stderr.flush()
+    out.write(text + "\n")
+'''
+
+
+@dataclass
+class InvocationResult:
+    payload: Any  # the handler's return value, or Lambda's error document
+    function_error: str | None = None  # "Unhandled" when the handler failed
+    request_id: str = ""
+    duration_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.function_error is None
+
+    def payload_bytes(self) -> bytes:
+        return json.dumps(self.payload).encode()
+
+
+class FunctionNotFound(LookupError):
+    pass
+
+
+class _Worker:
+    """One warm execution environment of one function."""
+
+    def __init__(self, spec: FunctionSpec, env: dict[str, str], log_file: Path | None):
+        read_fd, write_fd = os.pipe()
+        self.log_handle = open(log_file, "ab", buffering=0) if log_file else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-u", "-c", _WORKER, spec.handler, str(write_fd)],
+            cwd=spec.code_dir,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=self.log_handle,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,),
+            start_new_session=True,  # Ctrl-C in the foreground CLI reaches the parent only
+        )
+        os.close(write_fd)
+        self._out = os.fdopen(read_fd, "r")
+        self._buffer = ""
+        self.init_error: dict | None = None
+        message = self._read_message(time.monotonic() + INIT_TIMEOUT_SECONDS)
+        if message is None:
+            self.init_error = {"errorMessage": "Init timed out or the runtime exited during init",
+                               "errorType": "Runtime.ExitError"}
+        elif "init_error" in message:
+            self.init_error = message["init_error"]
+
+    def _read_message(self, deadline: float) -> dict | None:
+        """Next JSON line from the worker, or None on timeout/exit."""
+        fd = self._out.fileno()
+        while "\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                return None
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return None
+            self._buffer += chunk.decode()
+        line, self._buffer = self._buffer.split("\n", 1)
+        return json.loads(line)
+
+    def invoke(self, event: Any, request_id: str, timeout: float) -> dict | None:
+        deadline_ms = time.time() * 1000 + timeout * 1000
+        self.process.stdin.write((json.dumps({"event": event, "request_id": request_id,
+                                              "deadline_ms": deadline_ms}) + "\n").encode())
+        self.process.stdin.flush()
+        return self._read_message(time.monotonic() + timeout)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.close()
+                self.process.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._out.close()
+        if self.log_handle is not subprocess.DEVNULL:
+            self.log_handle.close()
+
+
+class _FunctionPool:
+    def __init__(self, spec: FunctionSpec, env: dict[str, str], log_file: Path | None, max_workers: int):
+        self.spec, self.env, self.log_file, self.max_workers = spec, env, log_file, max_workers
+        self.idle: list[_Worker] = []
+        self.count = 0
+        self.condition = threading.Condition()
+        self.closed = False
+
+    def acquire(self) -> _Worker:
+        with self.condition:
+            while True:
+                if self.closed:
+                    raise RuntimeError(f"runtime for {self.spec.name} is shut down")
+                if self.idle:
+                    return self.idle.pop()
+                if self.count < self.max_workers:
+                    self.count += 1
+                    break
+                self.condition.wait()
+        try:
+            return _Worker(self.spec, self.env, self.log_file)
+        except Exception:
+            self.discard(None)
+            raise
+
+    def release(self, worker: _Worker) -> None:
+        with self.condition:
+            if self.closed:
+                worker.stop()
+                self.count -= 1
+            else:
+                self.idle.append(worker)
+            self.condition.notify()
+
+    def discard(self, worker: _Worker | None) -> None:
+        if worker is not None:
+            try:
+                worker.process.kill()
+            except OSError:
+                pass
+            worker.stop()
+        with self.condition:
+            self.count -= 1
+            self.condition.notify()
+
+    def close(self) -> None:
+        with self.condition:
+            self.closed = True
+            idle, self.idle = self.idle, []
+            self.count -= len(idle)
+            self.condition.notify_all()
+        for worker in idle:
+            worker.stop()
+
+
+def local_aws_environment(endpoint_url: str, region: str = REGION) -> dict[str, str]:
+    """What any local client process needs to talk to the local cloud (never real AWS)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+    }
+
+
+class LambdaRuntime:
+    """Invokes the stack's functions; one pool of warm workers per function."""
+
+    def __init__(
+        self,
+        functions: dict[str, FunctionSpec],
+        endpoint_url: str,
+        log_dir: str | Path | None = None,
+        max_workers_per_function: int = 2,
+        timeout_factor: float | None = None,
+        dead_letter: Callable[[str, Any, dict], None] | None = None,
+    ):
+        self.functions = dict(functions)
+        self.endpoint_url = endpoint_url
+        self.log_dir = Path(log_dir) if log_dir else None
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.max_workers = max_workers_per_function
+        # Declared timeouts hold; the factor (env MLOPS_LAMBDA_TIMEOUT_FACTOR) is for slow machines.
+        self.timeout_factor = timeout_factor or float(os.environ.get("MLOPS_LAMBDA_TIMEOUT_FACTOR", "1"))
+        self.dead_letter = dead_letter
+        self._pools: dict[str, _FunctionPool] = {}
+        self._lock = threading.Lock()
+        self._async_threads: set[threading.Thread] = set()
+        self._closed = False
+
+    # -- environment ----------------------------------------------------------------------------
+    def environment_for(self, spec: FunctionSpec) -> dict[str, str]:
+        env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR") if key in os.environ}
+        env.update(local_aws_environment(self.endpoint_url))
+        env.update({
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_size),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(spec.timeout)),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"local/[$LATEST]{uuid.uuid4().hex}",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+            "LAMBDA_TASK_ROOT": str(spec.code_dir),
+            "LOCAL_LAMBDA_FUNCTION_ARN": spec.arn,
+            "PYTHONPATH": os.pathsep.join(str(p) for p in [spec.code_dir, *spec.layer_dirs]),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        })
+        env.update(spec.environment)  # the template's Globals + function Environment win
+        return env
+
+    def _pool(self, spec: FunctionSpec) -> _FunctionPool:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("lambda runtime is shut down")
+            pool = self._pools.get(spec.name)
+            if pool is None:
+                log_file = self.log_dir / f"{spec.name}.log" if self.log_dir else None
+                pool = self._pools[spec.name] = _FunctionPool(spec, self.environment_for(spec), log_file, self.max_workers)
+            return pool
+
+    def spec(self, name_or_arn: str) -> FunctionSpec:
+        name = function_name_from(name_or_arn)
+        if name in self.functions:
+            return self.functions[name]
+        for spec in self.functions.values():
+            if spec.logical_id == name:
+                return spec
+        raise FunctionNotFound(f"Function not found: arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}")
+
+    # -- invocation ----------------------------------------------------------------------------
+    def invoke(self, name_or_arn: str, event: Any) -> InvocationResult:
+        """Synchronous invocation (RequestResponse); never raises for handler failures."""
+        spec = self.spec(name_or_arn)
+        request_id = str(uuid.uuid4())
+        timeout = spec.timeout * self.timeout_factor
+        started = time.monotonic()
+        pool = self._pool(spec)
+        worker = pool.acquire()
+        if worker.init_error is not None:
+            pool.discard(worker)
+            return self._error(worker.init_error, request_id, started)
+        try:
+            message = worker.invoke(event, request_id, timeout)
+        except (BrokenPipeError, OSError) as exc:
+            pool.discard(worker)
+            return self._error({"errorMessage": f"RequestId: {request_id} Error: {exc}", "errorType": "Runtime.ExitError"},
+                               request_id, started)
+        if message is None:
+            exited = not worker.alive()
+            pool.discard(worker)
+            if exited:
+                error = {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: exit status "
+                                         f"{worker.process.returncode}", "errorType": "Runtime.ExitError"}
+            else:
+                error = {"errorMessage": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {request_id} "
+                                         f"Task timed out after {timeout:.2f} seconds", "errorType": "Sandbox.Timedout"}
+            log.warning("%s: %s", spec.name, error["errorMessage"])
+            return self._error(error, request_id, started)
+        pool.release(worker)
+        if "error" in message:
+            message["error"]["requestId"] = request_id
+            log.info("%s failed: %s: %s", spec.name, message["error"]["errorType"], message["error"]["errorMessage"])
+            return self._error(message["error"], request_id, started)
+        return InvocationResult(message.get("result"), None, request_id, (time.monotonic() - started) * 1000)
+
+    @staticmethod
+    def _error(error: dict, request_id: str, started: float) -> InvocationResult:
+        return InvocationResult(error, "Unhandled", request_id, (time.monotonic() - started) * 1000)
+
+    def invoke_async(self, name_or_arn: str, event: Any, retries: int = 2) -> str:
+        """Event invocation: returns a request id at once; retries twice like Lambda, then dead-letters."""
+        spec = self.spec(name_or_arn)  # unknown functions fail the call, as in Lambda
+        request_id = str(uuid.uuid4())
+
+        def run() -> None:
+            try:
+                for attempt in range(retries + 1):
+                    if self._closed:
+                        return
+                    result = self.invoke(spec.name, event)
+                    if result.ok:
+                        return
+                    if attempt < retries:
+                        time.sleep(min(2 ** attempt, 5))
+                if self.dead_letter:
+                    self.dead_letter(f"lambda-async-{spec.name}", event, result.payload)
+            finally:
+                self._async_threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, name=f"lambda-async-{spec.name}", daemon=True)
+        self._async_threads.add(thread)
+        thread.start()
+        return request_id
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pools = list(self._pools.values())
+        for pool in pools:
+            pool.close()
+        for thread in list(self._async_threads):
+            thread.join(timeout=5)
+
+    # -- gateway route -----------------------------------------------------------------------------
+    def install(self, gateway) -> None:
+        gateway.route_path(INVOKE_PATH, self.wsgi_invoke, methods=["POST"])
+
+    def wsgi_invoke(self, environ: dict, start_response):
+        import re
+
+        match = re.match(INVOKE_PATH, environ.get("PATH_INFO", ""))
+        name = match.group("name") if match else ""
+        body = environ.get("gateway.body", b"")
+        invocation_type = environ.get("HTTP_X_AMZ_INVOCATION_TYPE", "RequestResponse")
+        try:
+            event = json.loads(body) if body.strip() else {}
+        except ValueError:
+            return _rest_error(start_response, 400, "InvalidRequestContentException",
+                               "Could not parse request body into json")
+        try:
+            if invocation_type == "DryRun":
+                self.spec(name)
+                start_response("204 No Content", [("Content-Length", "0")])
+                return [b""]
+            if invocation_type == "Event":
+                request_id = self.invoke_async(name, event)
+                start_response("202 Accepted", [("Content-Length", "0"), ("x-amzn-RequestId", request_id)])
+                return [b""]
+            result = self.invoke(name, event)
+        except FunctionNotFound as exc:
+            return _rest_error(start_response, 404, "ResourceNotFoundException", str(exc))
+        data = result.payload_bytes()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                   ("X-Amz-Executed-Version", "$LATEST"), ("x-amzn-RequestId", result.request_id)]
+        if result.function_error:
+            headers.append(("X-Amz-Function-Error", result.function_error))
+        start_response("200 OK", headers)
+        return [data]
+
+
+def _rest_error(start_response, status: int, code: str, message: str):
+    data = json.dumps({"Type": "User", "Message": message, "message": message}).encode()
+    start_response(f"{status} Error", [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                                       ("x-amzn-ErrorType", code)])
+    return [data]

@@ -1,0 +1,83 @@
+"""The SageMaker Model Registry's events: moto stores model packages but emits no event.
+
+`ModelPackageEvents` routes `SageMaker.CreateModelPackage` and `SageMaker.UpdateModelPackage` to
+moto, then puts the "SageMaker Model Package State Change" event AWS would emit on the default bus
+(moto accepts `aws.*` sources from `put_events`), built from `DescribeModelPackage` as AWS builds it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from local.aws.eventbridge import local_client
+from local.aws.gateway import request_json
+
+log = logging.getLogger(__name__)
+
+MODEL_PACKAGE_DETAIL_TYPE = "SageMaker Model Package State Change"
+
+
+def _epoch_ms(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return _epoch_ms(value)
+
+
+def model_package_event_detail(description: dict) -> dict:
+    """The event `detail` AWS emits, from a `DescribeModelPackage` response."""
+    detail = {k: v for k, v in description.items() if k != "ResponseMetadata"}
+    return _jsonable(detail)
+
+
+class ModelPackageEvents:
+    """Routes model-package writes through moto, then emits the state-change event AWS would."""
+
+    def __init__(self, gateway, endpoint_url: str | None = None):
+        self.gateway = gateway
+        self.endpoint_url = endpoint_url or gateway.url
+        self.emitted: list[dict] = []
+
+    def install(self) -> None:
+        self.gateway.route_target("SageMaker.CreateModelPackage", self.handle)
+        self.gateway.route_target("SageMaker.UpdateModelPackage", self.handle)
+
+    def handle(self, environ: dict, start_response):
+        response = self.gateway.call_moto(environ)
+        if response.status_code < 300:
+            body = response.json()
+            arn = body.get("ModelPackageArn") or request_json(environ).get("ModelPackageArn")
+            if arn:
+                try:
+                    self.emit(arn)
+                except Exception:  # the write succeeded; a lost event must be visible, not a failed call
+                    log.exception("could not emit the model package event for %s", arn)
+        start_response(f"{response.status_code} {'OK' if response.status_code < 400 else 'Error'}", response.headers)
+        return [response.body]
+
+    def emit(self, model_package_arn: str) -> dict:
+        sagemaker = local_client("sagemaker", self.endpoint_url)
+        description = sagemaker.describe_model_package(ModelPackageName=model_package_arn)
+        detail = model_package_event_detail(description)
+        entry = {
+            "Source": "aws.sagemaker",
+            "DetailType": MODEL_PACKAGE_DETAIL_TYPE,
+            "Resources": [model_package_arn],
+            "Detail": json.dumps(detail, default=str),
+        }
+        result = local_client("events", self.endpoint_url).put_events(Entries=[entry])
+        if result.get("FailedEntryCount"):
+            raise RuntimeError(f"put_events rejected the model package event: {result['Entries']}")
+        self.emitted.append(detail)
+        log.info("emitted %s for %s (%s)", MODEL_PACKAGE_DETAIL_TYPE, model_package_arn,
+                 detail.get("ModelApprovalStatus"))
+        return detail

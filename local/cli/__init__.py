@@ -1,0 +1,46 @@
+"""`mlops`: the command line of the local face (and of tools that work against AWS too).
+
+Each command module exposes `register(subparsers)`; the handler it sets with `set_defaults(func=...)`
+returns the process exit code.
+
+| command | module |
+|---|---|
+| `mlops local up` | `local.cli.up` |
+| `mlops local run FILE` | `local.cli.run` (following the flow: `local.cli.follow`, `local.cli.approve`) |
+| `mlops pipeline run` | `local.cli.pipeline` |
+| `mlops demo` | `local.cli.demo` |
+| `mlops predict` | `local.cli.predict` |
+| `mlops data generate` | `local.cli.datagen` |
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+
+from local.cli import datagen, demo, pipeline, predict, run, up  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    local_group = subparsers.add_parser("local", help="run the stack on this machine (moto + local runtime)")
+    local_commands = local_group.add_subparsers(dest="local_command", required=True)
+    up.register(local_commands)
+    run.register(local_commands)
+    pipeline.register(subparsers)
+    datagen.register(subparsers)
+    demo.register(subparsers)
+    predict.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""`mlops pipeline run --csv FILE`: the training pipeline alone, on this machine, without the event
+layer (no S3 event delivery, no approval flow).
+
+It starts a local cloud with event delivery off, uploads the CSV to the data bucket like a user,
+and hands that exact object version to the very function the start_pipeline Lambda runs
+(`mlops_shared.intake.process_dataset`, with the function's settings from the stack): the same
+validation, version normalisation, parameters and idempotency token. A file intake refuses is
+reported as quarantined, with the reason and the fix. It shows each step on stderr and prints one
+JSON object on stdout: status, failed_step, reason, metrics, model_package_arn, execution_arn, steps.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from local.cli.common import (
+    DEFAULT_STATE_DIR,
+    EXIT_INTERNAL_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    print_result,
+    report_metrics,
+    stderr,
+)
+from mlops_shared.artifacts import EvaluationReport
+
+log = logging.getLogger(__name__)
+
+START_PIPELINE_LOGICAL_ID = "StartPipelineFunction"
+EVALUATE_STEP = "Evaluate"
+EVALUATION_REPORT = "EvaluationReport"
+
+
+def start_settings(cloud, parameter_overrides: dict[str, str] | None = None):
+    """start_pipeline's settings, from the environment the stack gives that function; pipeline
+    parameter overrides ride on its stack parameters (they are sent after the dataset's own)."""
+    from mlops_shared.config import StartPipelineSettings
+
+    spec = cloud.stack.function(START_PIPELINE_LOGICAL_ID)
+    if spec is None:
+        raise RuntimeError(f"the stack has no {START_PIPELINE_LOGICAL_ID}")
+    settings = StartPipelineSettings.from_env(spec.environment)
+    if parameter_overrides:
+        settings = dataclasses.replace(
+            settings, stack_parameters={**settings.stack_parameters, **parameter_overrides})
+    return settings
+
+
+def run_csv(cloud, csv_path: Path, target: str | None, progress=None, timeout: float = 3600.0,
+            parameter_overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    """Uploads `csv_path`, starts the pipeline on it through intake, waits; returns the outcome."""
+    from mlops_shared import intake
+    from mlops_shared.dataset_version import normalize_version_id
+
+    settings = start_settings(cloud, parameter_overrides)
+    s3 = cloud.client("s3")
+    key = f"{settings.incoming_prefix}{csv_path.name}"
+    extra = {"Metadata": {intake.TARGET_METADATA_KEY: target}} if target else {}
+    with csv_path.open("rb") as body:
+        put = s3.put_object(Bucket=settings.data_bucket, Key=key, Body=body, **extra)
+    dataset = intake.DatasetRef(bucket=settings.data_bucket, key=key,
+                                version_id=normalize_version_id(put.get("VersionId")),
+                                etag=put.get("ETag"), size=csv_path.stat().st_size)
+    decision = intake.process_dataset(dataset, settings, s3=s3, sagemaker=cloud.client("sagemaker"),
+                                      sns=cloud.client("sns"))
+    if decision["status"] != "started":
+        return {**empty_outcome(), "status": decision["status"],
+                "reason": f"{decision.get('reason')}: {decision.get('message')} How to fix it: {decision.get('fix')}"
+                if decision["status"] == "quarantined" else decision.get("reason")}
+    arn = decision["execution_arn"]
+    executor = cloud.executor
+    listener = None
+    if progress is not None:
+        progress(f"started {arn}")
+
+        def listener(execution_arn, step, status):
+            if execution_arn == arn and step is not None:
+                progress(f"  step {step}: {status}")
+        executor.add_progress_listener(listener)
+    try:
+        executor.wait(arn, timeout=timeout)
+    finally:
+        if listener is not None:
+            executor.remove_progress_listener(listener)
+    return outcome(cloud, arn)
+
+
+def empty_outcome() -> dict[str, Any]:
+    return {"status": "error", "failed_step": None, "reason": None, "metrics": {}, "model_package_arn": None,
+            "execution_arn": None, "steps": []}
+
+
+def outcome(cloud, execution_arn: str) -> dict[str, Any]:
+    """The result JSON of one execution, read through the API plus the evaluation report."""
+    sagemaker = cloud.client("sagemaker")
+    described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
+    steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=execution_arn,
+                                                    SortOrder="Ascending")["PipelineExecutionSteps"]
+    failed = next((s for s in steps if s["StepStatus"] == "Failed"), None)
+    package_arn = next((s["Metadata"]["RegisterModel"]["Arn"] for s in steps
+                        if "RegisterModel" in s.get("Metadata", {})), None)
+    document = cloud.executor.property_file(execution_arn, EVALUATE_STEP, EVALUATION_REPORT)
+    metrics = report_metrics(EvaluationReport.from_json(document)) if document else {}
+    status = {"Succeeded": "registered" if package_arn else "succeeded"}.get(
+        described["PipelineExecutionStatus"], described["PipelineExecutionStatus"].lower())
+    return {
+        "status": status,
+        "failed_step": failed["StepName"] if failed else None,
+        "reason": (failed.get("FailureReason") if failed else None) or described.get("FailureReason"),
+        "metrics": metrics,
+        "model_package_arn": package_arn,
+        "execution_arn": execution_arn,
+        "steps": [{"name": s["StepName"], "status": s["StepStatus"],
+                   "cache_hit": "CacheHitResult" in s} for s in steps],
+    }
+
+
+def parse_parameters(items: list[str]) -> dict[str, str]:
+    """`NAME=VALUE` pairs → pipeline parameter overrides; names must be the pipeline's own."""
+    from local.cli.common import parse_assignments
+    import jobs
+
+    definition = json.loads((Path(jobs.__file__).parent / "pipeline_definition.json").read_text(encoding="utf-8"))
+    known = {p["Name"] for p in definition["Parameters"]}
+    overrides = parse_assignments(items)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown pipeline parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return overrides
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from local.cloud import LocalCloud
+
+    csv_path = Path(args.csv)
+    if not csv_path.is_file():
+        stderr(f"mlops pipeline run: no such file: {csv_path}")
+        return EXIT_USAGE
+    try:
+        overrides = parse_parameters(args.parameter or [])
+    except ValueError as error:
+        stderr(f"mlops pipeline run: {error}")
+        return EXIT_USAGE
+    result = empty_outcome()
+    code = EXIT_OK
+    try:
+        stderr(f"starting the local cloud in {args.state_dir} (no event delivery)...")
+        with LocalCloud(args.state_dir, dispatch_events=False, write_cloud_file=False) as cloud:
+            result = run_csv(cloud, csv_path, args.target, progress=stderr, timeout=args.timeout,
+                             parameter_overrides=overrides or None)
+    except Exception as exc:  # report, as JSON too: the caller may be a script
+        log.debug("pipeline run failed", exc_info=True)
+        result["reason"] = f"{type(exc).__name__}: {exc}"
+        code = EXIT_INTERNAL_ERROR
+    print_result(result, args.json)
+    return code
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("pipeline", help="run the training pipeline locally, without the event layer")
+    commands = parser.add_subparsers(dest="pipeline_command", required=True)
+    run = commands.add_parser("run", help="train, tune, evaluate and register on one CSV")
+    run.add_argument("--csv", required=True, help="the dataset (CSV with a header row)")
+    run.add_argument("--target", help="target column (default: the stack's default, PRICE)")
+    run.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the execution")
+    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    run.add_argument("--parameter", action="append", metavar="NAME=VALUE",
+                     help="override a pipeline parameter (repeatable), e.g. IngestionMode=OfflineStore "
+                          "or MaxTuningJobs=8")
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,84 @@
+"""`mlops predict ENDPOINT (--json '{...}' | --csv FILE)`: score raw features on a deployed endpoint.
+
+Talks to the local cloud that `mlops local up` is running (found through `<state>/cloud.json`), or,
+with `--endpoint-url`, to any InvokeEndpoint-compatible URL; with `--aws` to the real AWS account
+of the current credentials. Prints the endpoint's JSON answer (`{"predictions": [...]}`) on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from local.cli.common import DEFAULT_STATE_DIR, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USAGE
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("predict", help="score raw features on a deployed endpoint",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("endpoint", help="endpoint name (see `mlops local run` output: endpoint_name)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--json", dest="json_body", help="one record, a list of records, or {\"instances\": [...]}")
+    source.add_argument("--csv", dest="csv_file", help="CSV file of raw features (header optional; '-' = stdin)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"local cloud state dir (default {DEFAULT_STATE_DIR})")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--endpoint-url", help="AWS endpoint URL to use instead of the running local cloud's")
+    where.add_argument("--aws", action="store_true", help="use the AWS account of the current credentials")
+    parser.set_defaults(func=run)
+
+
+def request_body(args: argparse.Namespace) -> tuple[str, bytes]:
+    """(content type, body) from --json or --csv; raises ValueError with a message for the user."""
+    if args.json_body is not None:
+        try:
+            json.loads(args.json_body)
+        except ValueError as exc:
+            raise ValueError(f"--json is not valid JSON: {exc}") from None
+        return "application/json", args.json_body.encode()
+    if args.csv_file == "-":
+        return "text/csv", sys.stdin.buffer.read()
+    path = Path(args.csv_file)
+    if not path.is_file():
+        raise ValueError(f"--csv file not found: {path}")
+    return "text/csv", path.read_bytes()
+
+
+def runtime_client(args: argparse.Namespace):
+    if args.aws:
+        return boto3.client("sagemaker-runtime")
+    if args.endpoint_url:
+        return boto3.client("sagemaker-runtime", endpoint_url=args.endpoint_url)
+    from local.cloud_file import find_running_cloud
+    from local.aws.lambda_runtime import local_aws_environment
+
+    info = find_running_cloud(args.state_dir)
+    if info is None:
+        raise ValueError(f"no local cloud is running for state dir {args.state_dir}; start one with `mlops local up`")
+    env = local_aws_environment(info["endpoint_url"])
+    return boto3.client("sagemaker-runtime", endpoint_url=info["endpoint_url"], region_name=env["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        content_type, body = request_body(args)
+        runtime = runtime_client(args)
+    except ValueError as exc:
+        print(f"mlops predict: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        response = runtime.invoke_endpoint(EndpointName=args.endpoint, ContentType=content_type,
+                                           Accept="application/json", Body=body)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        print(f"mlops predict: {error.get('Code', 'Error')}: {error.get('Message', exc)}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+    except BotoCoreError as exc:
+        print(f"mlops predict: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+    sys.stdout.write(response["Body"].read().decode() + "\n")
+    return EXIT_OK

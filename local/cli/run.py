@@ -1,0 +1,323 @@
+"""`mlops local run FILE.csv`: one dataset through the local cloud, as a user would drop it.
+
+`run` behaves like a user: it uploads the file to `incoming/<file name>` (target column as object
+metadata `target`), then only watches the local cloud through the AWS APIs: the quarantine reason
+object start_pipeline writes, or the pipeline execution it starts, then that execution's outcome
+(failed step and reason, or the registered model package and its evaluation metrics).
+
+After registration, `--approve` / `--reject` go on with `local.cli.follow.decide`: it follows the
+link of the approval email in the outbox like the approver would, then follows the deployment the
+approval starts to `deployed` (with `endpoint_name`) or `failed` (with the deployment's reason).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from local.cli.common import (
+    report_metrics,
+    DEFAULT_STATE_DIR,
+    EXIT_INTERNAL_ERROR,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    LOCAL_DEPLOY_PARAMETERS,
+    parse_assignments,
+    print_result,
+    stderr,
+)
+from local.cli.follow import RunError, decide
+from mlops_shared.artifacts import EvaluationReport
+from mlops_shared.aws import is_not_found, parse_s3_uri
+from mlops_shared.dataset_version import dataset_version
+
+log = logging.getLogger(__name__)
+
+TERMINAL_EXECUTION_STATUSES = ("Succeeded", "Failed", "Stopped")
+
+
+@dataclass
+class RunSession:
+    """What a run knows about the cloud it uses; handed to every stage and hook."""
+
+    endpoint_url: str
+    state_dir: Path
+    outputs: dict[str, Any]
+    args: argparse.Namespace
+    deadline: float
+    progress: Callable[[str], None] = lambda message: None
+    cloud: Any = None  # the LocalCloud when this process started it, else None
+    api_url: str | None = None
+    result: dict | None = None  # the result document so far (reported as it stands on a timeout)
+    _clients: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, service: str):
+        if service not in self._clients:
+            self._clients[service] = boto3.client(
+                service, endpoint_url=self.endpoint_url, region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+                config=Config(retries={"max_attempts": 3}),
+            )
+        return self._clients[service]
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def check_time(self, what: str) -> None:
+        if self.remaining() <= 0:
+            raise TimeoutError(f"timed out waiting for {what}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Following one dataset
+# ------------------------------------------------------------------------------------------------
+def empty_result() -> dict:
+    return {"status": None, "reason": None, "execution_arn": None, "model_package_arn": None,
+            "metrics": {"rmse": None, "mae": None, "r2": None}, "endpoint_name": None}
+
+
+def upload(session: RunSession, path: Path, target: str | None) -> dict:
+    bucket = session.outputs["DataBucketName"]
+    key = f"incoming/{path.name}"
+    extra = {"Metadata": {"target": target}} if target else {}
+    with path.open("rb") as body:
+        response = session.client("s3").put_object(Bucket=bucket, Key=key, Body=body, **extra)
+    version = dataset_version(response.get("VersionId"), response.get("ETag"))
+    session.progress(f"uploaded s3://{bucket}/{key} (version {version})")
+    return {"bucket": bucket, "key": key, "version": version, "version_id": response.get("VersionId")}
+
+
+def _quarantine_reason(session: RunSession, dataset: dict) -> dict | None:
+    reason_key = "quarantine/" + dataset["key"][len("incoming/"):] + ".reason.json"
+    try:
+        body = session.client("s3").get_object(Bucket=dataset["bucket"], Key=reason_key)["Body"].read()
+    except ClientError as error:
+        if is_not_found(error):
+            return None
+        raise
+    reason = json.loads(body)
+    source = reason.get("source") or {}
+    if dataset["version"] != dataset_version(source.get("version_id"), source.get("etag")):
+        return None  # an older upload of the same name
+    return reason
+
+
+def _execution_for(session: RunSession, dataset: dict, seen: set[str]) -> str | None:
+    sagemaker = session.client("sagemaker")
+    summaries = sagemaker.list_pipeline_executions(PipelineName=session.outputs["PipelineName"],
+                                                   SortBy="CreationTime", SortOrder="Descending",
+                                                   MaxResults=50).get("PipelineExecutionSummaries", [])
+    uri = f"s3://{dataset['bucket']}/{dataset['key']}"
+    for summary in summaries:
+        arn = summary["PipelineExecutionArn"]
+        if arn in seen:
+            continue
+        try:
+            parameters = {p["Name"]: p["Value"] for p in sagemaker.list_pipeline_parameters_for_execution(
+                PipelineExecutionArn=arn)["PipelineParameters"]}
+            matches = parameters.get("InputDataUri") == uri and parameters.get("DatasetVersion") == dataset["version"]
+        except ClientError:
+            description = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn).get(
+                "PipelineExecutionDescription", "")
+            matches = uri in description and dataset["version"] in description
+        if matches:
+            return arn
+        seen.add(arn)
+    return None
+
+
+def _dead_letter_for(session: RunSession, dataset: dict, since: float) -> dict | None:
+    for path in sorted((session.state_dir / "dlq").glob("*.json")):
+        if path.stat().st_mtime < since:
+            continue
+        record = json.loads(path.read_text())
+        if dataset["key"] in json.dumps(record.get("event")):
+            return record
+    return None
+
+
+def wait_for_intake(session: RunSession, dataset: dict, started: float) -> dict:
+    """start_pipeline's outcome: {"quarantined": reason} or {"execution_arn": arn}."""
+    seen: set[str] = set()
+    while True:
+        reason = _quarantine_reason(session, dataset)
+        if reason is not None:
+            return {"quarantined": reason}
+        arn = _execution_for(session, dataset, seen)
+        if arn:
+            return {"execution_arn": arn}
+        dead = _dead_letter_for(session, dataset, started)
+        if dead is not None:
+            raise RunError(f"the upload event could not be processed: {json.dumps(dead.get('error'))[:2000]}")
+        session.check_time("the upload to be validated")
+        time.sleep(0.5)
+
+
+def follow_execution(session: RunSession, execution_arn: str) -> dict:
+    sagemaker = session.client("sagemaker")
+    reported: dict[str, str] = {}
+    while True:
+        description = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
+        status = description["PipelineExecutionStatus"]
+        try:
+            steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=execution_arn,
+                                                            SortOrder="Ascending").get("PipelineExecutionSteps", [])
+        except ClientError:
+            steps = []
+        for step in steps:
+            if reported.get(step["StepName"]) != step["StepStatus"]:
+                reported[step["StepName"]] = step["StepStatus"]
+                session.progress(f"  step {step['StepName']}: {step['StepStatus']}"
+                                 + (f" ({step['FailureReason']})" if step.get("FailureReason") else ""))
+        if status in TERMINAL_EXECUTION_STATUSES:
+            return {"description": description, "steps": steps}
+        session.check_time(f"execution {execution_arn}")
+        time.sleep(1.0)
+
+
+def _failure_reason(outcome: dict) -> str:
+    failed = [s for s in outcome["steps"] if s.get("StepStatus") in ("Failed", "Stopped")]
+    if failed:
+        step = failed[-1]
+        # A Fail step carries its message in its metadata; job steps carry FailureReason.
+        reason = step.get("FailureReason") or ((step.get("Metadata") or {}).get("Fail") or {}).get("ErrorMessage")
+        return f"{step['StepName']}: {reason or step['StepStatus'].lower()}"
+    return outcome["description"].get("FailureReason") or outcome["description"]["PipelineExecutionStatus"]
+
+
+def registered_package(session: RunSession, execution_arn: str) -> dict | None:
+    sagemaker = session.client("sagemaker")
+    packages = sagemaker.list_model_packages(ModelPackageGroupName=session.outputs["ModelPackageGroupName"],
+                                             SortBy="CreationTime", SortOrder="Descending",
+                                             MaxResults=100).get("ModelPackageSummaryList", [])
+    for summary in packages:
+        description = sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        if (description.get("MetadataProperties") or {}).get("GeneratedBy") == execution_arn:
+            return description
+    return None
+
+
+def evaluation_metrics(session: RunSession, package: dict) -> dict:
+    uri = (((package.get("ModelMetrics") or {}).get("ModelQuality") or {}).get("Statistics") or {}).get("S3Uri")
+    if not uri:
+        return {"rmse": None, "mae": None, "r2": None}
+    bucket, key = parse_s3_uri(uri)
+    report = EvaluationReport.from_json(json.loads(session.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()))
+    return report_metrics(report)
+
+
+def run_dataset(session: RunSession, path: Path, target: str | None) -> dict:
+    """Uploads `path` and follows it to its outcome; returns the result document."""
+    result = session.result = empty_result()
+    started = time.time()
+    dataset = upload(session, path, target)
+    intake = wait_for_intake(session, dataset, started - 1)
+    if "quarantined" in intake:
+        reason = intake["quarantined"]
+        session.progress(f"quarantined: {reason.get('message')}")
+        result.update(status="quarantined", reason=f"{reason.get('code')}: {reason.get('message')}")
+        return result
+    execution_arn = intake["execution_arn"]
+    result["execution_arn"] = execution_arn
+    session.progress(f"pipeline execution {execution_arn}")
+    outcome = follow_execution(session, execution_arn)
+    status = outcome["description"]["PipelineExecutionStatus"]
+    if status != "Succeeded":
+        result.update(status="failed", reason=_failure_reason(outcome))
+        session.progress(f"execution {status}: {result['reason']}")
+        return result
+    package = registered_package(session, execution_arn)
+    if package is None:
+        raise RunError(f"execution {execution_arn} succeeded but registered no model package")
+    result.update(status="registered", model_package_arn=package["ModelPackageArn"],
+                  metrics=evaluation_metrics(session, package))
+    session.progress(f"registered {package['ModelPackageArn']} ({package.get('ModelApprovalStatus')}); "
+                     f"metrics {result['metrics']}")
+    session.result = decide(session, result)
+    return session.result
+
+
+# ------------------------------------------------------------------------------------------------
+# The cloud a command uses
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def cloud_for(state_dir: Path, **cloud_options):
+    """Yields (endpoint_url, outputs, api_url, LocalCloud | None): a running cloud, or one started now."""
+    from local.cloud import LocalCloud
+    from local.cloud_file import find_running_cloud
+
+    info = find_running_cloud(state_dir)
+    if info is not None:
+        yield info["endpoint_url"], info["stack"]["outputs"], info.get("api_url"), None
+        return
+    with LocalCloud(state_dir, **cloud_options) as cloud:
+        yield cloud.endpoint_url, cloud.stack.outputs, cloud.api_url, cloud
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        stderr(f"mlops local run: no such file: {path}")
+        return 2
+    state_dir = Path(args.state_dir)
+    try:
+        parameters = {**LOCAL_DEPLOY_PARAMETERS, **parse_assignments(args.parameter)}
+    except ValueError as exc:
+        stderr(f"mlops local run: {exc}")
+        return EXIT_USAGE
+    from local.cloud_file import find_running_cloud
+
+    if args.parameter and find_running_cloud(state_dir):
+        stderr(f"mlops local run: --parameter only applies to a cloud this command starts, and one is "
+                f"already running for {state_dir} (pass them to `mlops local up` instead)")
+        return EXIT_USAGE
+    session: RunSession | None = None
+    code = EXIT_OK
+    try:
+        with cloud_for(state_dir, parameters=parameters) as (endpoint_url, outputs, api_url, cloud):
+            session = RunSession(endpoint_url, state_dir.resolve(), outputs, args,
+                                 deadline=time.monotonic() + args.timeout,
+                                 progress=stderr if not args.quiet else (lambda m: None),
+                                 cloud=cloud, api_url=api_url)
+            run_dataset(session, path, args.target)
+    except TimeoutError as exc:
+        reason, code = str(exc), EXIT_TIMEOUT
+    except RunError as exc:
+        reason, code = str(exc), EXIT_INTERNAL_ERROR
+    except Exception as exc:  # anything else is an internal error too, but say what it was
+        log.exception("mlops local run failed")
+        reason, code = f"{type(exc).__name__}: {exc}", EXIT_INTERNAL_ERROR
+    # On an error the document shows how far the flow got (status, ARNs) and why it stopped.
+    result = session.result if session is not None and session.result is not None else empty_result()
+    if code != EXIT_OK:
+        result["reason"] = reason
+    print_result(result, args.json)
+    return code
+
+
+def register(local_commands) -> None:
+    """`mlops local run` (under the `local` group the CLI creates)."""
+    run = local_commands.add_parser("run", help="upload a CSV like a user and report what happened to it")
+    run.add_argument("file", help="the CSV to upload to incoming/")
+    run.add_argument("--target", help="target column (sent as object metadata 'target')")
+    decision = run.add_mutually_exclusive_group()
+    decision.add_argument("--approve", action="store_true", help="approve the registered model")
+    decision.add_argument("--reject", action="store_true", help="reject the registered model")
+    run.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the outcome")
+    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    run.add_argument("--parameter", action="append", metavar="NAME=VALUE",
+                     help="template parameter override (repeatable) for the cloud this command starts "
+                          "when none is running, e.g. MaxTuningJobs=2")
+    run.set_defaults(func=cmd_run)
