@@ -9,7 +9,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_CONTAINER_ROOT = "/opt/ml"
 
