@@ -152,7 +152,8 @@ class RequestDecoder:
                 continue
             if not all(_located_present(loc, name, query_keys, headers) for loc, name in route.required_located):
                 continue
-            score = (len(route.literal_query), len(route.required_located), -len(route.labels))
+            score = (len(route.literal_query), len(route.required_located), not route.operation.deprecated,
+                     -len(route.labels))
             if best_score is None or score > best_score:
                 best, best_score, best_match = route, score, match
         if best is None:
