@@ -398,3 +398,44 @@ def test_violation_is_a_frozen_value():
     with pytest.raises(AttributeError):
         violation.member_path = "other"  # type: ignore[misc]
     assert violation.describe() == "Value null at 'name' failed to satisfy constraint: Member must not be null"
+
+
+# -- Java itself as the oracle of the pattern translation ------------------------------------------
+_JAVA_MATCHER = r"""
+import java.io.*; import java.nio.charset.StandardCharsets; import java.util.*; import java.util.regex.*;
+public class Matches { public static void main(String[] args) throws Exception {
+  BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+  Base64.Decoder b64 = Base64.getDecoder(); Map<String, Pattern> compiled = new HashMap<>();
+  StringBuilder out = new StringBuilder(); String line;
+  while ((line = in.readLine()) != null) { String[] f = line.split(" ", -1);
+    String p = new String(b64.decode(f[0]), StandardCharsets.UTF_8), v = new String(b64.decode(f[1]), StandardCharsets.UTF_8);
+    out.append(compiled.computeIfAbsent(p, Pattern::compile).matcher(v).matches() ? '1' : '0'); }
+  System.out.print(out); } }
+"""
+_TRICKY_VALUES = [
+    "", "a", "ABC", "a1", "123456789012", "all", "ALL", "my-name", "my_name", "-a", "a--b", "s3://bucket/key.csv",
+    "s3://bucket/incoming/house prices (2024).csv", "https://x.y/z", ROLE, "arn:aws:lambda:us-east-1:123456789012:function:f",
+    "a b", "a\tb", "a\nb", "abc\n", "abc\r", "abc\r\n", "a\rb", "a\u2028b", "a\u0085b", "\u00a0x", "é", "Éa", "٣", "日本",
+    "😀", "a😀", "#", "a#b", "(", "a&b", "a'b", "a,b", "a=b", "a@b.c", "a+b/c:d", '{"k": 1}', "*", "ſ", "K", "2024-01-31",
+    "2024-01-31T10:00:00Z", "10.0.0.1", "ip-10-0-0-1.ec2", "_", "a" * 70, "x\u000by", "\u001f", "~", "/a/b", " a", "a ",
+    "ml.m5.xlarge", "\\", "$", "[x]",
+]
+
+
+def test_patterns_mean_what_java_means(tmp_path):
+    import base64
+    import shutil
+    import subprocess
+
+    if shutil.which("javac") is None or shutil.which("java") is None:
+        pytest.skip("no JDK on this machine to compare against")
+    (tmp_path / "Matches.java").write_text(_JAVA_MATCHER)
+    subprocess.run(["javac", "Matches.java"], cwd=tmp_path, check=True, timeout=120)
+    patterns = sorted(set().union(*(_input_patterns(service) for service in CHECKED_SERVICES)))
+    cases = [(p, v) for p in patterns for v in _TRICKY_VALUES]
+    lines = "".join(f"{base64.b64encode(p.encode()).decode()} {base64.b64encode(v.encode()).decode()}\n" for p, v in cases)
+    verdicts = subprocess.run(["java", "-cp", str(tmp_path), "Matches"], input=lines, capture_output=True, text=True,
+                              check=True, timeout=120).stdout
+    assert len(verdicts) == len(cases)
+    differing = [(p, v, j) for (p, v), j in zip(cases, verdicts) if java_regex.matches(p, v) != (j == "1")]
+    assert differing == []
