@@ -1,0 +1,1 @@
+"""AWS behaviour that the local face reproduces in front of moto."""
