@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from botocore.model import ListShape, MapShape, StructureShape
 
 from local.aws.strict import java_regex
-from local.aws.strict.refusals import check_request, error_response, refuse_invalid
+from local.aws.strict.constraint_refusals import check_request, error_response, refuse_invalid
 from local.aws.strict.request_decoder import CHECKED_SERVICES, decode
 from local.aws.strict.service_constraints import MISSING, Violation, check, format_message, service_model
 from tests.unit.strict.botocore_wire import wire_request
