@@ -355,8 +355,8 @@ class StrictGateway:
 
 @pytest.fixture(scope="module")
 def strict_endpoint():
-    from local.gateway import LocalGateway
-    from local.wsgi_server import WSGIServer
+    from local.aws.gateway import LocalGateway
+    from local.aws.wsgi_server import WSGIServer
 
     server = WSGIServer(StrictGateway(LocalGateway()), "127.0.0.1", 0, name="strict-gateway-test").start()
     yield server.url
