@@ -31,10 +31,15 @@ def test_messages_say_what_happened():
     assert "keeps serving its previous configuration houses-v2-abc" in rolled.body
     assert "the new variant could not start" in rolled.body
     lambda_error = json.dumps({"errorType": "SmokeTestFailed", "errorMessage": "rmse 9e9 exceeds"})
-    failed = deployment_notification({"outcome": "failed", "plan": {**PLAN, "action": "create"},
+    plan = {**PLAN, "action": "create", "model_name": "houses-v3-m", "endpoint_config_name": "houses-v3-m"}
+    failed = deployment_notification({"outcome": "failed", "plan": plan, "created": {"model": {}, "endpoint_config": {}},
                                       "error": {"Error": "SmokeTestFailed", "Cause": lambda_error}})
     assert "SmokeTestFailed: rmse 9e9 exceeds" in failed.body
-    assert "are deleted" in failed.body
+    assert ("Created by this deployment, and deleted now unless the endpoint still uses them: "
+            "endpoint config houses-v3-m, model houses-v3-m.") in failed.body
+    nothing_created = deployment_notification({"outcome": "failed", "plan": plan, "created": {},
+                                               "error": {"Error": "EndpointBusy", "Cause": "locked"}})
+    assert "Created by this deployment" not in nothing_created.body
 
 
 def test_handler_publishes_to_the_topic(aws, monkeypatch):
