@@ -3,6 +3,7 @@
 The gateway asks `FaultInjector.respond` first thing for every request. A rule matches a JSON
 protocol operation by its `X-Amz-Target` (`SageMaker.DescribeEndpoint`,
 `DynamoDB_20120810.PutItem`) or any request by a path regex (`lambda_invoke_path("deploy_prepare")`),
+lets the first `after` matching calls through (to reach, say, the third UpdateItem of a state machine),
 and answers the next `times` matching calls with the error in the shape the protocol's clients parse
 (botocore turns it into the same `ClientError` a real AWS answer would give). Later matching calls go
 through untouched; the rule keeps counting them, so a test can tell how often a call was retried.
@@ -47,6 +48,7 @@ class FaultRule:
     path: re.Pattern | None = None
     method: str | None = None
     protocol: str | None = None
+    after: int = 0  # matching calls let through before the first error
     served: int = 0  # calls answered with the error
     seen: int = 0  # matching calls, answered or passed through
 
@@ -57,9 +59,9 @@ class FaultRule:
             return False
         return self.method is None or environ.get("REQUEST_METHOD") == self.method
 
-    @property
-    def exhausted(self) -> bool:
-        return self.served >= self.times
+    def takes(self) -> bool:
+        """Whether the call just counted in `seen` gets the error."""
+        return self.seen > self.after and self.served < self.times
 
 
 @dataclass
@@ -67,21 +69,24 @@ class FaultInjector:
     _rules: list[FaultRule] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def inject(self, *, code: str, status: int, message: str = "", times: int = 1, target: str | None = None,
-               path: str | None = None, method: str | None = None, protocol: str | None = None) -> FaultRule:
-        """Answer the next `times` calls matching `target` and/or `path` (and `method`) with this error.
+    def inject(self, *, code: str, status: int, message: str = "", times: int = 1, after: int = 0,
+               target: str | None = None, path: str | None = None, method: str | None = None,
+               protocol: str | None = None) -> FaultRule:
+        """Answer `times` calls matching `target` and/or `path` (and `method`) with this error, after
+        letting the first `after` of them through.
 
         `protocol` defaults to `json` for target rules and must be given for path rules whose service
         is not rest-json (Lambda, the SageMaker runtime)."""
         if target is None and path is None:
             raise ValueError("a fault needs a target (X-Amz-Target) or a path to match")
-        if times < 1:
-            raise ValueError(f"times must be at least 1, got {times}")
+        if times < 1 or after < 0:
+            raise ValueError(f"times must be at least 1 and after at least 0, got times={times} after={after}")
         protocol = protocol or ("json" if target is not None else "rest-json")
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         rule = FaultRule(code=code, status=status, message=message, times=times, target=target,
-                         path=re.compile(path) if path is not None else None, method=method, protocol=protocol)
+                         path=re.compile(path) if path is not None else None, method=method, protocol=protocol,
+                         after=after)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -96,7 +101,7 @@ class FaultInjector:
             matching = [rule for rule in self._rules if rule.matches(environ)]
             for rule in matching:
                 rule.seen += 1
-            rule = next((r for r in matching if not r.exhausted), None)
+            rule = next((r for r in matching if r.takes()), None)
             if rule is None:
                 return None
             rule.served += 1

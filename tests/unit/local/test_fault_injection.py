@@ -64,6 +64,10 @@ def test_rules_answer_n_matching_calls_then_let_them_through():
     assert other.served == 1
     faults.clear()
     assert answer(faults, environ(path=arn_path)) == (None, None)
+    later = faults.inject(target="DynamoDB_20120810.UpdateItem", code="ThrottlingException", status=400, after=2)
+    assert [answer(faults, environ("DynamoDB_20120810.UpdateItem"))[0] for _ in range(4)] == [
+        None, None, "400 Bad Request", None]
+    assert (later.served, later.seen) == (1, 4)
 
 
 def test_rules_need_something_to_match_and_a_known_protocol():
@@ -74,6 +78,8 @@ def test_rules_need_something_to_match_and_a_known_protocol():
         faults.inject(target="T", code="X", status=400, protocol="soap")
     with pytest.raises(ValueError, match="times"):
         faults.inject(target="T", code="X", status=400, times=0)
+    with pytest.raises(ValueError, match="after"):
+        faults.inject(target="T", code="X", status=400, after=-1)
 
 
 def test_concurrent_calls_are_answered_exactly_n_times():
