@@ -38,6 +38,10 @@ Optimised integrations have their own names:
   declare); an error raised by the function is reported under its `errorType`, with the function's
   error payload as the cause; a function error without an `errorType` (time-outs, out-of-memory)
   is `Lambda.Unknown`.
+
+Which error codes a service "declares" is read from botocore's service model (shapes marked
+`exception`), the same models the AWS SDKs are generated from; a code a newer model adds changes its
+name from the generic one to its own, on AWS as here.
 """
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ class Execution:
     entered: list[str] = field(default_factory=list)  # state names in the order they were entered
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (state, error, cause) of failed tasks
     scheduled: list[tuple[str, dict]] = field(default_factory=list)  # (state, parameters) of each task call
+    results: list[tuple[str, dict]] = field(default_factory=list)  # (state, result) of each successful task call
 
     def __post_init__(self) -> None:
         state = None
@@ -47,9 +48,15 @@ class Execution:
             scheduled = event.get("taskScheduledEventDetails") or event.get("lambdaFunctionScheduledEventDetails")
             if scheduled:
                 self.scheduled.append((state, json.loads(scheduled.get("parameters") or scheduled.get("input") or "{}")))
+            succeeded = event.get("taskSucceededEventDetails") or event.get("lambdaFunctionSucceededEventDetails")
+            if succeeded:
+                self.results.append((state, json.loads(succeeded.get("output") or "{}")))
 
     def errors_at(self, state: str) -> list[str]:
         return [error for name, error, _ in self.failures if name == state]
+
+    def results_of(self, state: str) -> list[dict]:
+        return [result for name, result in self.results if name == state]
 
     def visited(self, state: str) -> int:
         return self.entered.count(state)
@@ -133,13 +140,18 @@ class DeployCloud:
     def serving_config(self) -> str:
         return self.sm.describe_endpoint(EndpointName=self.endpoint)["EndpointConfigName"]
 
-    def serve(self, package: dict) -> str:
-        """Puts `package` on the endpoint directly (not through the state machine); returns the config name."""
+    def serve_config(self, package: dict) -> str:
+        """A model and endpoint config for `package`, made directly (not by the state machine)."""
         name = f"base-{uuid.uuid4().hex[:8]}"
         self.sm.create_model(ModelName=name, ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/model",
                              Containers=[{"ModelPackageName": package["arn"]}])
         self.sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
             "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+        return name
+
+    def serve(self, package: dict) -> str:
+        """Puts `package` on the endpoint directly (not through the state machine); returns the config name."""
+        name = self.serve_config(package)
         self.sm.create_endpoint(EndpointName=self.endpoint, EndpointConfigName=name)
         self.wait_for(lambda: self.endpoint_status() not in ("Creating", None), "the endpoint to come up")
         return name
