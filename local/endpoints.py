@@ -7,7 +7,7 @@ InvokeEndpoint). `LocalEndpoints.install()` routes these operations on the gatew
   jobs.serve`) is started in the background from the model artifact (endpoint config → model →
   `ModelDataUrl`, or its model package's container), downloaded from (local) S3 and extracted. The
   endpoint is `Creating` until `/ping` answers, then `InService`; a server that cannot start makes it
-  `Failed` with the server's own reason as `FailureReason`.
+  `Failed` with the server's own reason as `FailureReason` (the processes: `local/endpoint_variants.py`).
 * `SageMaker.UpdateEndpoint`: blue/green as SageMaker does it. The new variant's process must be
   up and healthy before it gets traffic; with `DeploymentConfig.BlueGreenUpdatePolicy` a canary
   share of requests goes to it for the (locally capped) bake time while recent requests are
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import http.client
-import json
 import logging
 import math
 import os
