@@ -7,7 +7,7 @@ InvokeEndpoint). `LocalEndpoints.install()` routes these operations on the gatew
   jobs.serve`) is started in the background from the model artifact (endpoint config → model →
   `ModelDataUrl`, or its model package's container), downloaded from (local) S3 and extracted. The
   endpoint is `Creating` until `/ping` answers, then `InService`; a server that cannot start makes it
-  `Failed` with the server's own reason as `FailureReason`.
+  `Failed` with the server's own reason as `FailureReason` (the processes: `local/endpoint_variants.py`).
 * `SageMaker.UpdateEndpoint`: blue/green as SageMaker does it. The new variant's process must be
   up and healthy before it gets traffic; with `DeploymentConfig.BlueGreenUpdatePolicy` a canary
   share of requests goes to it for the (locally capped) bake time while recent requests are
@@ -15,8 +15,15 @@ InvokeEndpoint). `LocalEndpoints.install()` routes these operations on the gatew
   On success all traffic moves in one atomic switch and the old process is stopped once its
   in-flight requests have finished. On failure the old variant keeps serving, the endpoint returns
   to `InService` on its old config, and `FailureReason` says why (what AWS reports after a rollback).
+  A canary larger than half the new variant's instances is refused, as SageMaker's
+  `TrafficRoutingConfig.CanarySize` rule says (so one instance allows no canary at all).
 * `SageMaker.DescribeEndpoint`: moto's answer with the live status, config and failure reason.
-* `SageMaker.DeleteEndpoint`: stops the processes, then moto forgets the endpoint.
+* `SageMaker.DeleteEndpoint`: stops the processes; the endpoint is `Deleting` for `deleting_seconds`
+  (a name that is still Deleting cannot be created again: AWS's ValidationException), then moto
+  forgets it.
+* `end_next_change_in(name, status, reason)`: a test hook that makes the next create or update of an
+  endpoint end in a state the local runtime does not reach by itself (`OutOfService`,
+  `UpdateRollbackFailed`, `Failed`).
 * `POST /endpoints/{name}/invocations` (sagemaker-runtime InvokeEndpoint): proxied to the variant
   that the traffic split picks, over pooled keep-alive connections. Container 4xx/5xx answers become
   `ModelError` (424) as on AWS.
@@ -25,100 +32,27 @@ from __future__ import annotations
 
 import collections
 import http.client
-import json
 import logging
+import math
 import os
 import random
 import re
-import shutil
-import subprocess
 import sys
 import threading
 import time
-import queue
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import boto3
 
-from jobs.model_io import extract_model_tar
-from local import REPO_ROOT
+from local.aws.endpoint_variants import Variant, VariantStartError, fetch_model, start_model_server, tail
 from local.aws.gateway import LocalGateway, aws_error, json_response, request_json
 
 log = logging.getLogger(__name__)
 
 INVOKE_PATH = re.compile(r"/endpoints/([^/]+)/invocations")
-
-
-class VariantStartError(Exception):
-    """The model server for a variant could not be started; the message is the reason."""
-
-
-@dataclass
-class Variant:
-    """One running model server process serving one endpoint config."""
-
-    config_name: str
-    variant_name: str
-    model_dir: Path
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-    inflight: int = 0
-    requests: int = 0
-    server_errors: int = 0
-    _pool: "queue.LifoQueue[http.client.HTTPConnection]" = field(default_factory=queue.LifoQueue)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def post(self, body: bytes, content_type: str, accept: str | None) -> tuple[int, str, bytes]:
-        """POST /invocations over a pooled keep-alive connection; one retry on a stale connection."""
-        headers = {"Content-Type": content_type or "application/json", "Content-Length": str(len(body))}
-        if accept:
-            headers["Accept"] = accept
-        for attempt in range(2):
-            try:
-                conn = self._pool.get_nowait()
-            except queue.Empty:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-            try:
-                conn.request("POST", "/invocations", body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                if attempt:
-                    raise
-                continue
-            self._pool.put(conn)
-            return response.status, response.getheader("Content-Type", "application/json"), data
-        raise AssertionError("unreachable")
-
-    def ping(self) -> bool:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            conn.request("GET", "/ping")
-            ok = conn.getresponse().status == 200
-            conn.close()
-            return ok
-        except (OSError, http.client.HTTPException):
-            return False
-
-    def stop(self, timeout: float = 10.0) -> None:
-        while True:
-            try:
-                self._pool.get_nowait().close()
-            except queue.Empty:
-                break
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+BUSY_STATUSES = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 
 
 @dataclass
@@ -160,7 +94,8 @@ class LocalEndpoints:
     """The endpoint runtime of the local cloud. `install()` registers its routes on the gateway."""
 
     def __init__(self, gateway: LocalGateway, work_dir: str | Path, python: str = sys.executable,
-                 startup_timeout: float = 120.0, max_bake_seconds: float = 3.0, max_termination_wait: float = 1.0):
+                 startup_timeout: float = 120.0, max_bake_seconds: float = 3.0, max_termination_wait: float = 1.0,
+                 deleting_seconds: float = 1.0):
         self.gateway = gateway
         self.work_dir = Path(work_dir)
         self.python = python
@@ -168,6 +103,9 @@ class LocalEndpoints:
         # Canary bake and old-fleet termination waits are minutes on AWS; locally they are capped.
         self.max_bake_seconds = max_bake_seconds
         self.max_termination_wait = max_termination_wait
+        # AWS keeps a deleted endpoint Deleting for a while; locally short, but long enough to race with.
+        self.deleting_seconds = deleting_seconds
+        self._forced_outcomes: dict[str, tuple[str, str]] = {}
         self.endpoints: dict[str, LocalEndpoint] = {}
         self._all_variants: list[Variant] = []
         self._threads: list[threading.Thread] = []
@@ -204,6 +142,15 @@ class LocalEndpoints:
                       aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"))
         return boto3.client("sagemaker", **kwargs), boto3.client("s3", **kwargs)
 
+    def end_next_change_in(self, endpoint_name: str, status: str, reason: str) -> None:
+        """The next create or update of `endpoint_name` ends in `status` with `reason` as FailureReason."""
+        if status not in ("OutOfService", "UpdateRollbackFailed", "Failed"):
+            raise ValueError(f"end_next_change_in is for end states the runtime does not reach itself, got {status!r}")
+        self._forced_outcomes[endpoint_name] = (status, reason)
+
+    def _forced_outcome(self, endpoint: LocalEndpoint) -> tuple[str, str] | None:
+        return self._forced_outcomes.pop(endpoint.name, None)
+
     def _background(self, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True, name=f"endpoint-{target.__name__}")
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
@@ -235,7 +182,8 @@ class LocalEndpoints:
         else:
             with endpoint.lock:
                 endpoint.live = variant
-            endpoint.touch("InService")
+            forced = self._forced_outcome(endpoint)
+            endpoint.touch(*(forced or ("InService",)))
         self._mirror(endpoint)
 
     def _update_endpoint(self, environ, start_response):
@@ -244,15 +192,20 @@ class LocalEndpoints:
         endpoint = self.endpoints.get(name)
         if endpoint is None:
             return aws_error(start_response, 400, "ValidationException", f"Could not find endpoint \"{name}\".")
+        if endpoint.status in BUSY_STATUSES:
+            return aws_error(start_response, 400, "ValidationException", f'Cannot update in-progress endpoint "{endpoint.arn}".')
         if endpoint.status != "InService":
             return aws_error(start_response, 400, "ValidationException",
-                             f"Cannot update in-progress endpoint \"{endpoint.arn}\" (status {endpoint.status}).")
+                             f'Cannot update endpoint "{endpoint.arn}" in status {endpoint.status}.')
         config_name = request.get("EndpointConfigName", "")
         sagemaker, _ = self._clients()
         try:
-            sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
+            config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
         except sagemaker.exceptions.ClientError as exc:
             return aws_error(start_response, 400, "ValidationException", exc.response["Error"]["Message"])
+        problem = _invalid_traffic_routing(request.get("DeploymentConfig") or {}, config["ProductionVariants"])
+        if problem:
+            return aws_error(start_response, 400, "ValidationException", problem)
         endpoint.touch("Updating")
         self._mirror(endpoint)
         self._background(self._blue_green, endpoint, config_name, request.get("DeploymentConfig") or {})
@@ -264,6 +217,13 @@ class LocalEndpoints:
             new = self._start_variant(endpoint.name, config_name)
         except VariantStartError as exc:
             return self._roll_back(endpoint, None, f"the new variant could not start: {exc}")
+        forced = self._forced_outcome(endpoint)
+        if forced is not None:  # the old variant keeps answering, as in AWS's mixed UpdateRollbackFailed state
+            with endpoint.lock:
+                endpoint.config_name = config_name
+            endpoint.touch(*forced)
+            self._mirror(endpoint)
+            return self._retire(new, 0.0)
         policy = deployment_config.get("BlueGreenUpdatePolicy") or {}
         routing = policy.get("TrafficRoutingConfiguration") or {"Type": "ALL_AT_ONCE"}
         fraction = _first_step_fraction(routing)
@@ -289,7 +249,7 @@ class LocalEndpoints:
         replayed = False
         while True:
             if not variant.alive():
-                return f"the new model server exited ({_tail(variant.log_path)})"
+                return f"the new model server exited ({tail(variant.log_path)})"
             if not replayed:
                 # The recent requests the old variant answered must be answered by the new one too.
                 for content_type, accept, body in list(endpoint.recent_requests):
@@ -343,17 +303,34 @@ class LocalEndpoints:
 
     def _delete_endpoint(self, environ, start_response):
         name = request_json(environ).get("EndpointName", "")
-        response = self.gateway.call_moto(environ)
-        endpoint = self.endpoints.pop(name, None)
-        if endpoint is not None:
-            with endpoint.lock:
-                variants = [v for v in (endpoint.live, endpoint.canary) if v is not None]
-                endpoint.live = endpoint.canary = None
-            for variant in variants:
-                self._retire(variant, 0.0)
-        if response.status_code >= 400:
-            return json_response(start_response, response.status_code, response.json(), headers=_error_type(response))
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:  # moto's own answer: not found, or an endpoint this runtime never served
+            response = self.gateway.call_moto(environ)
+            if response.status_code >= 400:
+                return json_response(start_response, response.status_code, response.json(), headers=_error_type(response))
+            return json_response(start_response, 200, {})
+        if endpoint.status == "Deleting":
+            return aws_error(start_response, 400, "ValidationException", f'Cannot delete endpoint "{endpoint.arn}": it is being deleted.')
+        with endpoint.lock:
+            variants = [v for v in (endpoint.live, endpoint.canary) if v is not None]
+            endpoint.live = endpoint.canary = None
+        endpoint.touch("Deleting")
+        self._mirror(endpoint)
+        for variant in variants:
+            self._retire(variant, 0.0)
+        self._background(self._forget, endpoint)
         return json_response(start_response, 200, {})
+
+    def _forget(self, endpoint: LocalEndpoint) -> None:
+        """The end of Deleting: the name is free again."""
+        from moto.sagemaker.models import sagemaker_backends
+
+        time.sleep(self.deleting_seconds)
+        _, _, _, region, account, _ = endpoint.arn.split(":", 5)
+        with self._lock:
+            if self.endpoints.get(endpoint.name) is endpoint:
+                del self.endpoints[endpoint.name]
+                sagemaker_backends[account][region].endpoints.pop(endpoint.name, None)
 
     def _mirror(self, endpoint: LocalEndpoint) -> None:
         """Keeps moto's own record (list_endpoints, search) in step with the live endpoint."""
@@ -370,53 +347,14 @@ class LocalEndpoints:
     # -- model servers ------------------------------------------------------------------------
     def _start_variant(self, endpoint_name: str, config_name: str) -> Variant:
         sagemaker, s3 = self._clients()
-        try:
-            config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
-            production_variant = config["ProductionVariants"][0]
-            model = sagemaker.describe_model(ModelName=production_variant["ModelName"])
-            container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
-            model_data_url = container.get("ModelDataUrl")
-            if not model_data_url and container.get("ModelPackageName"):
-                package = sagemaker.describe_model_package(ModelPackageName=container["ModelPackageName"])
-                model_data_url = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
-            if not model_data_url:
-                raise VariantStartError(f"model {production_variant['ModelName']} has no ModelDataUrl")
-            bucket, _, key = model_data_url.removeprefix("s3://").partition("/")
-            stamp = f"{config_name}-{int(time.time() * 1000)}"
-            target = self.work_dir / "endpoints" / endpoint_name / stamp
-            target.mkdir(parents=True, exist_ok=True)
-            archive = target / "model.tar.gz"
-            s3.download_file(bucket, key, str(archive))
-            model_dir = extract_model_tar(archive, target / "model")
-        except VariantStartError:
-            raise
-        except Exception as exc:  # missing config/model/object, unreadable archive: the reason is the message
-            raise VariantStartError(f"cannot fetch the model for config {config_name}: {exc}") from exc
-        log_path = target / "server.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-               "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                [self.python, "-m", "jobs.serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", "0"],
-                stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
-            )
-        variant = Variant(config_name=config_name, variant_name=production_variant.get("VariantName", "AllTraffic"),
-                          model_dir=model_dir, process=process, port=0, log_path=log_path)
+        model_dir, variant_name, log_path = fetch_model(sagemaker, s3, config_name,
+                                                        self.work_dir / "endpoints" / endpoint_name)
+        return start_model_server(model_dir, config_name, variant_name, log_path, self.python, self.startup_timeout,
+                                  started=self._track, stopping=lambda: self._closed)
+
+    def _track(self, variant: Variant) -> None:
         with self._lock:
             self._all_variants.append(variant)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline and not self._closed:
-            if process.poll() is not None:
-                raise VariantStartError(f"model server exited with code {process.returncode}: {_tail(log_path)}")
-            if not variant.port:
-                match = re.search(rb"^READY (\d+)$", log_path.read_bytes(), re.MULTILINE)
-                if match:
-                    variant.port = int(match.group(1))
-            if variant.port and variant.ping():
-                return variant
-            time.sleep(0.05)
-        variant.stop()
-        raise VariantStartError(f"model server not healthy within {self.startup_timeout:.0f}s: {_tail(log_path)}")
 
     # -- data plane -----------------------------------------------------------------------------
     def _invoke(self, environ, start_response):
@@ -457,6 +395,23 @@ class LocalEndpoints:
         return [data]
 
 
+def _invalid_traffic_routing(deployment_config: dict, variants: list[dict]) -> str | None:
+    """SageMaker's rule for a canary / linear step: at most half of the variant's instances
+    (TrafficRoutingConfig.CanarySize in the service model); a step is whole instances."""
+    routing = (deployment_config.get("BlueGreenUpdatePolicy") or {}).get("TrafficRoutingConfiguration") or {}
+    step = routing.get("CanarySize") if routing.get("Type") == "CANARY" else (
+        routing.get("LinearStepSize") if routing.get("Type") == "LINEAR" else None)
+    if not step:
+        return None
+    instances = sum(int(v.get("InitialInstanceCount", 1)) for v in variants)
+    value = int(step.get("Value", 0))
+    step_instances = value if step.get("Type") == "INSTANCE_COUNT" else math.ceil(instances * value / 100)
+    if 1 <= step_instances <= instances / 2:
+        return None
+    return (f"{routing['Type']} step {step.get('Type')} {value} is {step_instances} instance(s) of {instances}: "
+            f"the step must be at least one instance and at most 50% of the variant's instance count.")
+
+
 def _first_step_fraction(routing: dict) -> float:
     """Share of traffic the first blue/green step sends to the new fleet (1.0 = all at once)."""
     kind = routing.get("Type", "ALL_AT_ONCE")
@@ -466,15 +421,6 @@ def _first_step_fraction(routing: dict) -> float:
     if step.get("Type") == "CAPACITY_PERCENT":
         return max(0.0, min(1.0, float(step["Value"]) / 100.0))
     return 0.5  # INSTANCE_COUNT: locally one process per fleet, a share in between
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "no log"
-    errors = [line for line in text if "ERROR" in line or "Error" in line]
-    return " | ".join((errors or text)[-lines:]) or "no output"
 
 
 def _error_type(response) -> list[tuple[str, str]]:

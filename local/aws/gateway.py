@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from local.aws.fault_injection import FaultInjector
+from local.aws.stepfunctions_errors import install as install_step_functions_errors
 from local.aws.wsgi_server import WSGIServer
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class LocalGateway:
     port: int = 0
     _path_routes: list[_PathRoute] = field(default_factory=list)
     _target_routes: dict[str, WSGIApp] = field(default_factory=dict)
+    faults: FaultInjector = field(default_factory=FaultInjector)
 
     def __post_init__(self) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -72,6 +75,7 @@ class LocalGateway:
         # sent back to this gateway, which runs the handler code without Docker.
         moto.core.config.default_user_config["stepfunctions"] = {"execute_state_machine": True}
         moto.core.config.default_user_config.setdefault("lambda", {})["use_docker"] = False
+        install_step_functions_errors()  # the runner names task errors as AWS does
         self._server = WSGIServer(self, self.host, self.port, name="local-gateway")
         self.port = self._server.port
         # moto's Step Functions runner sends its SDK/Lambda task calls to localhost:$MOTO_PORT;
@@ -97,6 +101,9 @@ class LocalGateway:
 
     # -- WSGI ---------------------------------------------------------------------------------
     def __call__(self, environ: dict, start_response):
+        injected = self.faults.respond(environ, start_response)
+        if injected is not None:
+            return injected
         route = self._route_for(environ)
         if route is None:
             return self._moto_app(environ, start_response)

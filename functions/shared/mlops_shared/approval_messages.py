@@ -122,7 +122,7 @@ def email_text(review: PackageReview, approver: str, approve_url: str, reject_ur
         f"Approve: {approve_url}",
         f"Reject:  {reject_url}",
         "",
-        f"Each link opens a confirmation page first; nothing changes until you confirm there.",
+        "Each link opens a confirmation page first; nothing changes until you confirm there.",
         f"The links are for {approver} only, work once, and expire {expires_text}.",
     ]
     return "\n".join(lines) + "\n"

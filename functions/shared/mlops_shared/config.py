@@ -39,14 +39,16 @@ class ConfigurationError(RuntimeError):
     """A required environment variable is missing or malformed."""
 
 
-def _required(environ: Mapping[str, str], name: str) -> str:
+def required_env(environ: Mapping[str, str], name: str) -> str:
+    """The variable's value; ConfigurationError naming it when unset or blank."""
     value = environ.get(name, "").strip()
     if not value:
         raise ConfigurationError(f"environment variable {name} is required but not set")
     return value
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+def int_env(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """The variable as an integer >= `minimum` (`default` when unset); ConfigurationError naming it."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default
@@ -54,8 +56,8 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError as exc:
         raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from exc
-    if value <= 0:
-        raise ConfigurationError(f"environment variable {name} must be positive, got {value}")
+    if value < minimum:
+        raise ConfigurationError(f"environment variable {name} must be >= {minimum}, got {value}")
     return value
 
 
@@ -89,15 +91,15 @@ class StartPipelineSettings:
             if env.get(variable, "").strip()
         }
         return cls(
-            pipeline_name=_required(env, "PIPELINE_NAME"),
-            data_bucket=_required(env, "DATA_BUCKET"),
-            artifacts_bucket=_required(env, "ARTIFACTS_BUCKET"),
-            notification_topic_arn=_required(env, "NOTIFICATION_TOPIC_ARN"),
+            pipeline_name=required_env(env, "PIPELINE_NAME"),
+            data_bucket=required_env(env, "DATA_BUCKET"),
+            artifacts_bucket=required_env(env, "ARTIFACTS_BUCKET"),
+            notification_topic_arn=required_env(env, "NOTIFICATION_TOPIC_ARN"),
             default_target_column=env.get("DEFAULT_TARGET_COLUMN", "").strip() or "PRICE",
-            feature_group_base_name=_required(env, "FEATURE_GROUP_BASE_NAME"),
+            feature_group_base_name=required_env(env, "FEATURE_GROUP_BASE_NAME"),
             stack_parameters=stack_parameters,
-            min_data_rows=_positive_int(env, "MIN_DATA_ROWS", DEFAULT_MIN_DATA_ROWS),
-            sample_bytes=_positive_int(env, "VALIDATION_SAMPLE_BYTES", DEFAULT_SAMPLE_BYTES),
+            min_data_rows=int_env(env, "MIN_DATA_ROWS", DEFAULT_MIN_DATA_ROWS, 1),
+            sample_bytes=int_env(env, "VALIDATION_SAMPLE_BYTES", DEFAULT_SAMPLE_BYTES, 1),
         )
 
 
@@ -112,6 +114,6 @@ class PipelineStatusSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineStatusSettings:
         env = os.environ if environ is None else environ
         return cls(
-            pipeline_name=_required(env, "PIPELINE_NAME"),
-            notification_topic_arn=_required(env, "NOTIFICATION_TOPIC_ARN"),
+            pipeline_name=required_env(env, "PIPELINE_NAME"),
+            notification_topic_arn=required_env(env, "NOTIFICATION_TOPIC_ARN"),
         )

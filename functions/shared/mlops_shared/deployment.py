@@ -1,34 +1,58 @@
 """Deployment planning: what the deploy state machine does for one model package state change.
 
 `plan_deployment` turns an Approved/Rejected "SageMaker Model Package State Change" event into a
-plan the state machine follows: `create` a new endpoint, `update` the existing one (blue/green,
-canary, auto-rollback alarms), or `skip` with the reason. It names the resources of the deployment
-(unique per execution, so a redeploy of an older package never collides with its first
-deployment) and reads what is serving from the endpoint itself (endpoint → config → model →
+plan the state machine follows: `create` a new endpoint, `update` the existing one (blue/green with
+a canary or, on a single instance, all at once; rolled back by the alarms), `wait` while the
+endpoint is busy with another change, or `skip` with the reason. It names the resources of the
+deployment (unique per execution, so a redeploy of an older package never collides with its first
+deployment) and reads what is serving from the endpoint itself (endpoint -> config -> model ->
 model package), which is the truth even when someone changed the endpoint by hand.
+
+One deployment changes the endpoint at a time: the state machine holds a lock item in the
+DeploymentsTable while it plans and deploys. `decide_lock_wait` tells an execution that found the
+lock taken whether to wait, or to take over a lock whose holder stopped renewing it. How long an
+execution may wait at all (`DeploymentSettings.busy_budget_seconds`) is derived from the same
+settings that bound the deployments it waits for.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
+from mlops_shared.aws import is_not_found
 from mlops_shared.champion import champion_arn
-from mlops_shared.config import ConfigurationError
+from mlops_shared.config import int_env, required_env
 
 VARIANT_NAME = "AllTraffic"
+LOCK_ID = "endpoint-lock"  # the DeploymentsTable item the state machine locks the endpoint with
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9-]+")
-# Endpoint states in which an update or create would be refused: wait (the state machine retries).
+# Endpoint states in which an update or create would be refused: wait, then plan again.
 BUSY_STATUSES = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
+# States a deployment must not touch: the endpoint needs a person (or SageMaker) first.
+UNAVAILABLE_STATUSES = {"OutOfService", "UpdateRollbackFailed"}
+# A new fleet (instances, container, health check) comes up within minutes; blue/green waits add to it.
+PROVISIONING_ALLOWANCE_SECONDS = 600
+# After the endpoint settles: the smoke test (its function's timeout is 120 s), notifications,
+# Step Functions' bounded retries and the clean-up of a failed deployment.
+LEASE_MARGIN_SECONDS = 900
+# SageMaker's bounds of BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds.
+MIN_UPDATE_TIMEOUT_SECONDS, MAX_UPDATE_TIMEOUT_SECONDS = 600, 28800
 
 
-class DeploymentInProgress(Exception):
-    """The endpoint is busy with another change; the state machine retries later."""
+class EndpointBusy(Exception):
+    """The endpoint stayed busy (locked by another deployment, or changing) longer than the budget."""
+
+
+class EndpointUnavailable(Exception):
+    """The endpoint is in a state a deployment must not act on (OutOfService, UpdateRollbackFailed)."""
 
 
 class InvalidDeploymentEvent(ValueError):
@@ -52,20 +76,10 @@ class DeploymentSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "DeploymentSettings":
         def required(name: str) -> str:
-            value = environ.get(name, "").strip()
-            if not value:
-                raise ConfigurationError(f"environment variable {name} is required but not set")
-            return value
+            return required_env(environ, name)
 
         def integer(name: str, default: int, minimum: int = 0) -> int:
-            raw = environ.get(name, "").strip()
-            try:
-                value = int(raw) if raw else default
-            except ValueError:
-                raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from None
-            if value < minimum:
-                raise ConfigurationError(f"environment variable {name} must be >= {minimum}, got {value}")
-            return value
+            return int_env(environ, name, default, minimum)
 
         alarms = tuple(a.strip() for a in environ.get("ROLLBACK_ALARM_NAMES", "").split(",") if a.strip())
         return cls(
@@ -82,18 +96,51 @@ class DeploymentSettings:
             timeout_seconds=integer("DEPLOYMENT_TIMEOUT_SECONDS", 3600, 1),
         )
 
+    # -- time budgets, all derived from the settings ------------------------------------------------
+    @property
+    def update_timeout_seconds(self) -> int:
+        """How long a blue/green update may run: SageMaker's MaximumExecutionTimeoutInSeconds, and how
+        long the state machine polls an update. The deployment timeout, but never less than the update's
+        own waits plus provisioning (SageMaker requires the timeout to exceed the waits)."""
+        needed = self.canary_wait_seconds + self.termination_wait_seconds + PROVISIONING_ALLOWANCE_SECONDS
+        return max(MIN_UPDATE_TIMEOUT_SECONDS, min(max(self.timeout_seconds, needed), MAX_UPDATE_TIMEOUT_SECONDS))
+
+    @property
+    def lock_lease_seconds(self) -> int:
+        """How long a deployment may hold the endpoint lock without renewing it: its longest stretch
+        without passing the lock (an update polled to its timeout, then smoke test, notify, clean-up)."""
+        return self.update_timeout_seconds + LEASE_MARGIN_SECONDS
+
+    @property
+    def busy_budget_seconds(self) -> int:
+        """How long a deployment waits for the endpoint before it gives up: the lease of the deployment
+        holding it, then one more endpoint change it may leave running (a rollback)."""
+        return self.lock_lease_seconds + self.update_timeout_seconds
+
+    def max_polls(self, action: str) -> int:
+        limit = self.update_timeout_seconds if action == "update" else self.timeout_seconds
+        return max(1, math.ceil(limit / self.poll_seconds))
+
+    # -- blue/green ----------------------------------------------------------------------------
+    def traffic_routing(self) -> dict:
+        """How an update moves traffic. SageMaker's rule (TrafficRoutingConfig.CanarySize): the canary is
+        at most 50 % of the variant's instance count. A canary needs a whole instance, so with one
+        instance there is none: traffic moves all at once, and the same bake time (WaitIntervalInSeconds)
+        with the same rollback alarms guards the new fleet before the old one is terminated."""
+        largest_canary = self.instance_count // 2
+        if largest_canary < 1:
+            return {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": self.canary_wait_seconds}
+        canary = min(largest_canary, max(1, math.ceil(self.instance_count * self.canary_size_percent / 100)))
+        return {"Type": "CANARY", "CanarySize": {"Type": "INSTANCE_COUNT", "Value": canary},
+                "WaitIntervalInSeconds": self.canary_wait_seconds}
+
     def deployment_config(self) -> dict:
-        """UpdateEndpoint's DeploymentConfig: canary blue/green, rolled back by the alarms."""
+        """UpdateEndpoint's DeploymentConfig: blue/green, rolled back by the alarms."""
         config: dict[str, Any] = {
             "BlueGreenUpdatePolicy": {
-                "TrafficRoutingConfiguration": {
-                    "Type": "CANARY",
-                    "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": min(self.canary_size_percent, 50)},
-                    "WaitIntervalInSeconds": self.canary_wait_seconds,
-                },
+                "TrafficRoutingConfiguration": self.traffic_routing(),
                 "TerminationWaitInSeconds": self.termination_wait_seconds,
-                # SageMaker accepts 600..28800 s; the state machine's own timeout is the same setting.
-                "MaximumExecutionTimeoutInSeconds": max(600, min(self.timeout_seconds, 28800)),
+                "MaximumExecutionTimeoutInSeconds": self.update_timeout_seconds,
             },
         }
         if self.rollback_alarm_names:
@@ -128,6 +175,14 @@ def parse_event(event: Mapping[str, Any]) -> tuple[str, str, str]:
     return arn, status, group or ""
 
 
+def parse_time(value: str | None) -> datetime | None:
+    """A Step Functions timestamp (`$$.Execution.StartTime`, ISO 8601 in UTC) as an aware datetime."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 @dataclass(frozen=True)
 class ServingState:
     status: str
@@ -142,7 +197,7 @@ def serving_state(endpoint_name: str, sagemaker: Any = None) -> ServingState | N
     try:
         endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as exc:
-        if _not_found(exc):
+        if is_not_found(exc):
             return None
         raise
     config_name = endpoint["EndpointConfigName"]
@@ -154,7 +209,7 @@ def serving_state(endpoint_name: str, sagemaker: Any = None) -> ServingState | N
         containers = [model.get("PrimaryContainer") or {}] + list(model.get("Containers") or [])
         package_arn = next((c["ModelPackageName"] for c in containers if c.get("ModelPackageName")), None)
     except ClientError as exc:
-        if not _not_found(exc):
+        if not is_not_found(exc):
             raise
     return ServingState(endpoint["EndpointStatus"], config_name, model_name, package_arn)
 
@@ -164,31 +219,89 @@ def previous_approved_package(group: str, exclude_arn: str, sagemaker: Any = Non
     return champion_arn(group, exclude={exclude_arn}, sagemaker=sagemaker)
 
 
+def _waited(settings: DeploymentSettings, started_at: datetime | None, now: datetime, why: str) -> float:
+    """Seconds this execution has run; raises EndpointBusy once that exceeds the busy budget."""
+    waited = (now - started_at).total_seconds() if started_at else 0.0
+    if waited > settings.busy_budget_seconds:
+        raise EndpointBusy(f"{why}; this deployment has waited {waited:.0f} s, longer than the "
+                           f"{settings.busy_budget_seconds} s it may (the lease of the deployment holding the "
+                           f"endpoint plus one update, derived from DEPLOYMENT_TIMEOUT_SECONDS, CANARY_WAIT_SECONDS "
+                           f"and TERMINATION_WAIT_SECONDS)")
+    return waited
+
+
+def decide_lock_wait(lock_item: Mapping[str, Any] | None, execution_id: str, settings: DeploymentSettings,
+                     started_at: datetime | None, now: datetime | None = None) -> dict:
+    """What to do about the endpoint lock another execution holds (`lock_item` as GetItem returns it):
+
+    `acquire` (it is free, or ours), `take_over` (its holder has not renewed it for longer than the
+    lease: that execution ended without releasing it), or `wait` `retry_after_seconds`. Raises
+    EndpointBusy when this execution has waited longer than the busy budget."""
+    now = now or datetime.now(timezone.utc)
+    item = (lock_item or {}).get("Item") or {}
+    owner = (item.get("LockOwner") or {}).get("S")
+    locked_at = (item.get("LockedAt") or {}).get("S")
+    if not owner or owner == execution_id:
+        return {"action": "acquire", "reason": "the endpoint lock is free"}
+    held_for = (now - parse_time(locked_at)).total_seconds() if locked_at else math.inf
+    if held_for > settings.lock_lease_seconds:
+        return {"action": "take_over", "stale_owner": owner, "stale_locked_at": locked_at or "",
+                "reason": f"execution {owner} has not renewed the endpoint lock for {held_for:.0f} s "
+                          f"(lease {settings.lock_lease_seconds} s)"}
+    waited = _waited(settings, started_at, now, f"endpoint {settings.endpoint_name} is locked by deployment {owner}")
+    return {"action": "wait", "retry_after_seconds": settings.poll_seconds, "waited_seconds": round(waited),
+            "reason": f"endpoint {settings.endpoint_name} is locked by deployment {owner} since {locked_at}"}
+
+
+def _retained_deployment(state: Mapping[str, Any]) -> dict | None:
+    """When planning again after resources were created (a refused CreateEndpoint/UpdateEndpoint), the
+    deployment keeps its target and the names of what it created."""
+    created = state.get("created") or {}
+    previous = state.get("plan") or {}
+    if not created.get("model") or not previous.get("model_name"):
+        return None
+    keys = ("model_package_arn", "model_name", "endpoint_config_name", "reason")
+    return {key: previous[key] for key in keys if key in previous}
+
+
 def plan_deployment(event: Mapping[str, Any], execution_name: str, settings: DeploymentSettings,
-                    sagemaker: Any = None) -> dict:
-    """The plan for one event (see the module docstring); raises DeploymentInProgress when busy."""
+                    sagemaker: Any = None, *, started_at: datetime | None = None, now: datetime | None = None) -> dict:
+    """The plan for one event (see the module docstring). `event` is the state machine's state: the
+    EventBridge event, and on a second planning the previous `plan` and what was `created`."""
     sagemaker = sagemaker or boto3.client("sagemaker")
+    now = now or datetime.now(timezone.utc)
     arn, status, group = parse_event(event)
+    retained = _retained_deployment(event)
     plan: dict[str, Any] = {
         "trigger": status,
         "trigger_model_package_arn": arn,
         "endpoint_name": settings.endpoint_name,
         "deployment_id": deployment_id(status, arn),
         "poll_seconds": settings.poll_seconds,
-        "max_polls": max(1, settings.timeout_seconds // settings.poll_seconds),
+        **(retained or {}),
     }
 
     def skip(reason: str, notify: bool = True) -> dict:
-        return {**plan, "action": "skip", "reason": reason, "notify": notify}
+        return {**plan, "action": "skip", "reason": reason, "notify": notify, "max_polls": 1}
+
+    def wait(reason: str) -> dict:
+        waited = _waited(settings, started_at, now, reason)
+        return {**plan, "action": "wait", "reason": reason, "notify": False, "retry_after_seconds": settings.poll_seconds,
+                "waited_seconds": round(waited), "max_polls": 1}
 
     if group and group != settings.model_package_group_name:
         return skip(f"package group {group} is not {settings.model_package_group_name}", notify=False)
 
     current = serving_state(settings.endpoint_name, sagemaker)
     if current is not None and current.status in BUSY_STATUSES:
-        raise DeploymentInProgress(f"endpoint {settings.endpoint_name} is {current.status}; retrying later")
+        return wait(f"endpoint {settings.endpoint_name} is {current.status}")
+    if current is not None and current.status in UNAVAILABLE_STATUSES:
+        raise EndpointUnavailable(f"endpoint {settings.endpoint_name} is {current.status}: it needs attention "
+                                  f"(see its FailureReason) before a deployment can change it")
 
-    if status == "Approved":
+    if retained is not None:
+        target = retained["model_package_arn"]
+    elif status == "Approved":
         package = sagemaker.describe_model_package(ModelPackageName=arn)
         if package.get("ModelApprovalStatus") != "Approved":
             return skip(f"package {arn} is {package.get('ModelApprovalStatus')} now, no longer Approved")
@@ -207,20 +320,23 @@ def plan_deployment(event: Mapping[str, Any], execution_name: str, settings: Dep
                         f"Approved: the endpoint is left as it is; approve a package to replace it")
 
     if current is not None and current.status == "Failed":
-        # A failed endpoint cannot be updated; it serves nothing, so it is replaced.
+        # A failed endpoint cannot be updated and serves nothing: it is replaced. Its name stays taken
+        # while it is Deleting (CreateEndpoint refuses it), so plan again once it is gone.
         sagemaker.delete_endpoint(EndpointName=settings.endpoint_name)
-        current = None
+        return wait(f"deleted the Failed endpoint {settings.endpoint_name}; waiting until its name is free")
 
     name = resource_name(settings.endpoint_name, target, execution_name)
+    action = "create" if current is None else "update"
     return {
-        **plan,
-        "action": "create" if current is None else "update",
-        "reason": ("redeploy the previous Approved package after a rejection" if status == "Rejected"
-                   else "deploy the Approved package"),
-        "notify": True,
-        "model_package_arn": target,
         "model_name": name,
         "endpoint_config_name": name,
+        "reason": ("redeploy the previous Approved package after a rejection" if status == "Rejected"
+                   else "deploy the Approved package"),
+        **plan,
+        "action": action,
+        "notify": True,
+        "model_package_arn": target,
+        "max_polls": settings.max_polls(action),
         "execution_role_arn": settings.execution_role_arn,
         "instance_type": settings.instance_type,
         "instance_count": settings.instance_count,
@@ -229,12 +345,6 @@ def plan_deployment(event: Mapping[str, Any], execution_name: str, settings: Dep
         "previous_model_package_arn": current.model_package_arn if current else None,
         "tags": [{"Key": "ModelPackageArn", "Value": target[:256]}, {"Key": "DeploymentId", "Value": name}],
     }
-
-
-def _not_found(exc: ClientError) -> bool:
-    error = exc.response.get("Error", {})
-    return error.get("Code") in ("ValidationException", "ResourceNotFound", "ResourceNotFoundException") and (
-        "Could not find" in error.get("Message", "") or "not found" in error.get("Message", "").lower())
 
 
 _OUTCOMES = {
@@ -282,8 +392,11 @@ def deployment_notification(event: Mapping[str, Any], failure_reason: str | None
         lines.append(f"Endpoint failure reason: {failure_reason}")
     if outcome == "rolled_back":
         lines.append(f"The endpoint keeps serving its previous configuration {plan.get('previous_endpoint_config_name')}.")
-    if outcome == "failed" and plan.get("action") == "create":
-        lines.append("The endpoint, endpoint config and model created for this deployment are deleted.")
+    if outcome == "failed":
+        created = _created_resources(plan, event.get("created") or {})
+        if created:
+            lines.append(f"Created by this deployment, and deleted now unless the endpoint still uses them: "
+                         f"{', '.join(created)}.")
     smoke = event.get("smoke") or {}
     if smoke:
         lines.append(f"Smoke test: {smoke.get('rows')} sample rows answered as evaluated (largest relative "
@@ -293,6 +406,14 @@ def deployment_notification(event: Mapping[str, Any], failure_reason: str | None
     return Notification(event_type=event_type,
                         subject=subject.format(package="/".join(short_package), endpoint=endpoint),
                         body="\n".join(lines))
+
+
+def _created_resources(plan: Mapping[str, Any], created: Mapping[str, Any]) -> list[str]:
+    """What the state machine recorded as created by this execution (`$.created`), by name."""
+    names = {"endpoint": ("endpoint", plan.get("endpoint_name")),
+             "endpoint_config": ("endpoint config", plan.get("endpoint_config_name")),
+             "model": ("model", plan.get("model_name"))}
+    return [f"{kind} {name}" for key, (kind, name) in names.items() if key in created and name]
 
 
 def cause_text(cause: str) -> str:

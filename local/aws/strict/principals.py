@@ -134,11 +134,11 @@ def resource_policy(service: str, resource_arn: str) -> dict | None:
         return _document(topic._policy_json, "topic policy") if topic else None
     if service == "lambda":
         from moto.awslambda.exceptions import UnknownFunctionException
-        from moto.awslambda.models import lambda_backends
+        from moto.awslambda.utils import get_backend  # the simple (no-Docker) backend when so configured
 
         name = resource.split(":")[1] if resource.startswith("function:") else resource
         try:
-            function = lambda_backends[account][region].get_function(name)
+            function = get_backend(account, region).get_function(name)
         except UnknownFunctionException:
             return None
         statements = function.policy.statements

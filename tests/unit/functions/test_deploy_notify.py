@@ -1,13 +1,12 @@
 """Deployment outcome messages, published to SNS by the notify handler."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import boto3
 
 from mlops_shared.deployment import deployment_notification
+from tests.lambda_handlers import LambdaContext, load_handler
 
 PLAN = {"endpoint_name": "houses", "action": "update", "trigger": "Approved",
         "trigger_model_package_arn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/houses/3",
@@ -31,10 +30,15 @@ def test_messages_say_what_happened():
     assert "keeps serving its previous configuration houses-v2-abc" in rolled.body
     assert "the new variant could not start" in rolled.body
     lambda_error = json.dumps({"errorType": "SmokeTestFailed", "errorMessage": "rmse 9e9 exceeds"})
-    failed = deployment_notification({"outcome": "failed", "plan": {**PLAN, "action": "create"},
+    plan = {**PLAN, "action": "create", "model_name": "houses-v3-m", "endpoint_config_name": "houses-v3-m"}
+    failed = deployment_notification({"outcome": "failed", "plan": plan, "created": {"model": {}, "endpoint_config": {}},
                                       "error": {"Error": "SmokeTestFailed", "Cause": lambda_error}})
     assert "SmokeTestFailed: rmse 9e9 exceeds" in failed.body
-    assert "are deleted" in failed.body
+    assert ("Created by this deployment, and deleted now unless the endpoint still uses them: "
+            "endpoint config houses-v3-m, model houses-v3-m.") in failed.body
+    nothing_created = deployment_notification({"outcome": "failed", "plan": plan, "created": {},
+                                               "error": {"Error": "EndpointBusy", "Cause": "locked"}})
+    assert "Created by this deployment" not in nothing_created.body
 
 
 def test_handler_publishes_to_the_topic(aws, monkeypatch):
@@ -44,17 +48,11 @@ def test_handler_publishes_to_the_topic(aws, monkeypatch):
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
     monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", topic)
-    path = Path(__file__).resolve().parents[3] / "functions" / "deploy_notify" / "app.py"
-    spec = importlib.util.spec_from_file_location("deploy_notify_app", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    class Context:
-        function_name, memory_limit_in_mb, aws_request_id = "deploy-notify", 256, "r1"
-        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:deploy-notify"
+    module = load_handler("deploy_notify")
 
     # the endpoint does not exist: the reason lookup must not break the notification
-    result = module.lambda_handler({"outcome": "failed", "plan": PLAN, "error": {"Error": "X", "Cause": "y"}}, Context())
+    result = module.lambda_handler({"outcome": "failed", "plan": PLAN, "error": {"Error": "X", "Cause": "y"}},
+                                   LambdaContext(function_name="deploy-notify"))
     assert result["event_type"] == "deployment_failed" and result["message_id"]
     body = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"][0]["Body"]
     assert "Outcome: failed" in body and "Error: X: y" in body

@@ -1,15 +1,17 @@
-"""Deployment planning against a moto server: create / update / redeploy-previous / skip."""
+"""Deployment planning against a moto server: create / update / redeploy-previous / wait / skip, the
+endpoint lock decisions, and the time budgets derived from the settings."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
 
 from mlops_shared.config import ConfigurationError
-from mlops_shared.deployment import (DeploymentSettings, InvalidDeploymentEvent, plan_deployment, resource_name,
-                                     serving_state)
+from mlops_shared.deployment import (DeploymentSettings, EndpointBusy, EndpointUnavailable, InvalidDeploymentEvent,
+                                     decide_lock_wait, plan_deployment, resource_name, serving_state)
+from tests.lambda_handlers import LambdaContext, load_handler
 
 GROUP = "houses"
 ENDPOINT = "houses-endpoint"
@@ -68,7 +70,8 @@ def test_first_approval_creates_with_unique_safe_names(sm):
     assert len(plan["model_name"]) <= 63 and plan["model_name"].startswith(ENDPOINT)
     assert plan["model_name"] != plan_deployment(event(arn, "Approved"), "exec-2", SETTINGS, sm)["model_name"]
     policy = plan["deployment_config"]["BlueGreenUpdatePolicy"]
-    assert policy["TrafficRoutingConfiguration"]["CanarySize"] == {"Type": "CAPACITY_PERCENT", "Value": 20}
+    assert policy["TrafficRoutingConfiguration"] == {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 60}
+    assert policy["MaximumExecutionTimeoutInSeconds"] == 900
     assert plan["deployment_config"]["AutoRollbackConfiguration"]["Alarms"] == [{"AlarmName": "a-5xx"}, {"AlarmName": "a-latency"}]
 
 
@@ -131,15 +134,108 @@ def test_resource_names_stay_within_sagemaker_rules():
 def test_handler_returns_the_plan(sm, monkeypatch):
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
-    path = Path(__file__).resolve().parents[3] / "functions" / "deploy_prepare" / "app.py"
-    spec = importlib.util.spec_from_file_location("deploy_prepare_app", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    class Context:
-        function_name, memory_limit_in_mb, aws_request_id = "deploy-prepare", 256, "r1"
-        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:deploy-prepare"
+    module = load_handler("deploy_prepare")
 
     arn = package(sm)
-    plan = module.lambda_handler({"event": event(arn, "Approved"), "execution_name": "e1"}, Context())
+    plan = module.lambda_handler({"event": event(arn, "Approved"), "execution_name": "e1"},
+                                 LambdaContext(function_name="deploy-prepare"))
     assert plan["action"] == "create"
+
+
+def set_status(sm, status: str) -> None:
+    """Puts the endpoint into `status` (moto runs in this process and never changes it by itself)."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    sagemaker_backends["123456789012"]["us-east-1"].endpoints[ENDPOINT].endpoint_status = status
+
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def test_traffic_routing_keeps_sagemakers_canary_rule():
+    """CanarySize must be at most 50 % of the variant's instances (service model); a canary is whole instances."""
+    def routing(count: int, percent: int = 10) -> dict:
+        return replace(SETTINGS, instance_count=count, canary_size_percent=percent).traffic_routing()
+
+    assert routing(1) == {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 60}  # no canary fits in one instance
+    assert routing(2) == {"Type": "CANARY", "CanarySize": {"Type": "INSTANCE_COUNT", "Value": 1}, "WaitIntervalInSeconds": 60}
+    assert routing(10)["CanarySize"]["Value"] == 1
+    assert routing(10, percent=50)["CanarySize"]["Value"] == 5
+    assert routing(3, percent=50)["CanarySize"]["Value"] == 1  # 2 of 3 would be more than half
+
+
+def test_time_budgets_follow_the_settings():
+    defaults = DeploymentSettings(endpoint_name="e", model_package_group_name="g", execution_role_arn=ROLE)
+    # The defaults: canary 300 s + termination 120 s + provisioning fit in the 3600 s deployment timeout.
+    assert defaults.update_timeout_seconds == 3600
+    assert defaults.deployment_config()["BlueGreenUpdatePolicy"]["MaximumExecutionTimeoutInSeconds"] == 3600
+    # Waiting for the endpoint outlasts a whole canary update of another deployment, and more.
+    assert defaults.busy_budget_seconds >= defaults.lock_lease_seconds >= 300 + 120 + 600
+    assert defaults.busy_budget_seconds == 3600 + 900 + 3600
+    # Long waits stretch the update's timeout instead of making SageMaker refuse the deployment config.
+    slow = replace(defaults, canary_wait_seconds=3600, termination_wait_seconds=3600, timeout_seconds=600)
+    assert slow.update_timeout_seconds == 3600 + 3600 + 600
+    assert slow.max_polls("update") == (3600 + 3600 + 600) // 30 and slow.max_polls("create") == 20
+    assert replace(defaults, timeout_seconds=100_000).update_timeout_seconds == 28800  # SageMaker's maximum
+
+
+def test_busy_endpoint_means_wait_until_the_budget_is_spent(sm):
+    first, second = package(sm), package(sm)
+    serve(sm, first, "m1")
+    set_status(sm, "Updating")
+    plan = plan_deployment(event(second, "Approved"), "exec", SETTINGS, sm, started_at=NOW, now=NOW + timedelta(minutes=5))
+    assert plan["action"] == "wait" and plan["retry_after_seconds"] == 10 and plan["waited_seconds"] == 300
+    assert "Updating" in plan["reason"]
+    late = NOW + timedelta(seconds=SETTINGS.busy_budget_seconds + 1)
+    with pytest.raises(EndpointBusy, match="longer than the"):
+        plan_deployment(event(second, "Approved"), "exec", SETTINGS, sm, started_at=NOW, now=late)
+
+
+def test_failed_endpoint_is_deleted_and_its_name_awaited(sm):
+    first, second = package(sm), package(sm)
+    serve(sm, first, "m1")
+    set_status(sm, "Failed")
+    plan = plan_deployment(event(second, "Approved"), "exec", SETTINGS, sm)
+    assert plan["action"] == "wait" and "waiting until its name is free" in plan["reason"]
+    assert serving_state(ENDPOINT, sm) is None  # deleted (moto forgets at once; AWS keeps it Deleting)
+    assert plan_deployment(event(second, "Approved"), "exec", SETTINGS, sm)["action"] == "create"
+
+
+@pytest.mark.parametrize("status", ["OutOfService", "UpdateRollbackFailed"])
+def test_endpoints_that_need_a_person_are_not_touched(sm, status):
+    first, second = package(sm), package(sm)
+    serve(sm, first, "m1")
+    set_status(sm, status)
+    with pytest.raises(EndpointUnavailable, match=status):
+        plan_deployment(event(second, "Approved"), "exec", SETTINGS, sm)
+
+
+def test_planning_again_keeps_what_was_created(sm):
+    """After CreateEndpoint was refused (the name was taken), the next plan updates with the model and
+    config this execution already created, instead of naming new ones."""
+    first, second = package(sm), package(sm)
+    created_plan = plan_deployment(event(second, "Approved"), "exec", SETTINGS, sm)
+    assert created_plan["action"] == "create"
+    serve(sm, first, "m1")  # meanwhile someone else's endpoint appeared
+    state = {**event(second, "Approved"), "plan": created_plan, "created": {"model": {}, "endpoint_config": {}}}
+    again = plan_deployment(state, "exec", SETTINGS, sm)
+    assert again["action"] == "update"
+    assert (again["model_name"], again["endpoint_config_name"]) == (created_plan["model_name"], created_plan["endpoint_config_name"])
+    assert again["previous_endpoint_config_name"] == "m1"
+
+
+def test_lock_decisions():
+    def lock(owner: str, since: datetime) -> dict:
+        return {"Item": {"DeploymentId": {"S": "endpoint-lock"}, "LockOwner": {"S": owner},
+                         "LockedAt": {"S": since.isoformat().replace("+00:00", "Z")}}}
+
+    assert decide_lock_wait({}, "me", SETTINGS, NOW, NOW)["action"] == "acquire"  # released meanwhile
+    assert decide_lock_wait(lock("me", NOW), "me", SETTINGS, NOW, NOW)["action"] == "acquire"
+    waiting = decide_lock_wait(lock("other", NOW), "me", SETTINGS, NOW, NOW + timedelta(seconds=30))
+    assert waiting["action"] == "wait" and waiting["retry_after_seconds"] == 10 and "other" in waiting["reason"]
+    stale_since = NOW - timedelta(seconds=SETTINGS.lock_lease_seconds + 1)
+    stale = decide_lock_wait(lock("crashed", stale_since), "me", SETTINGS, NOW, NOW)
+    assert stale["action"] == "take_over" and stale["stale_owner"] == "crashed"
+    assert stale["stale_locked_at"] == stale_since.isoformat().replace("+00:00", "Z")
+    with pytest.raises(EndpointBusy, match="locked by deployment other"):
+        decide_lock_wait(lock("other", NOW), "me", SETTINGS, NOW - timedelta(days=1), NOW)

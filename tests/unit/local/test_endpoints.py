@@ -35,11 +35,11 @@ def cloud(monkeypatch, tmp_path):
             endpoints.shutdown()
 
 
-def deploy_config(cloud, package: dict, name: str) -> str:
+def deploy_config(cloud, package: dict, name: str, instances: int = 1) -> str:
     sm = cloud["sagemaker"]
     sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, Containers=[{"ModelPackageName": package["arn"]}])
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": instances, "InstanceType": "ml.m5.large"}])
     return name
 
 
@@ -108,9 +108,26 @@ def test_create_from_broken_artifact_fails_with_reason(cloud):
     described = wait_status(cloud["sagemaker"], "broken")
     assert described["EndpointStatus"] == "Failed"
     assert "model.json" in described["FailureReason"]
+
+    # Deleted, the name stays taken while the endpoint is Deleting, as on AWS; then it is free again.
     cloud["sagemaker"].delete_endpoint(EndpointName="broken")
-    with pytest.raises(ClientError):
-        cloud["sagemaker"].describe_endpoint(EndpointName="broken")
+    assert cloud["sagemaker"].describe_endpoint(EndpointName="broken")["EndpointStatus"] == "Deleting"
+    with pytest.raises(ClientError) as refused:
+        cloud["sagemaker"].create_endpoint(EndpointName="broken", EndpointConfigName="mb")
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert refused.value.response["Error"]["Message"].startswith("Cannot create already existing endpoint")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            cloud["sagemaker"].describe_endpoint(EndpointName="broken")
+        except ClientError as gone:
+            assert "Could not find endpoint" in gone.response["Error"]["Message"]
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the endpoint stayed Deleting")
+    assert cloud["endpoints"].deleting_seconds == 1.0
+    cloud["sagemaker"].create_endpoint(EndpointName="broken", EndpointConfigName="mb")  # the name is free again
 
 
 def test_blue_green_update_drops_nothing_and_broken_update_rolls_back(cloud):
@@ -132,7 +149,13 @@ def test_blue_green_update_drops_nothing_and_broken_update_rolls_back(cloud):
         canary = {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {
             "Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 30}, "WaitIntervalInSeconds": 1},
             "TerminationWaitInSeconds": 0}}
-        sm.update_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, second, "c2"), DeploymentConfig=canary)
+        # SageMaker's rule: a canary is at most half the instances, so one instance allows none.
+        with pytest.raises(ClientError) as refused:
+            sm.update_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, second, "c2-single"),
+                               DeploymentConfig=canary)
+        assert "at most 50% of the variant's instance count" in refused.value.response["Error"]["Message"]
+        sm.update_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, second, "c2", instances=2),
+                           DeploymentConfig=canary)
         assert sm.describe_endpoint(EndpointName="houses")["EndpointStatus"] == "Updating"
         described = wait_status(sm, "houses")
         time.sleep(0.3)
@@ -149,7 +172,8 @@ def test_blue_green_update_drops_nothing_and_broken_update_rolls_back(cloud):
     loop = TrafficLoop(runtime, "houses", record)
     loop.start()
     try:
-        sm.update_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, broken, "c3"), DeploymentConfig=canary)
+        sm.update_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, broken, "c3", instances=2),
+                          DeploymentConfig=canary)
         described = wait_status(sm, "houses")
     finally:
         loop.stop()
