@@ -34,6 +34,7 @@ import json
 import logging
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -58,6 +59,7 @@ from jobs.feature_store_writers import (
     write_rows_with_ray,
 )
 from mlops_shared.artifacts import IngestManifest
+from mlops_shared.dataset_reference import read_reference
 from mlops_shared.aws import is_not_found, parse_s3_uri
 from mlops_shared.dataset_version import is_etag, normalize_dataset_version
 
@@ -98,6 +100,23 @@ def read_csv_object(s3: Any, input_uri: str, dataset_version: str) -> bytes:
                 f"cannot read {input_uri} at version {dataset_version}: {code}"
             ) from None
         raise
+
+
+def resolve_dataset_reference(s3: Any, args: "IngestArgs", dataset_version: str) -> "IngestArgs":
+    """`args` with `input_uri` set from the reference document; refuses a document that names
+    another dataset version than the pipeline was started with."""
+    try:
+        reference = read_reference(s3, args.dataset_reference)
+    except ClientError as err:
+        raise common.JobFailure(f"cannot read the dataset reference {args.dataset_reference}: "
+                                f"{err.response.get('Error', {}).get('Code', err)}") from None
+    except ValueError as err:  # not JSON, or not the contract (ArtifactFormatError)
+        raise common.JobFailure(f"the dataset reference {args.dataset_reference} is not valid: {err}") from None
+    if normalize_dataset_version(reference.version) != dataset_version:
+        raise common.JobFailure(f"the dataset reference {args.dataset_reference} names version {reference.version}, "
+                                f"the pipeline was started for {dataset_version}")
+    log.info("dataset %s (version %s) from %s", reference.s3_uri, reference.version, args.dataset_reference)
+    return dataclasses.replace(args, input_uri=reference.s3_uri)
 
 
 # --------------------------------------------------------------------------- schema
@@ -217,11 +236,16 @@ class IngestArgs:
     poll_interval_seconds: float = 2.0
     ingestion_mode: str = AUTO
     direct_write_min_rows: int = DEFAULT_DIRECT_WRITE_MIN_ROWS
+    dataset_reference: str | None = None  # when set, it names the object and input_uri is filled from it
 
 
 def parse_args(argv: Sequence[str] | None) -> IngestArgs:
     parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description="CSV → Feature Store")
-    parser.add_argument("--input-uri", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input-uri", help="the CSV object, s3://bucket/key (the key taken verbatim)")
+    source.add_argument("--dataset-reference",
+                        help="s3:// URI of the dataset reference intake wrote (bucket, key, version verbatim); "
+                             "what the pipeline passes, since a key may not fit a 256-character argument")
     parser.add_argument("--dataset-version", required=True)
     parser.add_argument("--target-column", required=True)
     parser.add_argument("--feature-group-name", required=True)
@@ -244,7 +268,7 @@ def parse_args(argv: Sequence[str] | None) -> IngestArgs:
         parser.error("--actors, --actor-cpus, --max-concurrency-per-actor must be positive; --max-rejected-rows >= 0")
     if ns.direct_write_min_rows < 0:
         parser.error("--direct-write-min-rows must be >= 0")
-    return IngestArgs(**vars(ns))
+    return IngestArgs(**{**vars(ns), "input_uri": ns.input_uri or ""})
 
 
 def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore: Any = None) -> dict[str, Any]:
@@ -256,6 +280,8 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
     if not dataset_version:
         raise common.JobFailure("--dataset-version is empty")
 
+    if args.dataset_reference:
+        args = resolve_dataset_reference(s3, args, dataset_version)
     data = read_csv_object(s3, args.input_uri, args.dataset_version)
     frame = read_frame(data, args.input_uri)
     schema = infer_schema(frame, args.target_column)

@@ -74,7 +74,11 @@ STATIC_HYPERPARAMETERS = {
 def _parameters() -> dict:
     """Pipeline parameters; their names are the contract with `start_pipeline` (docs/contracts.md)."""
     params = [
+        # For people: the exact identity is the reference document (mlops_shared.dataset_reference),
+        # since SageMaker limits arguments, environment and registry metadata to 256 characters.
         ParameterString("InputDataUri", default_value="s3://mlops-data/incoming/house_pricing.csv"),
+        ParameterString("DatasetReferenceUri", default_value="s3://mlops-artifacts/pipeline/datasets/example.json"),
+        ParameterString("DatasetLabel", default_value="s3://mlops-data/incoming/house_pricing.csv"),
         ParameterString("DatasetVersion", default_value="unversioned"),
         ParameterString("TargetColumn", default_value="PRICE"),
         ParameterString("FeatureGroupName", default_value="fs-ray-synthetic-housing-data"),
@@ -143,7 +147,7 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
     cache = CacheConfig(enable_caching=True, expire_after=CACHE_EXPIRY)
     # The dataset identity is in every cached step's cache key (arguments or environment), so a new
     # object or a new version of the same key never comes from the cache.
-    dataset_env = {"DATASET_URI": p["InputDataUri"], "DATASET_VERSION": p["DatasetVersion"]}
+    dataset_env = {"DATASET_REFERENCE_URI": p["DatasetReferenceUri"], "DATASET_VERSION": p["DatasetVersion"]}
 
     # -- Ingest: CSV -> Feature Store (waits for the offline store) -> manifest --------------------
     ingest = _processor(p, session, "jobs.ingest")
@@ -157,7 +161,7 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
                                  destination=_step_uri(p, "Ingest", "rejects")),
             ],
             arguments=[
-                "--input-uri", p["InputDataUri"],
+                "--dataset-reference", p["DatasetReferenceUri"],
                 "--dataset-version", p["DatasetVersion"],
                 "--target-column", p["TargetColumn"],
                 "--feature-group-name", p["FeatureGroupName"],
@@ -302,7 +306,8 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
                 model_statistics=MetricsSource(s3_uri=evaluation_json_uri, content_type="application/json")
             ),
             customer_metadata_properties={
-                "dataset_uri": p["InputDataUri"],
+                "dataset_uri": p["DatasetLabel"],  # readable; exact when the URI fits the registry's rules
+                "dataset_reference": p["DatasetReferenceUri"],
                 "dataset_version": p["DatasetVersion"],
                 "target_column": p["TargetColumn"],
             },

@@ -69,15 +69,25 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- inputs
+def is_platform_hyperparameter(name: str) -> bool:
+    """Names SageMaker adds itself, not ours: a tuning job injects `_tuning_objective_metric`, the
+    SDK's framework estimators `sagemaker_*` (program, submit directory, region, ...)."""
+    return name.startswith("_") or name.startswith("sagemaker_")
+
+
 def parse_hyperparameters(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Typed hyperparameters from SageMaker's strings (defaults filled in). Unknown names are kept
-    as given (passed on to XGBoost); a value of the wrong type fails clearly."""
+    """Typed hyperparameters from SageMaker's strings (defaults filled in). Names SageMaker adds are
+    dropped (`is_platform_hyperparameter`); other unknown names are kept as given (passed on to
+    XGBoost); a value of the wrong type fails clearly."""
     typed: dict[str, Any] = {}
     for name, (kind, default) in HYPERPARAMETERS.items():
         if default is not None:
             typed[name] = default
     for name, value in raw.items():
         if value is None:
+            continue
+        if is_platform_hyperparameter(name):
+            log.info("ignoring hyperparameter %s=%s (set by SageMaker, not an XGBoost parameter)", name, value)
             continue
         kind = HYPERPARAMETERS.get(name, (str, None))[0]
         text = str(value).strip().strip('"')
@@ -226,7 +236,9 @@ def record_experiment(
         log.info("recorded %s in experiment %s, trial %s", component, experiment_name, run_name)
         return component
     except Exception as err:  # noqa: BLE001 - tracking is best effort by design
-        log.warning("could not record the run in SageMaker Experiments: %s", err)
+        # Logged as an error so a missing permission shows in the job log (and its alarm), though
+        # tracking never fails a training that produced a model.
+        log.error("could not record the run in SageMaker Experiments: %s", err)
         return None
 
 

@@ -28,7 +28,8 @@ from local.aws.gateway import LocalGateway
 from local.aws.lambda_runtime import LambdaRuntime, local_aws_environment
 from local.aws.model_registry import ModelPackageEvents
 from local.aws.sagemaker_pipelines.service import PipelineExecutor
-from local.aws.stack.model import LOCAL_CREDENTIALS, REGION, Stack
+from local.aws.identities import Identities
+from local.aws.stack.model import ACCOUNT_ID, REGION, Stack
 from local.aws.stack.provisioner import provision
 from local.cloud_file import cloud_file, remove_cloud_file, write_cloud_file
 from local.outbox import Outbox
@@ -72,6 +73,7 @@ class LocalCloud:
         ray_address: str | None = None,
         ray_num_cpus: int | None = None,
         write_cloud_file: bool = True,
+        strict: bool = True,
     ):
         self.state_dir = Path(state_dir).resolve()
         self.dispatch_events = dispatch_events
@@ -86,6 +88,11 @@ class LocalCloud:
         self.external_ray_address = ray_address  # a Ray head someone else runs (shared across clouds)
         self.ray_num_cpus = ray_num_cpus
         self.write_cloud_file = write_cloud_file
+        # The strict face (docs/strict-face.md): every part acts as its own IAM principal and every
+        # request is refused where AWS would refuse it. Off only for debugging (`--no-strict`).
+        self.strict = strict
+        self.identities: Identities | None = None
+        self.face = None
         self.gateway = None
         self.stack: Stack | None = None
         self.executor = None
@@ -124,43 +131,52 @@ class LocalCloud:
 
     def _start_parts(self) -> None:
         started = time.monotonic()
+        self._log_refusals(self.state_dir / "logs" / "strict-face.log")
         self.gateway = LocalGateway().start()
         self._on_stop("gateway", self.gateway.stop)
         # moto's Step Functions runner sends its service calls (Lambda tasks included) to MOTO_PORT.
         self._previous_moto_port = os.environ.get("MOTO_PORT")
         os.environ["MOTO_PORT"] = str(self.gateway.port)
         self._on_stop("moto port", self._restore_moto_port)
+        # AWS-managed policies (SAM attaches AWSLambdaBasicExecutionRole, ...) exist in moto only
+        # when it loads them as its IAM backend is created: before the reset below.
+        os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
         # moto keeps its state per process: start from a clean account like a fresh stack would.
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
                                timeout=30).read()
+        self._start_identities()
 
         self.featurestore = FeatureStoreRuntimeApp(self.endpoint_url,
-                                                   replication_delay_seconds=self.replication_delay_seconds)
+                                                   replication_delay_seconds=self.replication_delay_seconds,
+                                                   identities=self.identities)
         self.gateway.route_path(r"/FeatureGroup/.+", self.featurestore)
         self.gateway.route_path(r"/BatchGetRecord", self.featurestore)
         self._on_stop("featurestore", self.featurestore.close)
 
-        self.model_package_events = ModelPackageEvents(self.gateway)
+        self.model_package_events = ModelPackageEvents(self.gateway, credentials=self._runtime_credentials)
         self.model_package_events.install()
 
         self.lambda_runtime = LambdaRuntime({}, self.endpoint_url, log_dir=self.state_dir / "logs" / "lambda",
-                                            dead_letter=self._dead_letter)
+                                            dead_letter=self._dead_letter,
+                                            credentials_for=self._function_credentials if self.strict else None)
         self.lambda_runtime.install(self.gateway)
         self._on_stop("lambda runtime", self.lambda_runtime.close)
 
-        self.endpoints = LocalEndpoints(self.gateway, self.state_dir / "work" / "endpoints")
+        self.endpoints = LocalEndpoints(self.gateway, self.state_dir / "work" / "endpoints",
+                                        identities=self.identities)
         self.endpoints.install()
         self._on_stop("endpoints", self.endpoints.shutdown)
 
         self.outbox = Outbox(self.state_dir).start()
         self._on_stop("outbox", self.outbox.stop)
 
-        self.api_server = ApiServer(self.lambda_runtime)  # bound now: the template's API URLs point here
+        # Bound now: the template's API URLs point here.
+        self.api_server = ApiServer(self.lambda_runtime, strict=self.face)
         self._on_stop("api server", self.api_server.stop)
 
         self.stack = provision(self.template, self.endpoint_url, stack_name=self.stack_name,
                                parameters=self.parameters, api_base_url=self.api_server.url,
-                               local_parameters=LOCAL_PARAMETERS)
+                               local_parameters=LOCAL_PARAMETERS, credentials=self.client_kwargs(with_endpoint=False))
         self.lambda_runtime.functions.update(self.stack.functions)
         self.api_server.add_routes(self.stack.api_routes)
         self.api_server.start()
@@ -170,7 +186,8 @@ class LocalCloud:
 
         if self.dispatch_events:
             self.dispatcher = EventDispatcher(self.stack.event_targets, self.endpoint_url, self.lambda_runtime,
-                                              self.state_dir / "dlq").start()
+                                              self.state_dir / "dlq", identities=self.identities,
+                                              strict=self.face).start()
             self._on_stop("event dispatcher", self.dispatcher.stop)
         self._write_cloud_file()
         log.info("local cloud up in %.1f s: %s (state in %s)", time.monotonic() - started, self.endpoint_url, self.state_dir)
@@ -187,6 +204,8 @@ class LocalCloud:
             ray_address,
             self.max_concurrent_executions,
             self.pipeline_substitutions(),
+            identities=self.identities,
+            strict=self.face,
         )
         self.executor.install()
         self._on_stop("pipeline executor", self.executor.shutdown)
@@ -197,6 +216,43 @@ class LocalCloud:
         for values in (self.stack.pipeline_substitutions if self.stack else {}).values():
             merged.update(values)
         return merged
+
+    def _start_identities(self) -> None:
+        """The local administrator, the runtime's own identity and, strict, the face that judges
+        every request (it needs moto's IAM state, so it comes after the reset)."""
+        from local.aws import stepfunctions_credentials
+        from local.aws.strict.face import StrictFace
+
+        self.identities = Identities()
+        if not self.strict:
+            log.warning("strict face OFF: requests are not authenticated, authorized or checked against the "
+                        "services' constraints (debugging only)")
+            self.gateway.strict = None
+            return
+        self.face = StrictFace(self.identities, account=ACCOUNT_ID, region=REGION,
+                               extra_resource_policies=self._stack_resource_policy)
+        self.gateway.strict = self.face
+        stepfunctions_credentials.use(self.identities)
+
+    @property
+    def _runtime_credentials(self):
+        return self.identities.runtime if self.identities is not None else None
+
+    def _function_credentials(self, spec):
+        """A session of the function's execution role, as Lambda hands it to the handler."""
+        return self.identities.role_credentials(spec.role_arn, "lambda.amazonaws.com", spec.name)
+
+    def _stack_resource_policy(self, prefix: str, resource_arn: str) -> dict | None:
+        """Resource policies the stack holds: Lambda permissions of its functions (moto does not
+        hold functions it cannot run), bucket and queue policies (`stack.resource_policies`)."""
+        if self.stack is None:
+            return None
+        if prefix == "lambda":
+            spec = self.stack.function(resource_arn)
+            return spec.resource_policy() if spec is not None else None
+        if prefix == "s3":
+            return self.stack.resource_policies.get(resource_arn.split("/", 1)[0])
+        return self.stack.resource_policies.get(resource_arn)
 
     def _configure_outbox(self) -> None:
         """Slack webhook secrets get the outbox URL, so messages land in `<state>/outbox/`."""
@@ -222,6 +278,19 @@ class LocalCloud:
                 stop()
             except Exception:  # keep stopping the rest: a leaked process is worse than a log line
                 log.exception("stopping %s failed", name)
+
+    def _log_refusals(self, path: Path) -> None:
+        """Every request the strict face refuses, one line each, where a reader of a failed run looks."""
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        refusals = logging.getLogger("local.aws.strict.refusals")
+        refusals.addHandler(handler)
+        refusals.setLevel(logging.INFO)
+
+        def stop() -> None:
+            refusals.removeHandler(handler)
+            handler.close()
+        self._on_stop("strict face log", stop)
 
     # -- state file -----------------------------------------------------------------------------
     @property
@@ -251,6 +320,9 @@ class LocalCloud:
             "outbox_dir": str(self.outbox_dir),
             "stack": self.stack.to_json() if self.stack else None,
             "started_at": time.time(),
+            "strict": self.strict,
+            # The person at the keyboard (DESIGN §4): what `mlops` commands act with.
+            "credentials": self.identities.administrator.to_json() if self.identities else None,
         }
 
     # -- what clients need ------------------------------------------------------------------------
@@ -270,7 +342,8 @@ class LocalCloud:
 
     def env(self) -> dict[str, str]:
         """The environment a client process needs to use this cloud (never real AWS)."""
-        env = local_aws_environment(self.endpoint_url)
+        env = local_aws_environment(self.endpoint_url, credentials=self.identities.administrator
+                                    if self.identities else None)
         if self.ray_address:
             env["RAY_ADDRESS"] = self.ray_address
         env["MLOPS_LOCAL_STATE_DIR"] = str(self.state_dir)
@@ -280,8 +353,14 @@ class LocalCloud:
     def ray_address(self) -> str | None:
         return self.ray_head.address if self.ray_head is not None else self.external_ray_address
 
-    def client_kwargs(self) -> dict[str, str]:
-        return {"endpoint_url": self.endpoint_url, "region_name": REGION, **LOCAL_CREDENTIALS}
+    def client_kwargs(self, with_endpoint: bool = True) -> dict[str, str]:
+        """boto3 client arguments of the local administrator (the person at the keyboard)."""
+        if self.identities is None:
+            raise CloudError("local cloud not started")
+        kwargs = dict(self.identities.administrator.client_kwargs())
+        if with_endpoint:
+            kwargs.update(endpoint_url=self.endpoint_url, region_name=REGION)
+        return kwargs
 
     def client(self, service: str):
         import boto3

@@ -65,8 +65,11 @@ def _param_names(path: str) -> list[str]:
 class ApiServer:
     """One local HTTP server for every API in the stack (its port is known before provisioning)."""
 
-    def __init__(self, lambda_runtime=None, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, lambda_runtime=None, host: str = "127.0.0.1", port: int = 0, strict=None):
         self.lambda_runtime = lambda_runtime
+        # API Gateway invokes a function as apigateway.amazonaws.com: the function's resource policy
+        # (SAM's Lambda permission for the route) must allow it (checked by the strict face).
+        self.strict = strict
         self._routes: list[_CompiledRoute] = []
         self._server = WSGIServer(self, host, port, name="local-apigw")
         self.host, self.port = host, self._server.port
@@ -114,6 +117,11 @@ class ApiServer:
         if found is None:
             return _json_response(404 if request.method != "OPTIONS" else 200, {"message": "Not Found"})
         route, path_params, path = found
+        refusal = self._refused(route, request.method, path)
+        if refusal:
+            log.error("API %s %s: API Gateway may not invoke %s: %s", request.method, request.path,
+                      route.function_name, refusal)
+            return _json_response(500, {"message": "Internal server error"})  # what API Gateway answers
         event = (build_v2_event if route.payload_version == "2.0" else build_v1_event)(request, route, path_params, path)
         result = self.lambda_runtime.invoke(route.function_name, event)
         if not result.ok:
@@ -124,6 +132,18 @@ class ApiServer:
         except (TypeError, ValueError, KeyError) as exc:
             log.warning("API %s %s: malformed Lambda proxy response: %s", request.method, request.path, exc)
             return _json_response(502, {"message": "Internal server error"})
+
+
+    def _refused(self, route: ApiRoute, method: str, path: str) -> str | None:
+        if self.strict is None:
+            return None
+        from local.aws.strict.iam_policy import Principal
+
+        spec = self.lambda_runtime.spec(route.function_name)
+        source_arn = f"arn:aws:execute-api:{spec.arn.split(':')[3]}:{ACCOUNT_ID}:{route.api_id}/{route.stage}/{method}{path}"
+        decision = self.strict.authorize(Principal.service("apigateway.amazonaws.com", ACCOUNT_ID), "lambda", "Invoke",
+                                         {"FunctionName": spec.arn}, source_arn=source_arn, source_account=ACCOUNT_ID)
+        return None if decision is None else decision.message()
 
 
 def _body(request: Request) -> tuple[str | None, bool]:

@@ -94,9 +94,11 @@ class Variant:
                 self.process.wait(timeout=timeout)
 
 
-def fetch_model(sagemaker: Any, s3: Any, config_name: str, work_dir: Path) -> tuple[Path, str, Path]:
+def fetch_model(sagemaker: Any, s3_for_role: Callable[[str | None], Any], config_name: str,
+                work_dir: Path) -> tuple[Path, str, Path]:
     """(extracted model directory, variant name, server log path) for an endpoint config's first
-    production variant, in a fresh directory under `work_dir`."""
+    production variant, in a fresh directory under `work_dir`; the artifact is downloaded with the
+    model's execution role (`s3_for_role(role_arn)` gives the S3 client), as SageMaker hosting does."""
     try:
         config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
         production_variant = config["ProductionVariants"][0]
@@ -112,7 +114,7 @@ def fetch_model(sagemaker: Any, s3: Any, config_name: str, work_dir: Path) -> tu
         target = Path(work_dir) / f"{config_name}-{int(time.time() * 1000)}"
         target.mkdir(parents=True, exist_ok=True)
         archive = target / "model.tar.gz"
-        s3.download_file(bucket, key, str(archive))
+        s3_for_role(model.get("ExecutionRoleArn")).download_file(bucket, key, str(archive))
         model_dir = extract_model_tar(archive, target / "model")
         return model_dir, production_variant.get("VariantName", "AllTraffic"), target / "server.log"
     except VariantStartError:

@@ -43,11 +43,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import boto3
 
 from local.aws.endpoint_variants import Variant, VariantStartError, fetch_model, start_model_server, tail
 from local.aws.gateway import LocalGateway, aws_error, json_response, request_json
+from local.aws.identities import aws_client
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,10 @@ class LocalEndpoints:
 
     def __init__(self, gateway: LocalGateway, work_dir: str | Path, python: str = sys.executable,
                  startup_timeout: float = 120.0, max_bake_seconds: float = 3.0, max_termination_wait: float = 1.0,
-                 deleting_seconds: float = 1.0):
+                 deleting_seconds: float = 1.0, identities: Any = None):
         self.gateway = gateway
+        # Who the stand-in acts as (local.aws.identities.Identities); None: whatever the environment holds.
+        self.identities = identities
         self.work_dir = Path(work_dir)
         self.python = python
         self.startup_timeout = startup_timeout
@@ -137,10 +141,22 @@ class LocalEndpoints:
         self.shutdown()
 
     def _clients(self):
+        """SageMaker reading its own resources (the runtime identity), and S3 as the bucket sees it."""
+        if self.identities is not None:
+            credentials = self.identities.runtime
+            return (aws_client("sagemaker", self.gateway.url, credentials),
+                    aws_client("s3", self.gateway.url, credentials))
         kwargs = dict(endpoint_url=self.gateway.url, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
                       aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
                       aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"))
         return boto3.client("sagemaker", **kwargs), boto3.client("s3", **kwargs)
+
+    def _model_s3(self, role_arn: str | None):
+        """S3 as the model's execution role (SageMaker downloads the artifact with it)."""
+        if self.identities is None or not role_arn:
+            return self._clients()[1]
+        credentials = self.identities.role_credentials(role_arn, "sagemaker.amazonaws.com", "hosting")
+        return aws_client("s3", self.gateway.url, credentials)
 
     def end_next_change_in(self, endpoint_name: str, status: str, reason: str) -> None:
         """The next create or update of `endpoint_name` ends in `status` with `reason` as FailureReason."""
@@ -346,8 +362,8 @@ class LocalEndpoints:
 
     # -- model servers ------------------------------------------------------------------------
     def _start_variant(self, endpoint_name: str, config_name: str) -> Variant:
-        sagemaker, s3 = self._clients()
-        model_dir, variant_name, log_path = fetch_model(sagemaker, s3, config_name,
+        sagemaker, _ = self._clients()
+        model_dir, variant_name, log_path = fetch_model(sagemaker, self._model_s3, config_name,
                                                         self.work_dir / "endpoints" / endpoint_name)
         return start_model_server(model_dir, config_name, variant_name, log_path, self.python, self.startup_timeout,
                                   started=self._track, stopping=lambda: self._closed)

@@ -23,13 +23,19 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from local.aws.stack.model import ACCOUNT_ID, LOCAL_CREDENTIALS, REGION, EventTarget
+from local.aws.stack.model import ACCOUNT_ID, REGION, EventTarget
 
 log = logging.getLogger(__name__)
 
-def local_client(service: str, endpoint_url: str):
+# The fixed keys a bare gateway (no strict face) accepts; LocalCloud passes real identities.
+_BARE_GATEWAY_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def local_client(service: str, endpoint_url: str, credentials=None):
+    """A client of the local cloud acting with `credentials` (local.aws.identities.AwsCredentials)."""
+    keys = credentials.client_kwargs() if credentials is not None else _BARE_GATEWAY_KEYS
     return boto3.client(service, endpoint_url=endpoint_url, region_name=REGION,
-                        config=Config(retries={"max_attempts": 3}), **LOCAL_CREDENTIALS)
+                        config=Config(retries={"max_attempts": 3}), **keys)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,8 +115,16 @@ class EventDispatcher:
         dlq_dir: str | Path,
         poll_seconds: int = 1,
         retry_delay_seconds: float = 1.0,
+        identities=None,
+        strict=None,
     ):
         self.targets = list(targets)
+        # EventBridge reads its own (shadow) queues as the local runtime; it delivers as the service
+        # it is (events.amazonaws.com: the target's resource policy decides, e.g. a Lambda
+        # permission) or with the target's role (a state machine), checked by the strict face.
+        self.identities = identities
+        self.strict = strict
+        self._runtime = identities.runtime if identities is not None else None
         self.endpoint_url = endpoint_url
         self.lambda_runtime = lambda_runtime
         self.dlq_dir = Path(dlq_dir)
@@ -142,7 +156,9 @@ class EventDispatcher:
         with self._busy_lock:
             if self._busy:
                 return False
-        sqs = local_client("sqs", self.endpoint_url)
+        if self.lambda_runtime is not None and self.lambda_runtime.busy():
+            return False  # an asynchronous invocation (or its retries) is still running
+        sqs = local_client("sqs", self.endpoint_url, self._runtime)
         for target in self.targets:
             attrs = sqs.get_queue_attributes(QueueUrl=target.queue_url, AttributeNames=[
                 "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
@@ -151,7 +167,7 @@ class EventDispatcher:
         return True
 
     def _poll(self, target: EventTarget) -> None:
-        sqs = local_client("sqs", self.endpoint_url)
+        sqs = local_client("sqs", self.endpoint_url, self._runtime)
         while not self._stop.is_set():
             try:
                 messages = sqs.receive_message(
@@ -203,10 +219,14 @@ class EventDispatcher:
                 self._send_to_dead_letter_queue(sqs, target, body, error)
         sqs.delete_message(QueueUrl=target.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
-    @staticmethod
-    def _send_to_dead_letter_queue(sqs, target: EventTarget, event: Any, error: str) -> None:
+    def _send_to_dead_letter_queue(self, sqs, target: EventTarget, event: Any, error: str) -> None:
         try:
             queue_name = target.dead_letter_arn.rsplit(":", 1)[1]
+            refusal = self._as_events(target, "sqs", "SendMessage", {
+                "QueueUrl": sqs.get_queue_url(QueueName=queue_name)["QueueUrl"], "MessageBody": "{}"})
+            if refusal:  # the queue policy does not let EventBridge send: the event is lost, as on AWS
+                log.error("EventBridge may not send the failed event to %s: %s", target.dead_letter_arn, refusal)
+                return
             sqs.send_message(
                 QueueUrl=sqs.get_queue_url(QueueName=queue_name)["QueueUrl"],
                 MessageBody=json.dumps(event),
@@ -238,24 +258,46 @@ class EventDispatcher:
                 sqs.delete_message(QueueUrl=target.queue_url, ReceiptHandle=m["ReceiptHandle"])
         self.delivered += 1
 
+    def _as_events(self, target: EventTarget, service: str, operation: str, params: dict) -> str | None:
+        """EventBridge acting as itself on a target: the refusal the strict face makes, or None."""
+        if self.strict is None or target.source != "rule":
+            return None
+        from local.aws.strict.iam_policy import Principal
+
+        decision = self.strict.authorize(Principal.service("events.amazonaws.com", ACCOUNT_ID), service, operation,
+                                         params, source_arn=target.rule_arn, source_account=ACCOUNT_ID)
+        return None if decision is None else decision.message()
+
     def _send(self, target: EventTarget, payload: Any) -> str | None:
         """Delivers once; returns an error description or None."""
         try:
+            if target.kind == "lambda" and target.source == "rule":
+                # EventBridge invokes a function asynchronously: once Lambda accepts the event the
+                # delivery is done; the function's retries and dead-letter queue are Lambda's.
+                refusal = self._as_events(target, "lambda", "Invoke", {"FunctionName": target.arn})
+                if refusal:
+                    return refusal
+                self.lambda_runtime.invoke_async(target.arn, payload)
+                return None
             if target.kind == "lambda":
                 result = self.lambda_runtime.invoke(target.arn, payload)
                 return None if result.ok else json.dumps(result.payload)
             if target.kind == "states":
                 name = f"local-{uuid.uuid4().hex}"
-                local_client("stepfunctions", self.endpoint_url).start_execution(
+                credentials = self._runtime
+                if self.identities is not None and target.role_arn:
+                    credentials = self.identities.role_credentials(target.role_arn, "events.amazonaws.com",
+                                                                   "eventbridge", source_arn=target.rule_arn)
+                local_client("stepfunctions", self.endpoint_url, credentials).start_execution(
                     stateMachineArn=target.arn, name=name, input=json.dumps(payload))
                 return None
             if target.kind == "sns":
-                local_client("sns", self.endpoint_url).publish(
+                local_client("sns", self.endpoint_url, self._runtime).publish(
                     TopicArn=target.arn, Message=payload if isinstance(payload, str) else json.dumps(payload))
                 return None
             if target.kind == "events":
                 entry = payload if isinstance(payload, dict) else {}
-                local_client("events", self.endpoint_url).put_events(Entries=[{
+                local_client("events", self.endpoint_url, self._runtime).put_events(Entries=[{
                     "Source": entry.get("source", "local"), "DetailType": entry.get("detail-type", "event"),
                     "Detail": json.dumps(entry.get("detail", {})), "EventBusName": target.arn}])
                 return None

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from local.aws.fault_injection import FaultInjector
 from local.aws.stepfunctions_errors import install as install_step_functions_errors
@@ -42,6 +42,12 @@ class _PathRoute:
     app: WSGIApp
 
 
+def _constraints_face():
+    from local.aws.strict.face import ServiceConstraintsFace
+
+    return ServiceConstraintsFace()
+
+
 @dataclass
 class LocalGateway:
     host: str = "127.0.0.1"
@@ -49,6 +55,10 @@ class LocalGateway:
     _path_routes: list[_PathRoute] = field(default_factory=list)
     _target_routes: dict[str, WSGIApp] = field(default_factory=dict)
     faults: FaultInjector = field(default_factory=FaultInjector)
+    # Refuses what AWS would refuse, before any route: a bare gateway checks the services'
+    # constraints (ServiceConstraintsFace); LocalCloud sets the whole strict face (signatures and
+    # IAM too). None turns every check off (`--no-strict`, debugging only).
+    strict: Any = field(default_factory=lambda: _constraints_face())
 
     def __post_init__(self) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -104,15 +114,47 @@ class LocalGateway:
         injected = self.faults.respond(environ, start_response)
         if injected is not None:
             return injected
+        if self.strict is not None:
+            _buffer_body(environ)
+            refusal = self.strict.check(environ, environ["gateway.body"])
+            if refusal is not None:
+                status, headers, body = refusal
+                start_response(f"{status} Refused", headers + [("Content-Length", str(len(body)))])
+                return [body]
         route = self._route_for(environ)
         if route is None:
-            return self._moto_app(environ, start_response)
+            return self._moto(environ, start_response)
         _buffer_body(environ)
         try:
             return route(environ, start_response)
         except Exception as exc:  # a local service failing must look like an AWS 500, not a hang
             log.exception("local service failed for %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return json_response(start_response, 500, {"__type": "InternalFailure", "message": str(exc)})
+
+    def _moto(self, environ: dict, start_response):
+        """moto's answer, with what AWS does differently: user metadata keys come back lower-cased
+        (moto's server title-cases them), and a missing S3 key is 403 for a caller who may not list
+        the bucket."""
+        captured: dict = {}
+
+        def relay(status, headers, exc_info=None):
+            captured["status"] = int(status.split(" ", 1)[0])
+            fixed = [(name.lower() if name.lower().startswith("x-amz-meta-") else name, value) for name, value in headers]
+            if self.strict is not None and captured["status"] == 404:
+                refusal = self.strict.check_missing_object(environ, 404)
+                if refusal is not None:
+                    captured["refusal"] = refusal
+                    return lambda data: None
+            return start_response(status, fixed, exc_info) if exc_info else start_response(status, fixed)
+
+        chunks = self._moto_app(environ, relay)
+        if "refusal" in captured:
+            if hasattr(chunks, "close"):
+                chunks.close()
+            status, headers, body = captured["refusal"]
+            start_response(f"{status} Refused", headers + [("Content-Length", str(len(body)))])
+            return [body]
+        return chunks
 
     def _route_for(self, environ: dict) -> WSGIApp | None:
         target = environ.get("HTTP_X_AMZ_TARGET")

@@ -225,13 +225,14 @@ class _FunctionPool:
             worker.stop()
 
 
-def local_aws_environment(endpoint_url: str, region: str = REGION) -> dict[str, str]:
-    """What any local client process needs to talk to the local cloud (never real AWS)."""
+def local_aws_environment(endpoint_url: str, region: str = REGION, credentials=None) -> dict[str, str]:
+    """What any local client process needs to talk to the local cloud (never real AWS), acting with
+    `credentials` (`local.aws.identities.AwsCredentials`; fixed test keys for a bare gateway)."""
+    keys = credentials.env() if credentials is not None else {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
     return {
         "AWS_ENDPOINT_URL": endpoint_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
+        **keys,
         "AWS_DEFAULT_REGION": region,
         "AWS_REGION": region,
         "POWERTOOLS_TRACE_DISABLED": "true",
@@ -250,6 +251,7 @@ class LambdaRuntime:
         max_workers_per_function: int = 2,
         timeout_factor: float | None = None,
         dead_letter: Callable[[str, Any, dict], None] | None = None,
+        credentials_for: Callable[[FunctionSpec], Any] | None = None,
     ):
         self.functions = dict(functions)
         self.endpoint_url = endpoint_url
@@ -260,6 +262,8 @@ class LambdaRuntime:
         # Declared timeouts hold; the factor (env MLOPS_LAMBDA_TIMEOUT_FACTOR) is for slow machines.
         self.timeout_factor = timeout_factor or float(os.environ.get("MLOPS_LAMBDA_TIMEOUT_FACTOR", "1"))
         self.dead_letter = dead_letter
+        # The function's execution role session (strict face): Lambda hands it to the handler.
+        self.credentials_for = credentials_for
         self._pools: dict[str, _FunctionPool] = {}
         self._lock = threading.Lock()
         self._async_threads: set[threading.Thread] = set()
@@ -268,7 +272,8 @@ class LambdaRuntime:
     # -- environment ----------------------------------------------------------------------------
     def environment_for(self, spec: FunctionSpec) -> dict[str, str]:
         env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR") if key in os.environ}
-        env.update(local_aws_environment(self.endpoint_url))
+        env.update(local_aws_environment(self.endpoint_url,
+                                         credentials=self.credentials_for(spec) if self.credentials_for else None))
         env.update({
             "AWS_LAMBDA_FUNCTION_NAME": spec.name,
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -344,9 +349,12 @@ class LambdaRuntime:
     def _error(error: dict, request_id: str, started: float) -> InvocationResult:
         return InvocationResult(error, "Unhandled", request_id, (time.monotonic() - started) * 1000)
 
-    def invoke_async(self, name_or_arn: str, event: Any, retries: int = 2) -> str:
-        """Event invocation: returns a request id at once; retries twice like Lambda, then dead-letters."""
+    def invoke_async(self, name_or_arn: str, event: Any, retries: int | None = None) -> str:
+        """Event invocation: returns a request id at once; retries like Lambda (the function's
+        EventInvokeConfig, default twice), then dead-letters: to the function's DeadLetterQueue, sent
+        with the function's own role as Lambda does, and to the local dead-letter record."""
         spec = self.spec(name_or_arn)  # unknown functions fail the call, as in Lambda
+        retries = spec.max_retry_attempts if retries is None else retries
         request_id = str(uuid.uuid4())
 
         def run() -> None:
@@ -361,6 +369,7 @@ class LambdaRuntime:
                         time.sleep(min(2 ** attempt, 5))
                 if self.dead_letter:
                     self.dead_letter(f"lambda-async-{spec.name}", event, result.payload)
+                self._send_to_dead_letter_queue(spec, event, result.payload)
             finally:
                 self._async_threads.discard(threading.current_thread())
 
@@ -368,6 +377,26 @@ class LambdaRuntime:
         self._async_threads.add(thread)
         thread.start()
         return request_id
+
+    def busy(self) -> bool:
+        """True while an asynchronous invocation (or its retries) is still running."""
+        return any(thread.is_alive() for thread in list(self._async_threads))
+
+    def _send_to_dead_letter_queue(self, spec: FunctionSpec, event: Any, error: Any) -> None:
+        if not spec.dead_letter_arn:
+            return
+        from local.aws.eventbridge import local_client
+
+        credentials = self.credentials_for(spec) if self.credentials_for else None
+        try:
+            sqs = local_client("sqs", self.endpoint_url, credentials)
+            queue_url = sqs.get_queue_url(QueueName=spec.dead_letter_arn.rsplit(":", 1)[1])["QueueUrl"]
+            sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(event), MessageAttributes={
+                "RequestID": {"DataType": "String", "StringValue": "async"},
+                "ErrorMessage": {"DataType": "String", "StringValue": json.dumps(error)[:1000]}})
+        except Exception:  # Lambda counts this as a DeadLetterErrors metric; the event is gone there
+            log.exception("%s: could not send the failed event to its dead-letter queue %s", spec.name,
+                          spec.dead_letter_arn)
 
     def close(self) -> None:
         with self._lock:

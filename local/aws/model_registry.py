@@ -42,8 +42,9 @@ def model_package_event_detail(description: dict) -> dict:
 class ModelPackageEvents:
     """Routes model-package writes through moto, then emits the state-change event AWS would."""
 
-    def __init__(self, gateway, endpoint_url: str | None = None):
+    def __init__(self, gateway, endpoint_url: str | None = None, credentials=None):
         self.gateway = gateway
+        self.credentials = credentials  # SageMaker describing its own packages: the local runtime
         self.endpoint_url = endpoint_url or gateway.url
         self.emitted: list[dict] = []
 
@@ -65,7 +66,7 @@ class ModelPackageEvents:
         return [response.body]
 
     def emit(self, model_package_arn: str) -> dict:
-        sagemaker = local_client("sagemaker", self.endpoint_url)
+        sagemaker = local_client("sagemaker", self.endpoint_url, self.credentials)
         description = sagemaker.describe_model_package(ModelPackageName=model_package_arn)
         detail = model_package_event_detail(description)
         entry = {
@@ -74,7 +75,7 @@ class ModelPackageEvents:
             "Resources": [model_package_arn],
             "Detail": json.dumps(detail, default=str),
         }
-        result = local_client("events", self.endpoint_url).put_events(Entries=[entry])
+        result = local_client("events", self.endpoint_url, self.credentials).put_events(Entries=[entry])
         if result.get("FailedEntryCount"):
             raise RuntimeError(f"put_events rejected the model package event: {result['Entries']}")
         self.emitted.append(detail)

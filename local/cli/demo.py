@@ -75,7 +75,7 @@ def _print_where(cloud) -> None:
     state = cloud.state_dir
     _say(f"   state:   {state}")
     _say(f"   outbox:  {cloud.outbox_dir}  (emails .eml, Slack messages .json)")
-    _say(f"   logs:    {state / 'logs'}  (Lambda handlers)")
+    _say(f"   logs:    {state / 'logs'}  (Lambda handlers; strict-face.log: every refused request)")
     _say(f"            {state / 'work' / 'pipelines'}  (pipeline steps)")
     _say(f"            {state / 'work' / 'endpoints'}  (model servers)")
 
@@ -104,7 +104,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             args.approve = args.reject = False  # the decision is the next step, shown on its own
             session = RunSession(cloud.endpoint_url, cloud.state_dir, cloud.stack.outputs, args,
                                  deadline=time.monotonic() + args.timeout, progress=lambda m: _say("   " + m),
-                                 cloud=cloud, api_url=cloud.api_url)
+                                 cloud=cloud, api_url=cloud.api_url,
+                                 credentials=cloud.client_kwargs(with_endpoint=False))
             result = run_dataset(session, csv_path, "PRICE")
             if result["status"] != "registered":
                 _say(f"4. the model was not registered: {result['status']}: {result['reason']}")

@@ -155,6 +155,31 @@ def deployment_record(session, approval_status: str, package_arn: str) -> dict |
     return {name: next(iter(value.values())) for name, value in item.items()}
 
 
+def _failed_before_recording(session, package_arn: str, since: float) -> dict | None:
+    """A deploy execution about this package that ended before it could record anything (its
+    first state writes the record), so the table never hears of it."""
+    machine = session.outputs.get("DeployStateMachineArn")
+    if not machine:
+        return None
+    stepfunctions = session.client("stepfunctions")
+    for summary in stepfunctions.list_executions(stateMachineArn=machine, maxResults=20)["executions"]:
+        if summary["status"] == "RUNNING" or summary["startDate"].timestamp() < since:
+            continue
+        execution = stepfunctions.describe_execution(executionArn=summary["executionArn"])
+        if package_arn not in execution.get("input", ""):
+            continue
+        details = execution_details(stepfunctions, summary["executionArn"])
+        reason = details.get("reason") or f"{execution.get('error')}: {execution.get('cause')}"
+        history = stepfunctions.get_execution_history(executionArn=summary["executionArn"], reverseOrder=True,
+                                                      maxResults=50)["events"]
+        task = next((e["taskFailedEventDetails"] for e in history if "taskFailedEventDetails" in e), None)
+        if task:
+            reason += f" (task {task.get('resource')}: {task.get('error')}: {task.get('cause')})"
+        return {"outcome": "failed", "execution_arn": summary["executionArn"], **details,
+                "reason": f"deploy execution {execution['status']} before recording the event: {reason}"}
+    return None
+
+
 def wait_for_deployment(session, approval_status: str, package_arn: str, since: float, *,
                         timeout: float, required: bool = True) -> dict | None:
     """Waits for the deploy state machine to handle this status of this package.
@@ -185,6 +210,9 @@ def wait_for_deployment(session, approval_status: str, package_arn: str, since: 
             return {"outcome": "failed", "execution_arn": record["ExecutionArn"], **details,
                     "reason": f"deploy execution {execution['status']} without an outcome: {reason}"}
         if record is None:
+            failed = _failed_before_recording(session, package_arn, since)
+            if failed is not None:
+                return failed
             dead = dead_letter_about(session, package_arn, since)
             if dead is not None and approval_status in json.dumps(dead.get("event"), default=str):
                 raise RunError(f"the {approval_status} event could not start the deployment: "

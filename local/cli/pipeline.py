@@ -65,8 +65,10 @@ def run_csv(cloud, csv_path: Path, target: str | None, progress=None, timeout: f
     dataset = intake.DatasetRef(bucket=settings.data_bucket, key=key,
                                 version_id=normalize_version_id(put.get("VersionId")),
                                 etag=put.get("ETag"), size=csv_path.stat().st_size)
-    decision = intake.process_dataset(dataset, settings, s3=s3, sagemaker=cloud.client("sagemaker"),
-                                      sns=cloud.client("sns"))
+    # The intake decision is made with the start_pipeline function's own role, as the Lambda makes it.
+    as_function = _function_clients(cloud)
+    decision = intake.process_dataset(dataset, settings, s3=as_function("s3"), sagemaker=as_function("sagemaker"),
+                                      sns=as_function("sns"))
     if decision["status"] != "started":
         return {**empty_outcome(), "status": decision["status"],
                 "reason": f"{decision.get('reason')}: {decision.get('message')} How to fix it: {decision.get('fix')}"
@@ -87,6 +89,18 @@ def run_csv(cloud, csv_path: Path, target: str | None, progress=None, timeout: f
         if listener is not None:
             executor.remove_progress_listener(listener)
     return outcome(cloud, arn)
+
+
+def _function_clients(cloud):
+    """A client factory acting as the StartPipelineFunction's execution role (the administrator's
+    clients when the cloud is not strict)."""
+    spec = cloud.stack.function(START_PIPELINE_LOGICAL_ID)
+    if not cloud.strict or spec is None:
+        return cloud.client
+    from local.aws.identities import aws_client
+
+    credentials = cloud.identities.role_credentials(spec.role_arn, "lambda.amazonaws.com", spec.name)
+    return lambda service: aws_client(service, cloud.endpoint_url, credentials)
 
 
 def empty_outcome() -> dict[str, Any]:

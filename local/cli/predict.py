@@ -53,14 +53,14 @@ def runtime_client(args: argparse.Namespace):
     if args.endpoint_url:
         return boto3.client("sagemaker-runtime", endpoint_url=args.endpoint_url)
     from local.cloud_file import find_running_cloud
-    from local.aws.lambda_runtime import local_aws_environment
 
     info = find_running_cloud(args.state_dir)
     if info is None:
         raise ValueError(f"no local cloud is running for state dir {args.state_dir}; start one with `mlops local up`")
-    env = local_aws_environment(info["endpoint_url"])
-    return boto3.client("sagemaker-runtime", endpoint_url=info["endpoint_url"], region_name=env["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    from local.cli.run import administrator_credentials
+
+    return boto3.client("sagemaker-runtime", endpoint_url=info["endpoint_url"], region_name="us-east-1",
+                        **administrator_credentials(info))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -59,14 +59,15 @@ class RunSession:
     cloud: Any = None  # the LocalCloud when this process started it, else None
     api_url: str | None = None
     result: dict | None = None  # the result document so far (reported as it stands on a timeout)
+    # boto3 keyword arguments of the person at the keyboard: the local administrator of cloud.json.
+    credentials: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def client(self, service: str):
         if service not in self._clients:
             self._clients[service] = boto3.client(
                 service, endpoint_url=self.endpoint_url, region_name="us-east-1",
-                aws_access_key_id="testing", aws_secret_access_key="testing",
-                config=Config(retries={"max_attempts": 3}),
+                config=Config(retries={"max_attempts": 3}), **self.credentials,
             )
         return self._clients[service]
 
@@ -252,16 +253,27 @@ def run_dataset(session: RunSession, path: Path, target: str | None) -> dict:
 # ------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def cloud_for(state_dir: Path, **cloud_options):
-    """Yields (endpoint_url, outputs, api_url, LocalCloud | None): a running cloud, or one started now."""
+    """Yields (endpoint_url, outputs, api_url, credentials, LocalCloud | None): a running cloud, or one
+    started now; `credentials` are the local administrator's (boto3 keyword arguments)."""
     from local.cloud import LocalCloud
     from local.cloud_file import find_running_cloud
 
     info = find_running_cloud(state_dir)
     if info is not None:
-        yield info["endpoint_url"], info["stack"]["outputs"], info.get("api_url"), None
+        yield (info["endpoint_url"], info["stack"]["outputs"], info.get("api_url"),
+               administrator_credentials(info), None)
         return
     with LocalCloud(state_dir, **cloud_options) as cloud:
-        yield cloud.endpoint_url, cloud.stack.outputs, cloud.api_url, cloud
+        yield cloud.endpoint_url, cloud.stack.outputs, cloud.api_url, cloud.client_kwargs(with_endpoint=False), cloud
+
+
+def administrator_credentials(info: dict) -> dict[str, str]:
+    """boto3 keyword arguments of the local administrator a running cloud publishes in cloud.json."""
+    published = info.get("credentials") or {}
+    if not published.get("aws_access_key_id"):
+        raise RunError(f"the local cloud of {info.get('state_dir')} publishes no credentials in cloud.json "
+                       "(started by an older version? restart it)")
+    return {key: value for key, value in published.items() if value}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -284,11 +296,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     session: RunSession | None = None
     code = EXIT_OK
     try:
-        with cloud_for(state_dir, parameters=parameters) as (endpoint_url, outputs, api_url, cloud):
+        with cloud_for(state_dir, parameters=parameters, strict=not args.no_strict) as (
+                endpoint_url, outputs, api_url, credentials, cloud):
             session = RunSession(endpoint_url, state_dir.resolve(), outputs, args,
                                  deadline=time.monotonic() + args.timeout,
                                  progress=stderr if not args.quiet else (lambda m: None),
-                                 cloud=cloud, api_url=api_url)
+                                 cloud=cloud, api_url=api_url, credentials=credentials)
             run_dataset(session, path, args.target)
     except TimeoutError as exc:
         reason, code = str(exc), EXIT_TIMEOUT
@@ -320,4 +333,7 @@ def register(local_commands) -> None:
     run.add_argument("--parameter", action="append", metavar="NAME=VALUE",
                      help="template parameter override (repeatable) for the cloud this command starts "
                           "when none is running, e.g. MaxTuningJobs=2")
+    run.add_argument("--no-strict", action="store_true",
+                     help="debugging only: a cloud this command starts neither authenticates, authorizes nor "
+                          "checks requests against the services' constraints (default: strict, as AWS)")
     run.set_defaults(func=cmd_run)

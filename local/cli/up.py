@@ -26,7 +26,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stderr("starting the local cloud ...")
     with LocalCloud(state_dir, replication_delay_seconds=args.replication_delay,
-                    max_concurrent_executions=args.max_concurrent_executions, parameters=parameters) as cloud:
+                    max_concurrent_executions=args.max_concurrent_executions, parameters=parameters,
+                    strict=not args.no_strict) as cloud:
         outputs = cloud.stack.outputs
         print(f"AWS endpoint:      {cloud.endpoint_url}   (export AWS_ENDPOINT_URL={cloud.endpoint_url})")
         stages = sorted({f"/{r.stage}" if r.kind == "rest" else "" for r in cloud.stack.api_routes})
@@ -35,6 +36,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"Runtime endpoint:  {cloud.endpoint_url}/endpoints/<name>/invocations")
         print(f"Drop CSVs into:    s3://{outputs.get('DataBucketName')}/incoming/")
         print(f"State:             {cloud.state_dir}  (outbox: {cloud.outbox_dir})")
+        print(f"Credentials:       the local administrator's, in {cloud.cloud_file} ('credentials'); "
+              f"strict face {'on' if cloud.strict else 'OFF'}")
         print("Ctrl-C stops everything.", flush=True)
         try:
             while not stop.wait(0.5):
@@ -56,4 +59,7 @@ def register(local_commands) -> None:
     up.add_argument("--max-concurrent-executions", type=int, default=1)
     up.add_argument("--parameter", action="append", metavar="NAME=VALUE",
                     help="template parameter override (repeatable), e.g. RMSEThreshold=20000")
+    up.add_argument("--no-strict", action="store_true",
+                    help="debugging only: do not authenticate, authorize or check requests against the "
+                         "services' constraints (default: strict, as AWS)")
     up.set_defaults(func=cmd_up)

@@ -211,6 +211,9 @@ def test_local_cloud_deploys_on_approval_once(tmp_path):
             return executions if executions and all(e["status"] != "RUNNING" for e in executions) else None
 
         executions = cloud.wait_for(finished, timeout=240, description="the deployment")
+        if executions[0]["status"] != "SUCCEEDED":
+            for event in sfn.get_execution_history(executionArn=executions[0]["executionArn"])["events"]:
+                print("HISTORY", json.dumps(event, default=str)[:700])
         assert [e["status"] for e in executions] == ["SUCCEEDED"]
         runtime = cloud.client("sagemaker-runtime")
         row = package["trained"]["test"].iloc[[0]]

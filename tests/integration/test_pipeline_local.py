@@ -15,6 +15,8 @@ from local.cli.datagen import generate_housing
 from local.aws.sagemaker_pipelines.service import PipelineExecutor
 from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
 from local.aws.gateway import LocalGateway
+from mlops_shared.artifacts import DatasetReference
+from mlops_shared.dataset_reference import read_reference, registry_label, write_reference
 from local.ray_head import RayHead
 
 pytestmark = pytest.mark.slow
@@ -70,9 +72,16 @@ def upload(s3, key: str, seed: int) -> str:
 
 
 def execute(local, key: str, version: str, token: str, **overrides):
-    executor, _, sm, _ = local
+    """Starts an execution as intake does: the dataset reference written, then the parameters."""
+    executor, s3, sm, _ = local
+    target = overrides.get("TargetColumn", "PRICE")
+    reference = DatasetReference(bucket="it-data", key=key, version=version, version_id=None, etag=version,
+                                 target_column=target, target_source="default")
+    uri = f"s3://it-data/{key}"
     parameters = {
-        "InputDataUri": f"s3://it-data/{key}", "DatasetVersion": version, "TargetColumn": "PRICE",
+        "InputDataUri": uri, "DatasetLabel": registry_label(uri),
+        "DatasetReferenceUri": write_reference(s3, "s3://it-artifacts/pipeline", reference),
+        "DatasetVersion": version, "TargetColumn": "PRICE",
         "FeatureGroupName": "it-houses", "ModelPackageGroupName": GROUP, "ArtifactsS3Uri": "s3://it-artifacts/pipeline",
         "MaxTuningJobs": "2", "MaxParallelTuningJobs": "2", "OfflineStoreTimeoutSeconds": "300",
         **overrides,
@@ -122,7 +131,16 @@ def test_pipeline_trains_evaluates_and_registers(local, first_run):
     best = summaries[0]["TrainingJobName"]
     assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == \
         f"s3://it-artifacts/pipeline/{execution_id}/HPTuning/models/{best}/output/model.tar.gz"
-    assert package["CustomerMetadataProperties"]["dataset_uri"] == "s3://it-data/incoming/houses.csv"
+    metadata = package["CustomerMetadataProperties"]
+    assert metadata["dataset_uri"] == "s3://it-data/incoming/houses.csv"
+    assert read_reference(s3, metadata["dataset_reference"]).s3_uri == "s3://it-data/incoming/houses.csv"
+    # The executor owns the execution and answers every API about it.
+    parameters = {p["Name"]: p["Value"] for p in
+                  sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]}
+    assert parameters["DatasetReferenceUri"] == metadata["dataset_reference"] and parameters["MaxTuningJobs"] == "2"
+    assert parameters["RMSEThreshold"] == str(float(SMALL_DATA_THRESHOLD))
+    definition = json.loads(sm.describe_pipeline_definition_for_execution(PipelineExecutionArn=arn)["PipelineDefinition"])
+    assert [step["Name"] for step in definition["Steps"]][0] == "Ingest"
     assert package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].endswith(f"{execution_id}/Evaluate/evaluation/evaluation.json")
     assert (arn, "HPTuning", "Succeeded") in progress
 

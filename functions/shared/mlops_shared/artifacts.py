@@ -2,6 +2,7 @@
 
 | file | written by | read by |
 |---|---|---|
+| `datasets/<identity>.json` (`DatasetReference`) | intake (the start-pipeline function, `mlops pipeline run`) | Ingest (`--dataset-reference`); anyone resolving a model package's `dataset_reference` |
 | `manifest/manifest.json` (`IngestManifest`) | the Ingest step | Preprocess |
 | `preprocessor.json` (`PreprocessorDocument`, inside `model.tar.gz`) | Preprocess (train copies it) | Train, Evaluate, the model server |
 | `evaluation/evaluation.json` (`EvaluationReport`) | Evaluate | the pipeline's CheckRMSE condition (`JsonGet` on `RMSE_JSON_PATH`, `CHAMPION_LIMIT_JSON_PATH`), approvals, the smoke test, the CLI |
@@ -104,6 +105,39 @@ class EvaluationReport:
     @property
     def rmse(self) -> float:
         return self.regression_metrics.rmse.value
+
+
+# ------------------------------------------------------------------------------------------------
+# datasets/<identity>.json
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DatasetReference:
+    """The exact object one pipeline execution trains on.
+
+    SageMaker limits container arguments and processing environment values to 256 characters and
+    model package metadata to `[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*` (256), while an S3 key may hold 1024
+    bytes of any character. So the pipeline passes this document's URI (short, plain characters)
+    and whoever needs the object reads bucket, key and version from here, verbatim.
+    """
+
+    bucket: str
+    key: str
+    version: str  # the version id, else the ETag without quotes (mlops_shared.dataset_version)
+    version_id: str | None
+    etag: str | None
+    target_column: str
+    target_source: str  # metadata | dataset.json | default
+
+    @property
+    def s3_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @classmethod
+    def from_json(cls, document: Any) -> "DatasetReference":
+        return from_json(cls, document, "dataset reference")
+
+    def to_json(self) -> dict[str, Any]:
+        return to_json(self)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ call idempotent on the dataset identity (bucket, key, version or ETag).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -17,8 +16,10 @@ import boto3
 from botocore.exceptions import ClientError
 
 from . import notifications, quarantine
+from .artifacts import DatasetReference
 from .aws import is_not_found
 from .config import StartPipelineSettings
+from .dataset_reference import identity_digest, registry_label, write_reference
 from .dataset_version import dataset_version, normalize_dataset_version, normalize_version_id
 from .csv_validation import CsvProfile, ValidationIssue, validate_csv_sample
 
@@ -72,8 +73,7 @@ class DatasetConfigError(ValueError):
 
 def client_request_token(dataset: DatasetRef) -> str:
     """A 64-character token derived from the dataset identity: retries of one upload share it."""
-    identity = json.dumps(dataset.identity(), sort_keys=True)
-    return hashlib.sha256(identity.encode("utf-8")).hexdigest()
+    return identity_digest(dataset.bucket, dataset.key, dataset.version)
 
 
 def execution_display_name(key: str, when: datetime) -> str:
@@ -170,11 +170,26 @@ def resolve_target(
     return TargetChoice(target.strip(), DATASET_CONFIG_NAME)
 
 
+# StartPipelineExecution: a parameter value holds at most 1024 characters.
+PARAMETER_VALUE_MAX = 1024
+
+
+def dataset_reference(dataset: DatasetRef, target: TargetChoice) -> DatasetReference:
+    return DatasetReference(bucket=dataset.bucket, key=dataset.key, version=dataset.version,
+                            version_id=dataset.version_id, etag=dataset.etag,
+                            target_column=target.column, target_source=target.source)
+
+
 def pipeline_parameters(
-    dataset: DatasetRef, target: TargetChoice, header: list[str], settings: StartPipelineSettings
+    dataset: DatasetRef, target: TargetChoice, header: list[str], settings: StartPipelineSettings,
+    reference_uri: str,
 ) -> list[dict[str, str]]:
+    uri = dataset.s3_uri
     values = {
-        "InputDataUri": dataset.s3_uri,
+        # For people (Studio, the CLI); the jobs and the registry use the reference.
+        "InputDataUri": uri if len(uri) <= PARAMETER_VALUE_MAX else uri[:PARAMETER_VALUE_MAX - 3] + "...",
+        "DatasetReferenceUri": reference_uri,
+        "DatasetLabel": registry_label(uri),
         "DatasetVersion": dataset.version,
         "TargetColumn": target.column,
         # The ingest job derives the group for this schema (base name + schema hash): a group's
@@ -222,15 +237,18 @@ def process_dataset(
     )
     if result.issue:
         return _quarantine(dataset, result.issue, result.profile, target, settings, s3, sns)
-    return _start(dataset, target, result.profile, settings, sagemaker)
+    return _start(dataset, target, result.profile, settings, sagemaker, s3)
 
 
 def _start(
-    dataset: DatasetRef, target: TargetChoice, profile: CsvProfile, settings: StartPipelineSettings, sagemaker: Any
+    dataset: DatasetRef, target: TargetChoice, profile: CsvProfile, settings: StartPipelineSettings,
+    sagemaker: Any, s3: Any = None,
 ) -> dict[str, Any]:
     sagemaker = sagemaker or boto3.client("sagemaker")
     display_name = execution_display_name(dataset.key, parse_event_time(dataset.event_time))
-    parameters = pipeline_parameters(dataset, target, profile.header, settings)
+    s3 = s3 or boto3.client("s3")
+    reference_uri = write_reference(s3, settings.artifacts_s3_uri, dataset_reference(dataset, target))
+    parameters = pipeline_parameters(dataset, target, profile.header, settings, reference_uri)
     version = f" version {dataset.version_id}" if dataset.version_id else f" ETag {dataset.version}"
     description = (
         f"Training on {dataset.s3_uri}{version}; target {target.column} (from {target.source}); "
@@ -250,6 +268,7 @@ def _start(
         "display_name": display_name,
         "pipeline_name": settings.pipeline_name,
         "input_data_uri": dataset.s3_uri,
+        "dataset_reference_uri": reference_uri,
         "dataset_version": dataset.version,
         "target_column": target.column,
         "target_source": target.source,

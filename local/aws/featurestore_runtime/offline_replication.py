@@ -32,9 +32,10 @@ class _PendingRow:
 class OfflineReplication:
     """Queues offline rows and writes the due ones to S3 from a background thread."""
 
-    def __init__(self, s3: Any, replication_delay_seconds: float = 0.0, flush_interval_seconds: float = 0.5,
-                 clock: Callable[[], float] = time.time):
-        self._s3 = s3
+    def __init__(self, s3_for_group: Callable[[FeatureGroupDefinition], Any], replication_delay_seconds: float = 0.0,
+                 flush_interval_seconds: float = 0.5, clock: Callable[[], float] = time.time):
+        # Feature Store writes a group's offline store with the role given to the group (its RoleArn).
+        self._s3_for_group = s3_for_group
         self.replication_delay_seconds = float(replication_delay_seconds)
         self.flush_interval_seconds = float(flush_interval_seconds)
         self._clock = clock
@@ -108,7 +109,8 @@ class OfflineReplication:
             )
             columns["is_deleted"].append(row.values["is_deleted"])
         table = pa.Table.from_pydict(columns, schema=schema)
-        feature_store_layout.write_file(self._s3, group.offline_data_uri or "", partition, table, write_time)
+        feature_store_layout.write_file(self._s3_for_group(group), group.offline_data_uri or "", partition, table,
+                                        write_time)
         self.files_written += 1
         self.rows_written += len(rows)
 

@@ -47,6 +47,7 @@ class FeatureGroupDefinition:
     event_time_feature: str
     feature_types: dict[str, str]  # ordered as the group's FeatureDefinitions
     offline_data_uri: str | None  # where `year=…` partitions start, or None (no offline store)
+    role_arn: str | None = None  # the role Feature Store writes the offline store with
 
     @classmethod
     def from_description(cls, desc: dict[str, Any]) -> "FeatureGroupDefinition":
@@ -59,6 +60,7 @@ class FeatureGroupDefinition:
             event_time_feature=desc["EventTimeFeatureName"],
             feature_types={d["FeatureName"]: d["FeatureType"] for d in desc["FeatureDefinitions"]},
             offline_data_uri=feature_store_layout.data_uri(resolved) if resolved else None,
+            role_arn=desc.get("RoleArn"),
         )
 
     def arrow_schema(self) -> pa.Schema:

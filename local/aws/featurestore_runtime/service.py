@@ -70,6 +70,7 @@ class FeatureStoreRuntimeApp:
         sagemaker_client: Any = None,
         s3_client: Any = None,
         clock: Callable[[], float] = time.time,
+        identities: Any = None,
     ):
         self.endpoint_url = endpoint_url
         self.definition_ttl_seconds = definition_ttl_seconds
@@ -77,8 +78,11 @@ class FeatureStoreRuntimeApp:
         session = boto3.session.Session()
         region = region_name or session.region_name or "us-east-1"
         credentials = {}
-        if session.get_credentials() is None:
-            # The local cloud ignores signatures, but botocore refuses to send unsigned requests.
+        if identities is not None:
+            # Feature Store reading its own groups acts as the local runtime (AWS on its own resources).
+            credentials = identities.runtime.client_kwargs()
+        elif session.get_credentials() is None:
+            # botocore refuses to send unsigned requests; a bare moto does not check the keys.
             credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
         config = botocore.config.Config(
             retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32
@@ -97,7 +101,20 @@ class FeatureStoreRuntimeApp:
         self._lock = threading.Lock()  # the online view
         self._definitions: dict[str, tuple[FeatureGroupDefinition, float]] = {}
         self._online: dict[tuple[str, str], _OnlineRecord] = {}
-        self.replication = OfflineReplication(s3, replication_delay_seconds, flush_interval_seconds, clock)
+        s3_by_role: dict[str, Any] = {}
+
+        def s3_for_group(group: FeatureGroupDefinition) -> Any:
+            """The offline store is written with the group's role (strict face), else the one client."""
+            if identities is None or not group.role_arn:
+                return s3
+            if group.role_arn not in s3_by_role:
+                from local.aws.identities import aws_client
+
+                role = identities.role_credentials(group.role_arn, "sagemaker.amazonaws.com", "featurestore")
+                s3_by_role[group.role_arn] = aws_client("s3", endpoint_url, role, region=region, pool_size=32)
+            return s3_by_role[group.role_arn]
+
+        self.replication = OfflineReplication(s3_for_group, replication_delay_seconds, flush_interval_seconds, clock)
 
     # ---------------------------------------------------------------- WSGI
     @staticmethod

@@ -66,6 +66,7 @@ class Execution:
     display_name: str
     description: str | None
     token: str
+    role_arn: str | None = None  # the pipeline's RoleArn: SageMaker Pipelines acts with it
     creation: datetime = field(default_factory=now)
     status: str = "Executing"
     failure_reason: str | None = None

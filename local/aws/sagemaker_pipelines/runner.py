@@ -56,8 +56,14 @@ class ExecutionRunner:
                 "PipelineName": execution.pipeline_name, "PipelineArn": execution.pipeline_arn,
                 "StartDateTime": execution.creation.isoformat(), "CurrentDateTime": execution.creation.isoformat(),
             },
-            read_json=lambda uri: jobs.read_s3_json(self.service.client("s3"), uri),
+            # SageMaker Pipelines reads JSON (JsonGet) with the pipeline execution role.
+            read_json=lambda uri: jobs.read_s3_json(self.service.role_client(execution.role_arn, "s3"), uri),
         )
+        try:
+            self._start_experiment(execution, ctx)
+        except StepFailed as exc:  # SageMaker fails the execution before its first step
+            self.finish(execution, "Failed", str(exc)[:1024])
+            return
         chosen_branches: dict[str, str] = {}
         finished: set[str] = set()
         skipped: set[str] = set()
@@ -91,6 +97,24 @@ class ExecutionRunner:
         else:
             self.finish(execution, "Succeeded", None)
 
+
+    def _start_experiment(self, execution: Execution, ctx: Context) -> None:
+        """`PipelineExperimentConfig`: SageMaker Pipelines creates the experiment (the pipeline's) and
+        the trial (the execution's) with the pipeline execution role before the first step."""
+        config = execution.definition.get("PipelineExperimentConfig")
+        if not config:
+            return
+        experiment = defn.to_text(defn.resolve(config.get("ExperimentName"), ctx))
+        trial = defn.to_text(defn.resolve(config.get("TrialName"), ctx))
+        sagemaker = self.service.role_client(execution.role_arn, "sagemaker")
+        for call, kwargs in ((sagemaker.create_experiment, {"ExperimentName": experiment}),
+                             (sagemaker.create_trial, {"TrialName": trial, "ExperimentName": experiment})):
+            try:
+                call(**kwargs)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("ResourceInUse", "ValidationException") \
+                        or "exist" not in str(exc).lower():
+                    raise StepFailed(f"the pipeline's experiment tracking could not start: {exc}") from None
 
     def finish(self, execution: Execution, status: str, reason: str | None) -> None:
         with execution.lock:
@@ -171,7 +195,8 @@ class ExecutionRunner:
         key = defn.cache_key(execution.pipeline_name, node.name, node.type, args)
         cache = spec.get("CacheConfig") or {}
         hit = self.service.cache.lookup(key, defn.parse_expire_after(cache.get("ExpireAfter"))) if cache.get("Enabled") else None
-        s3 = self.service.client("s3")
+        # Property files are read by SageMaker Pipelines itself: with the pipeline execution role.
+        s3 = self.service.role_client(execution.role_arn, "s3")
         if hit is not None:
             properties = hit["properties"]
             ctx.step_properties[node.name] = properties
@@ -179,15 +204,25 @@ class ExecutionRunner:
             self.set_step(execution, run, "Succeeded", end=now(), metadata=hit["metadata"],
                            cache_source=hit["execution_arn"])
             return
-        runtime = self._job_runtime(execution)
         if node.type == "Processing":
             name = jobs.job_name("pipelines", execution.id, node.name)
+            request = {**args, "ProcessingJobName": name}
+            role_arn = args.get("RoleArn")
+        else:
+            name = jobs.job_name(execution.id, node.name, limit=32)
+            request = {**args, "HyperParameterTuningJobName": name}
+            role_arn = (args.get("TrainingJobDefinition") or {}).get("RoleArn")
+        # What SageMaker Pipelines sends SageMaker for the step, checked as SageMaker checks it.
+        self.service.authorize_job(execution, "CreateProcessingJob" if node.type == "Processing"
+                                   else "CreateHyperParameterTuningJob", request)
+        runtime = self._job_runtime(execution, role_arn, node.name)
+        if node.type == "Processing":
             metadata = {"ProcessingJob": {"Arn": arn("processing-job", name)}}
             self.set_step(execution, run, "Executing", metadata=metadata)
             properties = jobs.run_processing(node.name, args, step_root, log_path, runtime, name)
-            self._load_property_files(ctx, spec, properties, step_root, s3)
+            # From S3, as SageMaker Pipelines reads them (never the container's local copy).
+            self._load_property_files(ctx, spec, properties, None, s3)
         else:
-            name = jobs.job_name(execution.id, node.name, limit=32)
             metadata = {"TuningJob": {"Arn": arn("hyper-parameter-tuning-job", name)}}
             self.set_step(execution, run, "Executing", metadata=metadata)
             properties = tuning.run_tuning(
@@ -208,9 +243,12 @@ class ExecutionRunner:
                 ctx.property_files[(spec["Name"], file_name)] = document
 
 
-    def _job_runtime(self, execution: Execution) -> JobRuntime:
+    def _job_runtime(self, execution: Execution, role_arn: str | None, step: str) -> JobRuntime:
+        """What every process of a job gets: the container environment, and the job's role session
+        (SageMaker hands the job the role it was created with)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_", "SM_"))}
-        env.update(DUMMY_CREDENTIALS)
+        credentials = self.service.role_credentials(role_arn, f"{step}-{execution.id}")
+        env.update(credentials.env() if credentials is not None else DUMMY_CREDENTIALS)
         env.update({
             "AWS_ENDPOINT_URL": self.service.gateway.url,
             "AWS_DEFAULT_REGION": jobs.REGION,
@@ -239,11 +277,12 @@ class ExecutionRunner:
 
         return JobRuntime(python=self.service.python, base_env=env, stop_event=execution.stop_event,
                           register_process=register, unregister_process=execution.processes.discard,
-                          s3_factory=lambda: self.service.client("s3"))
+                          # SageMaker moves a job's inputs and outputs with the job's role.
+                          s3_factory=lambda: self.service.role_client(role_arn, "s3", f"{step}-{execution.id}"))
 
 
     def _register_model(self, execution: Execution, args: dict) -> str:
-        sagemaker = self.service.client("sagemaker")
+        sagemaker = self.service.role_client(execution.role_arn, "sagemaker")
         allowed = set(sagemaker.meta.service_model.operation_model("CreateModelPackage").input_shape.members)
         request = {k: v for k, v in args.items() if k in allowed and v not in ({}, None)}
         metrics = request.get("ModelMetrics")

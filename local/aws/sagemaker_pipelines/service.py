@@ -28,6 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from local.aws.gateway import LocalGateway, aws_error, json_response, request_json
+from local.aws.identities import aws_client
 from local.aws.sagemaker_pipelines import definition as defn
 from local.aws.sagemaker_pipelines import jobs
 from local.aws.sagemaker_pipelines.definition import DefinitionError
@@ -49,8 +50,11 @@ from mlops_shared.aws import is_not_found
 
 log = logging.getLogger(__name__)
 
+# Every API about an execution: the executor owns executions, so it answers all of them (moto
+# never hears of one).
 TARGETS = ("StartPipelineExecution", "DescribePipelineExecution", "ListPipelineExecutions",
-           "ListPipelineExecutionSteps", "StopPipelineExecution")
+           "ListPipelineExecutionSteps", "StopPipelineExecution", "ListPipelineParametersForExecution",
+           "DescribePipelineDefinitionForExecution")
 
 ProgressCallback = Callable[[str, str | None, str], None]
 
@@ -77,8 +81,14 @@ class PipelineExecutor:
                  max_concurrent_executions: int = 1, substitutions: dict[str, str] | None = None, *,
                  python: str = sys.executable, on_progress: ProgressCallback | None = None,
                  emit_events: bool = True, max_parallel_trials: int | None = None,
-                 ray_env: dict[str, str] | None = None, job_env: dict[str, str] | None = None):
+                 ray_env: dict[str, str] | None = None, job_env: dict[str, str] | None = None,
+                 identities: Any = None, strict: Any = None):
         self.gateway = gateway
+        # Who acts (local.aws.identities.Identities): the service's bookkeeping as the local runtime,
+        # its work as the pipeline execution role, each job as its own role. `strict`: the strict face,
+        # which authorizes what SageMaker Pipelines itself does (creating jobs, passing roles).
+        self.identities = identities
+        self.strict = strict
         self.work_dir = Path(work_dir).resolve()
         self.ray_address = ray_address
         self.substitutions = dict(substitutions or {})
@@ -122,9 +132,46 @@ class PipelineExecutor:
         return app
 
     def client(self, service: str):
+        """The service reading its own resources (DescribePipeline, its events): the local runtime."""
+        if self.identities is not None:
+            return aws_client(service, self.gateway.url, self.identities.runtime, max_attempts=2)
         return boto3.client(service, endpoint_url=self.gateway.url, region_name=jobs.REGION,
                             aws_access_key_id="testing", aws_secret_access_key="testing",
                             aws_session_token="testing", config=Config(retries={"max_attempts": 2}))
+
+    def role_credentials(self, role_arn: str | None, session: str):
+        """A session of `role_arn` as SageMaker gets it (None without identities: a bare gateway)."""
+        if self.identities is None or not role_arn:
+            return None
+        return self.identities.role_credentials(role_arn, "sagemaker.amazonaws.com", session)
+
+    def authorize_job(self, execution: Execution, operation: str, request: dict) -> None:
+        """What SageMaker does when Pipelines creates a step's job: the request must meet the
+        operation's constraints, and the pipeline execution role must be allowed to make it (and to
+        pass the job its role). Raises StepFailed with SageMaker's answer."""
+        from local.aws.strict.principals import principal_for_access_key
+        from local.aws.strict.service_constraints import check, format_message
+
+        if self.gateway.strict is not None:  # the constraints hold wherever the gateway checks them
+            violations = check("sagemaker", operation, request)
+            if violations:
+                raise jobs.StepFailed(f"ValidationException: {format_message(violations)}")
+        if self.strict is None:
+            return
+        credentials = self.role_credentials(execution.role_arn, "pipelines")
+        principal = principal_for_access_key(credentials.access_key_id) if credentials else None
+        if principal is None:
+            raise jobs.StepFailed(f"the pipeline's role {execution.role_arn} cannot be assumed by SageMaker")
+        decision = self.strict.authorize(principal, "sagemaker", operation, request)
+        if decision is not None:
+            raise jobs.StepFailed(f"AccessDeniedException: {decision.message()}")
+
+    def role_client(self, role_arn: str | None, service: str, session: str = "pipelines"):
+        """A client acting as `role_arn` (SageMaker Pipelines' work, a job's data movement)."""
+        credentials = self.role_credentials(role_arn, session)
+        if credentials is None:
+            return self.client(service)
+        return aws_client(service, self.gateway.url, credentials, max_attempts=2)
 
     # -- public Python API (the HTTP handlers use the same) ------------------------------------
     def start_execution(self, pipeline_name: str, parameters: list[dict] | dict | None = None,
@@ -153,7 +200,7 @@ class PipelineExecutor:
         execution = Execution(
             arn=execution_arn, id=execution_id, pipeline_name=name, pipeline_arn=described["PipelineArn"],
             definition=definition, parameters=values, display_name=display_name or f"execution-{int(time.time() * 1000)}",
-            description=description, token=token,
+            description=description, token=token, role_arn=described.get("RoleArn"),
         )
         with self._lock:
             existing = self._by_token.get((name, token))
@@ -256,6 +303,15 @@ class PipelineExecutor:
     def _api_list_pipeline_execution_steps(self, body: dict) -> dict:
         steps = self.list_steps(body.get("PipelineExecutionArn", ""), body.get("SortOrder") == "Ascending")
         return _page(steps, body, "PipelineExecutionSteps")
+
+    def _api_list_pipeline_parameters_for_execution(self, body: dict) -> dict:
+        execution = self._get(body.get("PipelineExecutionArn", ""))
+        parameters = [{"Name": name, "Value": defn.to_text(value)} for name, value in execution.parameters.items()]
+        return _page(parameters, body, "PipelineParameters")
+
+    def _api_describe_pipeline_definition_for_execution(self, body: dict) -> dict:
+        execution = self._get(body.get("PipelineExecutionArn", ""))
+        return {"PipelineDefinition": json.dumps(execution.definition), "CreationTime": epoch(execution.creation)}
 
     def _api_stop_pipeline_execution(self, body: dict) -> dict:
         return {"PipelineExecutionArn": self.stop_execution(body.get("PipelineExecutionArn", ""))}

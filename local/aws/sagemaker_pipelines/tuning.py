@@ -19,6 +19,9 @@ from local.aws.sagemaker_pipelines.jobs import JobRuntime, StepFailed, StepStopp
 log = logging.getLogger(__name__)
 
 
+TUNING_OBJECTIVE_HYPERPARAMETER = "_tuning_objective_metric"
+
+
 def sample_hyperparameters(ranges: dict, rng: random.Random) -> dict[str, str]:
     """One random draw from ParameterRanges (values as strings, as SageMaker passes them)."""
     values: dict[str, str] = {}
@@ -68,6 +71,8 @@ def run_tuning(step_name: str, args: dict, step_root: Path, log_dir: Path, runti
     parallel = max(1, min(int(limits.get("MaxParallelTrainingJobs", 1)), max_parallel_trials, max_jobs))
     rng = random.Random(seed)
     static = {k: str(v) for k, v in (definition.get("StaticHyperParameters") or {}).items()}
+    # As SageMaker does: every training job of a tuning job is told the objective metric's name.
+    static[TUNING_OBJECTIVE_HYPERPARAMETER] = objective["MetricName"]
     trials = []
     for index in range(1, max_jobs + 1):
         tuned = sample_hyperparameters(config.get("ParameterRanges", {}), rng)

@@ -14,7 +14,6 @@ REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 PARTITION = "aws"
 URL_SUFFIX = "amazonaws.com"
-LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 class ProvisionError(RuntimeError):
@@ -50,6 +49,17 @@ class FunctionSpec:
     timeout: float
     memory_size: int
     runtime: str
+    role_arn: str = ""  # the execution role its code runs with
+    dead_letter_arn: str | None = None  # DeadLetterQueue of asynchronous invocations (SQS)
+    max_retry_attempts: int = 2  # EventInvokeConfig.MaximumRetryAttempts of asynchronous invocations
+    # Its resource policy: what Lambda permissions (SAM's AWS::Lambda::Permission) let invoke it.
+    permissions: list[dict] = field(default_factory=list)
+
+    def resource_policy(self) -> dict | None:
+        if not self.permissions:
+            return None
+        return {"PolicyName": f"{self.name} function policy",
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": list(self.permissions)}}
 
 
 @dataclass
@@ -68,6 +78,8 @@ class EventTarget:
     retry_attempts: int = 2
     batch_size: int = 10
     dead_letter_arn: str | None = None  # the rule target's DeadLetterConfig (an SQS queue)
+    role_arn: str | None = None  # the role EventBridge uses for this target (state machines)
+    rule_arn: str | None = None  # the rule delivering (aws:SourceArn of the delivery)
 
 
 @dataclass
@@ -98,6 +110,9 @@ class Stack:
     api_routes: list[ApiRoute] = field(default_factory=list)
     email_subscriptions: list[dict[str, str]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # logical id -> type
+    # Resource policies the strict face evaluates that moto does not hold (S3 bucket policies: moto's S3
+    # would apply them itself, wrongly) or holds in a form the face reads from here (queue policies).
+    resource_policies: dict[str, dict] = field(default_factory=dict)  # resource ARN -> {PolicyName, PolicyDocument}
     # Resolved `Metadata.Mlops.Substitutions` per pipeline logical id (the executor needs them too).
     pipeline_substitutions: dict[str, dict[str, str]] = field(default_factory=dict)
 

@@ -30,7 +30,6 @@ from local.aws.stack.intrinsics import Resolver, references
 from local.aws.stack.model import (
     ACCOUNT_ID,
     DEFAULT_STACK_NAME,
-    LOCAL_CREDENTIALS,
     PARTITION,
     REGION,
     URL_SUFFIX,
@@ -38,7 +37,8 @@ from local.aws.stack.model import (
     Resource,
     Stack,
 )
-from local.aws.stack.resources import CREATORS, iam
+from local.aws.stack.resources import CREATORS
+from local.aws.stack.sam_generated import sam_generated_resources
 from local.aws.stack.template import load_template
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,8 @@ log = logging.getLogger(__name__)
 # The provisioner
 # ------------------------------------------------------------------------------------------------
 IGNORED_TYPES = {
-    # Permissions and wiring that only matter to real AWS, or that the local runtime provides itself.
-    "AWS::Lambda::Permission",
+    # Wiring that only matters to real AWS, or that the local runtime provides itself.
     "AWS::SNS::TopicPolicy",
-    "AWS::SQS::QueuePolicy",
-    "AWS::S3::BucketPolicy",
     "AWS::IAM::Policy",
     "AWS::IAM::ManagedPolicy",
     "AWS::ApiGateway::Account",
@@ -73,8 +70,11 @@ class Provisioner:
         parameters: dict[str, Any] | None = None,
         api_base_url: str | None = None,
         local_parameters: dict[str, Any] | None = None,
+        credentials: dict[str, str] | None = None,
     ):
         self.template = template
+        # Who creates the stack: the local administrator (CloudFormation acts with the deployer's rights).
+        self.credentials = dict(credentials or {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"})
         self.local_parameters = dict(local_parameters or {})
         self.template_dir = Path(template_dir)
         self.endpoint_url = endpoint_url
@@ -84,6 +84,7 @@ class Provisioner:
         self._clients: dict[str, Any] = {}
         self.layer_dirs: dict[str, Path] = {}  # layer ARN -> directory on PYTHONPATH
         self.api_ids: dict[str, str] = {}
+        self.sam_generated: dict[str, dict] = {}  # logical id -> what SAM adds (roles, Lambda permissions)
         self.resolver = Resolver(self.stack, template, {})
 
     # -- clients --------------------------------------------------------------------------------
@@ -94,7 +95,7 @@ class Provisioner:
                 endpoint_url=self.endpoint_url,
                 region_name=REGION,
                 config=Config(retries={"max_attempts": 2}),
-                **LOCAL_CREDENTIALS,
+                **self.credentials,
             )
         return self._clients[service]
 
@@ -126,7 +127,7 @@ class Provisioner:
 
     # -- main -----------------------------------------------------------------------------------
     def provision(self) -> Stack:
-        resources = self.template.get("Resources") or {}
+        resources = self._with_sam_generated(self.template.get("Resources") or {})
         self._declare_implicit_resources(resources)
         for logical_id in self._creation_order(resources):
             definition = resources[logical_id]
@@ -154,13 +155,30 @@ class Provisioner:
             self.stack.outputs[name] = self.resolver.resolve(output["Value"])
         return self.stack
 
+    def _with_sam_generated(self, resources: dict) -> dict:
+        """The template's resources plus the roles and Lambda permissions SAM generates for them
+        (`sam_generated`); a function or state machine without a Role gets SAM's, as on AWS."""
+        generated = self.sam_generated = sam_generated_resources(self.template, self.stack.parameters, REGION)
+        merged = dict(resources)
+        for logical_id, definition in generated.items():
+            merged[logical_id] = definition
+        for logical_id, definition in resources.items():
+            props = definition.get("Properties") or {}
+            if definition["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine") \
+                    and "Role" not in props and f"{logical_id}Role" in generated:
+                merged[logical_id] = {**definition, "Properties": {
+                    **props, "Role": {"Fn::GetAtt": [f"{logical_id}Role", "Arn"]}}}
+        return merged
+
+    def role_arn_of(self, logical_id: str) -> str:
+        """The ARN a generated role will have (for targets declared before it is created)."""
+        return self.arn("iam", f"role/{self.physical_name(logical_id, 64)}", region=False)
+
     def _declare_implicit_resources(self, resources: dict) -> None:
-        """SAM's generated resources others may refer to: function/state machine roles, implicit APIs."""
+        """SAM's implicit APIs others may refer to (roles come from `_with_sam_generated`)."""
         implicit_apis = {"Api": "ServerlessRestApi", "HttpApi": "ServerlessHttpApi"}
         for logical_id, definition in resources.items():
             props = definition.get("Properties") or {}
-            if definition["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine") and "Role" not in props:
-                iam.create_role(self, f"{logical_id}Role", {"RoleName": self.physical_name(f"{logical_id}Role", 64)})
             if definition["Type"] == "AWS::Serverless::Function":
                 for event in (props.get("Events") or {}).values():
                     event_type = event.get("Type")
@@ -247,6 +265,7 @@ def provision(
     template_dir: str | Path | None = None,
     api_base_url: str | None = None,
     local_parameters: dict[str, Any] | None = None,
+    credentials: dict[str, str] | None = None,
 ) -> Stack:
     """Creates in moto (at `endpoint_url`) what `template` declares; returns the resolved `Stack`.
 
@@ -254,7 +273,8 @@ def provision(
     paths resolve against `template_dir`, default the current directory). `api_base_url` is where the
     local API server listens: API invoke URLs in the template resolve to it. `local_parameters`
     replace the template's Defaults for the parameters it declares (explicit `parameters` still
-    win); names the template does not declare are ignored.
+    win); names the template does not declare are ignored. `credentials` (boto3 keyword arguments)
+    are those of whoever deploys: the local administrator.
     """
     if isinstance(template, dict):
         body, path = template, None
@@ -265,7 +285,7 @@ def provision(
         base = Path(template_dir) if template_dir else path.parent
     provisioner = Provisioner(body, endpoint_url=endpoint_url, template_dir=base, template_path=path,
                               stack_name=stack_name, parameters=parameters, api_base_url=api_base_url,
-                              local_parameters=local_parameters)
+                              local_parameters=local_parameters, credentials=credentials)
     stack = provisioner.provision()
     log.info("stack %s: %d resources provisioned, %d skipped", stack.name, len(stack.resources), len(stack.skipped))
     return stack

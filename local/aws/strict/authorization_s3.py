@@ -149,6 +149,11 @@ def put_public_access_block(p: Params, scope: Scope):
     return [_bucket(scope, "s3:PutBucketPublicAccessBlock", p["Bucket"])]
 
 
+@operation("s3", "PutBucketPolicy", ["s3:PutBucketPolicy"], (at.PROVISION,))
+def put_bucket_policy(p: Params, scope: Scope):
+    return [_bucket(scope, "s3:PutBucketPolicy", p["Bucket"])]
+
+
 def missing_object_request(params: Params, scope: Scope) -> AuthorizationRequest:
     """What S3 checks before it says an object does not exist: without `s3:ListBucket` on the
     bucket a missing key answers 403 AccessDenied (naming s3:ListBucket), not 404 NoSuchKey."""

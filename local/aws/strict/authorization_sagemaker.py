@@ -90,6 +90,7 @@ for _op, _action, _callers in (
     ("DescribePipelineExecution", "sagemaker:DescribePipelineExecution", (at.CLI, at.CLOUD)),
     ("ListPipelineExecutionSteps", "sagemaker:ListPipelineExecutionSteps", (at.PIPELINE_STATUS, at.CLI)),
     ("ListPipelineParametersForExecution", "sagemaker:ListPipelineParametersForExecution", (at.CLI,)),
+    ("DescribePipelineDefinitionForExecution", "sagemaker:DescribePipelineDefinitionForExecution", (at.CLI,)),
 ):
     # Execution ARNs always come from SageMaker itself, so they are used as given.
     def _execution(p: Params, scope: Scope, _action=_action):

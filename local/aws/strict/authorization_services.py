@@ -106,6 +106,11 @@ for _op, _callers in (
     operation("sqs", _op, [f"sqs:{_op}"], _callers)(_queue)
 
 
+@operation("sqs", "SetQueueAttributes", ["sqs:SetQueueAttributes"], (at.PROVISION,))
+def set_queue_attributes(p: Params, scope: Scope):
+    return [scope.request("sqs:SetQueueAttributes", queue_arn(scope, p["QueueUrl"]), resource_type="queue")]
+
+
 @operation("sqs", "GetQueueUrl", ["sqs:GetQueueUrl"], (at.PROVISION, at.EVENT_DISPATCH))
 def get_queue_url(p: Params, scope: Scope):
     account = p.get("QueueOwnerAWSAccountId") or scope.account
@@ -221,6 +226,11 @@ def start_execution(p: Params, scope: Scope):
 @operation("stepfunctions", "DescribeExecution", ["states:DescribeExecution"], (at.CLI,))
 def describe_execution(p: Params, scope: Scope):
     return [scope.request("states:DescribeExecution", p["executionArn"], resource_type="execution")]
+
+
+@operation("stepfunctions", "ListExecutions", ["states:ListExecutions"], (at.CLI,))
+def list_executions(p: Params, scope: Scope):
+    return [scope.request("states:ListExecutions", p["stateMachineArn"], resource_type="statemachine")]
 
 
 @operation("stepfunctions", "GetExecutionHistory", ["states:GetExecutionHistory"], (at.CLI,))
@@ -370,6 +380,12 @@ def get_role(p: Params, scope: Scope):
 @operation("iam", "PutRolePolicy", ["iam:PutRolePolicy"], (at.PROVISION,))
 def put_role_policy(p: Params, scope: Scope):
     return [scope.request("iam:PutRolePolicy", role_arn(scope, p["RoleName"]), resource_type="role")]
+
+
+@operation("iam", "AttachRolePolicy", ["iam:AttachRolePolicy"], (at.PROVISION,))
+def attach_role_policy(p: Params, scope: Scope):
+    return [scope.request("iam:AttachRolePolicy", role_arn(scope, p["RoleName"]), {"iam:PolicyARN": p["PolicyArn"]},
+                          resource_type="role")]
 
 
 @operation("sts", "AssumeRole", ["sts:AssumeRole"], (at.ROLE_CREDENTIALS,))

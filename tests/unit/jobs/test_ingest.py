@@ -3,6 +3,7 @@ runtime served over HTTP, and a real local Ray."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import threading
@@ -15,7 +16,9 @@ from botocore.exceptions import ClientError
 from werkzeug.serving import make_server
 
 from jobs import common, dataset_schema, feature_store_writers, ingest
+from mlops_shared.artifacts import DatasetReference
 from mlops_shared.aws import parse_s3_uri
+from mlops_shared.dataset_reference import write_reference
 from mlops_shared.dataset_version import is_etag
 from local.cli.datagen import generate_housing
 from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
@@ -412,6 +415,48 @@ def test_bulk_mode_writes_the_offline_store_without_put_record(container_root, b
     assert got.loc[3, "NUM_BEDROOMS"] == 4 and got.loc[10, "SQUARE_FEET"] == 1000.5
     with (container_root / "processing/output/rejects/rejects.csv").open() as handle:
         assert [int(r["row_number"]) for r in csv.DictReader(handle)] == [1, 2, 5, 6, 7, 8, 12, 13, 15]
+
+
+def test_the_dataset_reference_names_the_exact_object_whatever_its_key(container_root, buckets, feature_store,
+                                                                       monkeypatch):
+    """What the pipeline passes: the reference document. A key with `#`, `?`, spaces and brackets is
+    read verbatim (URL parsing would read `incoming/house prices (2024)` instead), and a neighbour
+    that URL parsing would land on is not touched."""
+    feature_store()
+    monkeypatch.setattr(ingest, "write_rows_with_ray", None)  # the bulk path below needs no Ray
+    key = "incoming/house prices (2024)#draft?v=2.csv"
+    frame = generate_housing(30, seed=5)
+    _, version = upload(buckets, frame, key=key)
+    upload(buckets, generate_housing(7, seed=6), key="incoming/house prices (2024)")  # the decoy
+    reference = DatasetReference(bucket=DATA_BUCKET, key=key, version=version, version_id=version, etag=None,
+                                 target_column="PRICE", target_source="default")
+    reference_uri = write_reference(buckets, f"s3://{STORE_BUCKET}/pipeline", reference)
+    arguments = argv("unused", version, ingestion_mode="OfflineStore")
+    arguments[arguments.index("--input-uri"):arguments.index("--input-uri") + 2] = ["--dataset-reference", reference_uri]
+
+    assert ingest.main(arguments) == 0
+    manifest = json.loads((container_root / "processing/output/manifest/manifest.json").read_text())
+    assert manifest["input_uri"] == f"s3://{DATA_BUCKET}/{key}" and manifest["row_count"] == 30
+
+
+def test_a_reference_for_another_version_is_refused(container_root, buckets):
+    _, version = upload(buckets, generate_housing(5, seed=1))
+    reference = DatasetReference(bucket=DATA_BUCKET, key="incoming/houses.csv", version=version, version_id=version,
+                                 etag=None, target_column="PRICE", target_source="default")
+    reference_uri = write_reference(buckets, f"s3://{STORE_BUCKET}/pipeline", reference)
+    args = ingest.IngestArgs(input_uri="", dataset_version="some-other-version", target_column="PRICE",
+                             feature_group_name="fs", offline_store_s3_uri=f"s3://{STORE_BUCKET}/o",
+                             feature_store_role_arn=ROLE, dataset_reference=reference_uri)
+    with pytest.raises(common.JobFailure, match="names version .* started for some-other-version"):
+        ingest.ingest(args, s3=buckets)
+    missing = dataclasses.replace(args, dataset_reference=f"s3://{STORE_BUCKET}/pipeline/datasets/nope.json")
+    with pytest.raises(common.JobFailure, match="cannot read the dataset reference .*nope.json: NoSuchKey"):
+        ingest.ingest(missing, s3=buckets)
+
+
+def test_input_uri_and_dataset_reference_are_either_or():
+    with pytest.raises(SystemExit):
+        ingest.parse_args(argv("s3://b/k.csv", "v1") + ["--dataset-reference", "s3://a/datasets/x.json"])
 
 
 @pytest.mark.slow

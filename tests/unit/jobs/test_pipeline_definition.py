@@ -10,7 +10,7 @@ import pytest
 from jobs import pipeline
 
 CONTRACT_PARAMETERS = {
-    "InputDataUri", "DatasetVersion", "TargetColumn", "FeatureGroupName", "ModelPackageGroupName",
+    "InputDataUri", "DatasetReferenceUri", "DatasetLabel", "DatasetVersion", "TargetColumn", "FeatureGroupName", "ModelPackageGroupName",
     "ArtifactsS3Uri", "JobImageUri", "RMSEThreshold", "ChampionTolerance", "TrainFraction",
     "ValidationFraction", "TestFraction", "MaxRejectedRows", "IngestActors", "IngestActorCpus",
     "OfflineStoreTimeoutSeconds", "IngestionMode", "ProcessingInstanceType", "ProcessingInstanceCount",
@@ -131,9 +131,16 @@ def test_dataset_identity_is_in_every_cached_steps_cache_key(definition):
             key_part = json.dumps([args.get("AppSpecification"), args.get("Environment"), args.get("ProcessingInputs")])
         else:  # tuning: the training job definition's inputs/environment
             key_part = json.dumps(args["TrainingJobDefinition"])
-        assert "Parameters.InputDataUri" in key_part, name
+        # The reference document's URI is a digest of bucket, key and version.
+        assert "Parameters.DatasetReferenceUri" in key_part, name
         assert "Parameters.DatasetVersion" in key_part, name
     assert not _steps(definition)["Evaluate"].get("CacheConfig", {}).get("Enabled")
+
+
+def test_no_job_field_carries_the_raw_dataset_uri(definition):
+    """Arguments and environment values hold 256 characters, an S3 key 1024: the jobs get the
+    reference document, never InputDataUri."""
+    assert "Parameters.InputDataUri" not in json.dumps(list(_steps(definition).values()))
 
 
 def test_gate_condition_register_and_fail(definition):
@@ -148,7 +155,9 @@ def test_gate_condition_register_and_fail(definition):
     assert register["ModelPackageGroupName"] == {"Get": "Parameters.ModelPackageGroupName"}
     assert register["InferenceSpecification"]["SupportedContentTypes"] == ["application/json", "text/csv"]
     assert register["InferenceSpecification"]["Containers"][0]["Image"] == {"Get": "Parameters.JobImageUri"}
-    assert set(register["CustomerMetadataProperties"]) == {"dataset_uri", "dataset_version", "target_column"}
+    assert set(register["CustomerMetadataProperties"]) == {"dataset_uri", "dataset_reference", "dataset_version",
+                                                           "target_column"}
+    assert register["CustomerMetadataProperties"]["dataset_uri"] == {"Get": "Parameters.DatasetLabel"}
     statistics = register["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]["Std:Join"]["Values"]
     assert statistics[-1] == "evaluation.json"
     message = json.dumps(steps["RMSETooHigh"]["Arguments"]["ErrorMessage"])

@@ -73,6 +73,15 @@ def test_hyperparameters_arrive_as_strings_and_are_typed():
     assert typed["colsample_bytree"] == "0.9"  # unknown: passed on to XGBoost as given
 
 
+def test_what_sagemaker_adds_to_the_hyperparameters_never_reaches_xgboost():
+    """A tuning job adds `_tuning_objective_metric` (the local executor does too); framework
+    estimators add `sagemaker_*`. XGBoost would warn about or reject them."""
+    typed = train.parse_hyperparameters({"max_depth": "4", "_tuning_objective_metric": "validation:rmse",
+                                         "sagemaker_program": "train.py", "sagemaker_region": '"us-east-1"'})
+    assert typed["max_depth"] == 4
+    assert not [name for name in typed if name.startswith(("_", "sagemaker_"))]
+
+
 def test_missing_hyperparameters_get_the_reference_defaults():
     typed = train.parse_hyperparameters({})
     assert typed["num_round"] == 100 and typed["objective"] == "reg:squarederror"

@@ -2,9 +2,9 @@
 
 | resource type | created by |
 |---|---|
-| AWS::IAM::Role (+ the roles SAM generates) | `iam.role` |
-| AWS::S3::Bucket | `s3.bucket` |
-| AWS::SQS::Queue | `sqs.queue` |
+| AWS::IAM::Role (+ the roles SAM generates, `stack/sam_generated.py`) | `iam.role` |
+| AWS::S3::Bucket, AWS::S3::BucketPolicy | `s3.bucket`, `s3.bucket_policy` |
+| AWS::SQS::Queue, AWS::SQS::QueuePolicy | `sqs.queue`, `sqs.queue_policy` |
 | AWS::SNS::Topic, AWS::SNS::Subscription | `sns.topic`, `sns.subscription` |
 | AWS::DynamoDB::Table, AWS::Serverless::SimpleTable | `dynamodb.table`, `dynamodb.simple_table` |
 | AWS::SecretsManager::Secret | `secretsmanager.secret` |
@@ -16,6 +16,7 @@
 | AWS::SageMaker::ModelPackageGroup, AWS::SageMaker::Pipeline | `sagemaker.model_package_group`, `sagemaker.pipeline` |
 | AWS::Events::Rule (and SAM EventBridgeRule events) | `eventbridge.rule` (`eventbridge.sam_event_rules`) |
 | AWS::Serverless::Function, ::LayerVersion, ::StateMachine, ::Api, ::HttpApi | `serverless.*` |
+| AWS::Lambda::Permission (SAM generates them for function events) | `serverless.permission` |
 
 Each creator is `creator(provisioner, logical_id, definition)`; types not listed are skipped by the
 provisioner with a logged reason (`provisioner.IGNORED_TYPES` are those that need no local stand-in).
@@ -47,7 +48,9 @@ if TYPE_CHECKING:
 CREATORS: dict[str, Callable[["Provisioner", str, dict], None]] = {
     "AWS::IAM::Role": iam.role,
     "AWS::S3::Bucket": s3.bucket,
+    "AWS::S3::BucketPolicy": s3.bucket_policy,
     "AWS::SQS::Queue": sqs.queue,
+    "AWS::SQS::QueuePolicy": sqs.queue_policy,
     "AWS::SNS::Topic": sns.topic,
     "AWS::SNS::Subscription": sns.subscription,
     "AWS::DynamoDB::Table": dynamodb.table,
@@ -64,6 +67,7 @@ CREATORS: dict[str, Callable[["Provisioner", str, dict], None]] = {
     "AWS::Events::Rule": eventbridge.rule,
     "AWS::Serverless::LayerVersion": serverless.layer,
     "AWS::Serverless::Function": serverless.function,
+    "AWS::Lambda::Permission": serverless.permission,
     "AWS::Serverless::StateMachine": serverless.state_machine,
     "AWS::Serverless::Api": serverless.api,
     "AWS::Serverless::HttpApi": serverless.api,

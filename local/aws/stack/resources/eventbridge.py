@@ -23,7 +23,7 @@ def rule(p: Provisioner, logical_id: str, definition: dict) -> None:
     targets = []
     for target in props.get("Targets") or []:
         targets.append({k: target[k] for k in ("Id", "Arn", "Input", "InputPath", "InputTransformer",
-                                                "RetryPolicy", "DeadLetterConfig") if k in target})
+                                                "RetryPolicy", "DeadLetterConfig", "RoleArn") if k in target})
     arn = put_rule(p, name, props, targets, logical_id)
     p.add(logical_id, definition["Type"], name, Arn=arn, Name=name)
 
@@ -51,14 +51,15 @@ def put_rule(p: Provisioner, name: str, props: dict, targets: list[dict], owner:
             log.info("%s: target %s not provisioned locally", owner, target["Arn"])
             continue
         queue_url, queue_arn = shadow_queue(p, f"rule-{name}-{target['Id']}")
-        # The shadow queue receives the whole event; the dispatcher applies Input* itp.
+        # The shadow queue receives the whole event; the dispatcher applies Input* itself.
         moto_targets.append({"Id": target["Id"], "Arn": queue_arn})
         # Retries are capped locally: a target that fails three times will fail the fourth.
         retry = int((target.get("RetryPolicy") or {}).get("MaximumRetryAttempts", 2))
         p.stack.event_targets.append(EventTarget(
             "rule", name, kind, target["Arn"], queue_url, queue_arn, target.get("Input"),
             target.get("InputPath"), target.get("InputTransformer"), retry_attempts=min(retry, 2),
-            dead_letter_arn=(target.get("DeadLetterConfig") or {}).get("Arn")))
+            dead_letter_arn=(target.get("DeadLetterConfig") or {}).get("Arn"),
+            role_arn=target.get("RoleArn"), rule_arn=arn))
     if moto_targets:
         put = {"Rule": name, "Targets": moto_targets}
         if bus:

@@ -1,4 +1,4 @@
-"""AWS::S3::Bucket (versioning, EventBridge notifications, public access block)."""
+"""AWS::S3::Bucket (versioning, EventBridge notifications, public access block) and AWS::S3::BucketPolicy."""
 from __future__ import annotations
 
 import logging
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# -- storage and messaging -----------------------------------------------------------------
+
 def bucket(p: Provisioner, logical_id: str, definition: dict) -> None:
     props = p.props(definition)
     name = props.get("BucketName") or p.physical_name(logical_id, 63, lower=True)
@@ -32,3 +32,13 @@ def bucket(p: Provisioner, logical_id: str, definition: dict) -> None:
         s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
     p.add(logical_id, definition["Type"], name, Arn=f"arn:aws:s3:::{name}", Name=name,
           DomainName=f"{name}.s3.{URL_SUFFIX}", RegionalDomainName=f"{name}.s3.{REGION}.{URL_SUFFIX}")
+
+
+def bucket_policy(p: Provisioner, logical_id: str, definition: dict) -> None:
+    """The bucket's resource policy, kept on the stack for the strict face to evaluate. Not given to
+    moto: its S3 applies bucket policies itself, without condition context (so `DenyInsecureTransport`
+    would refuse every request), where the strict face evaluates them as IAM does."""
+    props = p.props(definition)
+    p.stack.resource_policies[f"arn:aws:s3:::{props['Bucket']}"] = {
+        "PolicyName": f"bucket policy {logical_id}", "PolicyDocument": props["PolicyDocument"]}
+    p.add(logical_id, definition["Type"], props["Bucket"])

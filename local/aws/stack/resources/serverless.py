@@ -46,7 +46,7 @@ def function(p: Provisioner, logical_id: str, definition: dict) -> None:
             layer_dirs.append(p.layer_dirs[layer_arn])
         else:
             log.info("%s: layer %s is not a local layer; not on the local PYTHONPATH", logical_id, layer_arn)
-    role_arn = props.get("Role") or p.stack.resources[f"{logical_id}Role"].attributes["Arn"]
+    role_arn = props["Role"]  # SAM's generated role when the template names none (Provisioner._with_sam_generated)
     spec = FunctionSpec(
         logical_id=logical_id,
         name=name,
@@ -58,6 +58,10 @@ def function(p: Provisioner, logical_id: str, definition: dict) -> None:
         timeout=float(props.get("Timeout") or global_props.get("Timeout") or 3),
         memory_size=int(props.get("MemorySize") or global_props.get("MemorySize") or 128),
         runtime=props.get("Runtime") or global_props.get("Runtime") or "python3.11",
+        role_arn=role_arn,
+        dead_letter_arn=(props.get("DeadLetterQueue") or {}).get("TargetArn"),
+        max_retry_attempts=int((props.get("EventInvokeConfig") or global_props.get("EventInvokeConfig") or {})
+                               .get("MaximumRetryAttempts", 2)),
     )
     p.stack.functions[name] = spec
     p.add(logical_id, definition["Type"], name, Arn=arn, Name=name, RoleArn=role_arn)
@@ -65,6 +69,26 @@ def function(p: Provisioner, logical_id: str, definition: dict) -> None:
     for event_id, event in (props.get("Events") or {}).items():
         if event.get("Type") in ("Api", "HttpApi"):
             api_route(p, logical_id, event_id, event, name)
+
+
+def permission(p: Provisioner, logical_id: str, definition: dict) -> None:
+    """AWS::Lambda::Permission (SAM generates one per EventBridge and API event): a statement of the
+    function's resource policy, written as Lambda's AddPermission writes it."""
+    props = p.props(definition)
+    spec = p.stack.function(props["FunctionName"])
+    if spec is None:
+        raise ProvisionError(f"{logical_id}: function {props['FunctionName']} is not in the stack")
+    statement: dict = {"Sid": logical_id, "Effect": "Allow", "Principal": {"Service": props["Principal"]},
+                       "Action": props["Action"], "Resource": spec.arn}
+    conditions: dict = {}
+    if props.get("SourceArn"):
+        conditions["ArnLike"] = {"AWS:SourceArn": props["SourceArn"]}
+    if props.get("SourceAccount"):
+        conditions["StringEquals"] = {"AWS:SourceAccount": props["SourceAccount"]}
+    if conditions:
+        statement["Condition"] = conditions
+    spec.permissions.append(statement)
+    p.add(logical_id, definition["Type"], logical_id)
 
 
 def api_route(p: Provisioner, function_id: str, event_id: str, event: dict, function_name: str) -> None:
@@ -133,6 +157,8 @@ def sam_event_rules(p: Provisioner, owner_id: str, target_arn: str, events: dict
         if event_type in ("EventBridgeRule", "CloudWatchEvent", "Schedule", "ScheduleV2"):
             name = props.get("RuleName") or props.get("Name") or p.physical_name(f"{owner_id}{event_id}", 64)
             target = {"Id": (props.get("Target") or {}).get("Id") or f"{owner_id}{event_id}"[:64], "Arn": target_arn}
+            if f"{owner_id}{event_id}Role" in p.sam_generated:  # SAM's role for starting a state machine
+                target["RoleArn"] = p.role_arn_of(f"{owner_id}{event_id}Role")
             for key in ("Input", "InputPath", "InputTransformer", "RetryPolicy", "DeadLetterConfig"):
                 if props.get(key) is not None:
                     target[key] = props[key]

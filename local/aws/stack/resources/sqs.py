@@ -1,4 +1,4 @@
-"""AWS::SQS::Queue."""
+"""AWS::SQS::Queue and AWS::SQS::QueuePolicy."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -24,3 +24,14 @@ def queue(p: Provisioner, logical_id: str, definition: dict) -> None:
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     arn = p.arn("sqs", name)
     p.add(logical_id, definition["Type"], url, Arn=arn, QueueName=name, QueueUrl=url, Name=name)
+
+
+def queue_policy(p: Provisioner, logical_id: str, definition: dict) -> None:
+    """The queues' resource policy (who may send: EventBridge for the dead-letter queues)."""
+    props = p.props(definition)
+    for url in props["Queues"]:
+        p.client("sqs").set_queue_attributes(QueueUrl=url, Attributes={"Policy": json_text(props["PolicyDocument"])})
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        p.stack.resource_policies[p.arn("sqs", name)] = {"PolicyName": f"queue policy {logical_id}",
+                                                          "PolicyDocument": props["PolicyDocument"]}
+    p.add(logical_id, definition["Type"], ",".join(props["Queues"]))
