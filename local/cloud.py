@@ -74,6 +74,7 @@ class LocalCloud:
         ray_num_cpus: int | None = None,
         write_cloud_file: bool = True,
         strict: bool = True,
+        record_decisions: bool = False,
     ):
         self.state_dir = Path(state_dir).resolve()
         self.dispatch_events = dispatch_events
@@ -91,6 +92,7 @@ class LocalCloud:
         # The strict face (docs/strict-face.md): every part acts as its own IAM principal and every
         # request is refused where AWS would refuse it. Off only for debugging (`--no-strict`).
         self.strict = strict
+        self.record_decisions = record_decisions  # the face keeps every authorization (statement coverage)
         self.identities: Identities | None = None
         self.face = None
         self.gateway = None
@@ -230,7 +232,8 @@ class LocalCloud:
             self.gateway.strict = None
             return
         self.face = StrictFace(self.identities, account=ACCOUNT_ID, region=REGION,
-                               extra_resource_policies=self._stack_resource_policy)
+                               extra_resource_policies=self._stack_resource_policy,
+                               record_decisions=self.record_decisions)
         self.gateway.strict = self.face
         stepfunctions_credentials.use(self.identities)
 

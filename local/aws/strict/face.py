@@ -89,11 +89,14 @@ class ServiceConstraintsFace:
 
 class StrictFace:
     def __init__(self, identities: Identities, *, account: str, region: str,
-                 extra_resource_policies: ResourcePolicySource | None = None):
+                 extra_resource_policies: ResourcePolicySource | None = None, record_decisions: bool = False):
         self.identities = identities
         self.account, self.region = account, region
         # Resource policies moto does not store (Lambda permissions of functions it does not run).
         self.extra_resource_policies = extra_resource_policies
+        # Every authorization with the policies that decided it, when asked for (the statement
+        # coverage tests replay them); off by default, a long run makes many.
+        self.record_decisions = record_decisions
         self.decisions: list[RecordedDecision] = []
         self._lock = threading.Lock()
         self._lookup = MotoLookup(account, region)
@@ -178,6 +181,8 @@ class StrictFace:
         policies = tuple(identity_policies(principal))
         resource = self._resource_policy(request)
         decision = evaluate(request, list(policies), resource, principal)
+        if not self.record_decisions:
+            return decision
         with self._lock:
             self.decisions.append(RecordedDecision(principal.principal_arn, service, operation, request,
                                                    decision.allowed, policies, resource, principal))

@@ -1,0 +1,133 @@
+"""Every IAM statement of template.yaml is needed by something the product does, or documented as
+one the local face cannot exercise (docs/strict-face.md).
+
+One recorded run of the stack under the strict face (a CSV to a deployed endpoint, a second model
+deployed as a blue/green update and then rejected back to the first, a quarantined file, and each
+handler on a fixture event for the paths the flow does not take) gives every authorization with
+the policies that decided it. Each generated test deletes its statement from those policies and
+replays the recorded requests: the first one refused names the unit that needs the statement, the
+action and the role (AWS's AccessDenied wording). `test_real_template_copy_without_a_statement`
+shows on a real run that the replay answers what a template without the statement would.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from local.aws.stack.sam_generated import sam_generated_resources
+from local.aws.stack.template import load_template
+from local.aws.strict.statement_coverage import (
+    first_need, load_documented_exceptions, locate, template_statement_keys,
+)
+from local.cli.common import LOCAL_DEPLOY_PARAMETERS
+from local.cli.datagen import generate_housing
+from local.cli.run import RunSession, run_dataset
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = 1500
+PARAMETERS = {**LOCAL_DEPLOY_PARAMETERS, "MaxTuningJobs": "1", "CanaryWaitSeconds": "1",
+              # Small data: gate loosely, and let the second model replace the first whatever its RMSE.
+              "RMSEThreshold": "60000", "ChampionTolerance": "10"}
+
+
+def _template_keys():
+    template = load_template(REPO / "template.yaml")
+    generated = sam_generated_resources(template, {}, "us-east-1")
+    return template_statement_keys(template, generated)
+
+
+STATEMENTS = _template_keys()
+DOCUMENTED = load_documented_exceptions(REPO)
+
+
+def _session(cloud, approve: bool = False, reject: bool = False, timeout: float = 900) -> RunSession:
+    args = argparse.Namespace(approve=approve, reject=reject)
+    return RunSession(cloud.endpoint_url, cloud.state_dir, cloud.stack.outputs, args,
+                      deadline=time.monotonic() + timeout, cloud=cloud, api_url=cloud.api_url,
+                      credentials=cloud.client_kwargs(with_endpoint=False))
+
+
+def _csv(path: Path, seed: int, drop: str | None = None) -> Path:
+    frame = generate_housing(ROWS, seed)
+    if drop:
+        frame = frame.drop(columns=[drop])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    from local.cloud import LocalCloud
+    from local.cli.follow import wait_for_deployment
+
+    state = tmp_path_factory.mktemp("iam-statements")
+    with LocalCloud(state / "state", parameters=PARAMETERS, write_cloud_file=False, record_decisions=True) as cloud:
+        first = run_dataset(_session(cloud, approve=True), _csv(state / "first" / "houses.csv", seed=1), "PRICE")
+        assert first["status"] == "deployed", first
+        second = run_dataset(_session(cloud, approve=True), _csv(state / "second" / "houses.csv", seed=2), "PRICE")
+        assert second["status"] == "deployed", second
+        # The second model rejected after it went live: the deployment rolls back to the first.
+        rejected_at = time.time()
+        cloud.client("sagemaker").update_model_package(ModelPackageArn=second["model_package_arn"],
+                                                       ModelApprovalStatus="Rejected")
+        rollback = wait_for_deployment(_session(cloud), "Rejected", second["model_package_arn"], rejected_at,
+                                       timeout=300)
+        assert rollback["outcome"] in ("rolled_back", "deployed"), rollback
+        quarantined = run_dataset(_session(cloud), _csv(state / "bad" / "no_target.csv", seed=3, drop="PRICE"),
+                                  "PRICE")
+        assert quarantined["status"] == "quarantined", quarantined
+        _failed_pipeline_event(cloud)
+        yield cloud.stack, list(cloud.face.decisions)
+
+
+def _failed_pipeline_event(cloud) -> None:
+    """The pipeline-status handler on a failure (the flow's executions all succeed): its fixture
+    event, through EventBridge as SageMaker would send it."""
+    executions = cloud.client("sagemaker").list_pipeline_executions(
+        PipelineName=cloud.stack.outputs["PipelineName"])["PipelineExecutionSummaries"]
+    arn = executions[0]["PipelineExecutionArn"]
+    cloud.client("events").put_events(Entries=[{
+        "Source": "aws.sagemaker", "DetailType": "SageMaker Model Building Pipeline Execution Status Change",
+        "Resources": [arn],
+        "Detail": json.dumps({"pipelineExecutionArn": arn, "executionStartTime": "2026-12-01T10:00:00Z",
+                              "executionEndTime": "2026-12-01T10:05:00Z", "currentPipelineExecutionStatus": "Failed",
+                              "previousPipelineExecutionStatus": "Executing",
+                              "pipelineArn": arn.split("/execution/")[0]})}])
+    cloud.wait_for_events()
+
+
+@pytest.mark.parametrize("key", STATEMENTS, ids=str)
+def test_each_statement_is_needed_or_documented(recorded, key):
+    stack, decisions = recorded
+    role_arn, policy_name, label = locate(key, stack)
+    need = first_need(key, role_arn, policy_name, label, decisions)
+    if str(key) in DOCUMENTED:
+        assert need is None, (f"{key} is listed in docs/strict-face.md as not exercised locally, but "
+                              f"{need.describe()} — remove it from the list")
+        return
+    assert need is not None, (f"nothing the stack did needs {key}: exercise it here, or list it in "
+                              f"docs/strict-face.md with the reason the local face cannot")
+    message = need.refusal.message()
+    assert need.refusal.request.action in message
+    if role_arn:
+        assert f"assumed-role/{role_arn.rsplit('/', 1)[1]}/" in message, message
+
+
+def test_the_documented_exceptions_name_real_statements():
+    names = {str(key) for key in STATEMENTS}
+    assert set(DOCUMENTED) <= names, sorted(set(DOCUMENTED) - names)
+    assert all(reason for reason in DOCUMENTED.values())
+
+
+def test_nothing_was_refused_with_the_real_template(recorded):
+    _, decisions = recorded
+    refused = [f"{d.principal_arn} {d.service}:{d.operation} {d.request.action} {d.request.resource}"
+               for d in decisions if not d.allowed]
+    assert refused == []
