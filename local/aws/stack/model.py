@@ -36,9 +36,19 @@ class Resource:
         return self.attributes.get("Arn")
 
 
+@dataclass(frozen=True)
+class ManagedLayer:
+    """A layer AWS publishes (not built from this repository): what it holds, as pip requirements,
+    and the distributions its build removes because the runtime already ships them."""
+
+    arn: str
+    packages: tuple[str, ...]
+    provided_by_runtime: tuple[str, ...] = ()
+
+
 @dataclass
 class FunctionSpec:
-    """A Lambda function the local lambda runtime can run."""
+    """A Lambda function the local lambda runtime can run: everything it gets from Lambda."""
 
     logical_id: str
     name: str
@@ -46,10 +56,12 @@ class FunctionSpec:
     code_dir: Path
     handler: str  # "app.lambda_handler"
     environment: dict[str, str]
-    layer_dirs: list[Path]
+    layer_dirs: list[Path]  # source dirs of the stack's own layers (their requirements.txt is installed)
     timeout: float
-    memory_size: int
-    runtime: str
+    memory_size: int  # MB: the worker is killed as Lambda kills a function that uses more
+    runtime: str  # "python3.13": the interpreter the worker runs on
+    managed_layers: list[ManagedLayer] = field(default_factory=list)  # AWS-published layers, in order
+    architecture: str = "x86_64"
 
 
 @dataclass
