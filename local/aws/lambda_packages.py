@@ -83,8 +83,9 @@ def find_interpreter(runtime: str) -> Path:
     for root in _pyenv_roots():
         candidates += sorted((root / "versions").glob(f"{version}.*/bin/python{version}"), reverse=True)
     for candidate in candidates:
-        if _reports_version(candidate, version):
-            return candidate
+        real = _real_interpreter(candidate, version)
+        if real:
+            return real
     raise LambdaRuntimeUnavailable(
         f"the functions' Runtime {runtime} needs a Python {version} interpreter (python{version}) and none was "
         f"found on PATH or in pyenv's versions; install Python {version} (e.g. `pyenv install {version}`) or put "
@@ -97,13 +98,16 @@ def _pyenv_roots() -> list[Path]:
     return [root for root in dict.fromkeys(roots) if (root / "versions").is_dir()]
 
 
-def _reports_version(interpreter: Path, version: str) -> bool:
+def _real_interpreter(candidate: Path, version: str) -> Path | None:
+    """The interpreter behind `candidate` (a pyenv shim resolves to the real binary, so every way of
+    finding one Python gives one cache key) if it is Python `version`, else None."""
     try:
-        done = subprocess.run([str(interpreter), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        done = subprocess.run([str(candidate), "-c", "import sys; print('%d.%d' % sys.version_info[:2], sys.executable)"],
                               capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0 and done.stdout.strip() == version
+        return None
+    reported, _, executable = done.stdout.strip().partition(" ")
+    return Path(executable) if done.returncode == 0 and reported == version and executable else None
 
 
 # ------------------------------------------------------------------------------------------------
