@@ -6,8 +6,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SAGEMAKER_SUPPRESS_V2_WARNING := 1
 export PYTHONDONTWRITEBYTECODE := 1
+# What runs where: the project venv (.venv) is Python 3.11 (the jobs, the local cloud, the CLI, most
+# tests; pyproject.toml's requires-python); the functions run on their Lambda runtime, python3.13
+# (template.yaml): the local Lambda runtime and the function tests (.venv-lambda) use Python 3.13,
+# and sam build needs it too. pyenv's shims answer for python3.12/python3.13 only when PYENV_VERSION
+# names them (harmless where pyenv is absent).
+export PYENV_VERSION ?= 3.11.7:3.12.1:3.13.0
+LAMBDA_PYTHON := 3.13
+LAMBDA_VENV := .venv-lambda
+LAMBDA_STAMP := $(LAMBDA_VENV)/.installed
 
-.PHONY: venv demo test test-fast bench lock definition clean browser tools lock-tools lint-template sam-build publish deploy
+.PHONY: venv lambda-venv demo test test-fast bench lock lock-lambda definition clean browser tools lock-tools lint-template sam-build publish deploy
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "pip is required"; exit 1; }
@@ -18,6 +27,15 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
+## The functions' runtime for their tests: Python $(LAMBDA_PYTHON), the Lambda runtime's SDK, the Powertools
+## layer's packages, moto and pytest (requirements-lambda.lock); never the project's other packages.
+$(LAMBDA_STAMP): requirements-lambda.lock $(STAMP)
+	@test -x $(LAMBDA_VENV)/bin/python || $(BIN)/uv venv -q --python $(LAMBDA_PYTHON) $(LAMBDA_VENV)
+	$(BIN)/uv pip install -q --python $(LAMBDA_VENV)/bin/python -r requirements-lambda.lock
+	@touch $(LAMBDA_STAMP)
+
+lambda-venv: $(LAMBDA_STAMP)
+
 ## The main job, locally: CSV -> registered, approved, deployed model on a local cloud.
 demo: $(STAMP)
 	$(BIN)/mlops demo
@@ -26,12 +44,15 @@ demo: $(STAMP)
 browser:
 	@bash scripts/ensure_chromium.sh
 
-## Every test (unit, integration on moto server, infrastructure checks).
-test: $(STAMP) browser tools
-	$(BIN)/python -m pytest -q -ra
+## Every test (unit, integration on moto server, infrastructure checks); the handlers' tests
+## (tests/unit/functions) on the functions' runtime.
+test: $(STAMP) $(LAMBDA_STAMP) browser tools
+	$(BIN)/python -m pytest -q -ra --ignore=tests/unit/functions
+	$(LAMBDA_VENV)/bin/python -m pytest -q -ra tests/unit/functions
 
-test-fast: $(STAMP) tools
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+test-fast: $(STAMP) $(LAMBDA_STAMP) tools
+	$(BIN)/python -m pytest -q -ra -m "not slow" --ignore=tests/unit/functions
+	$(LAMBDA_VENV)/bin/python -m pytest -q -ra -m "not slow" tests/unit/functions
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -42,6 +63,9 @@ definition: $(STAMP)
 
 lock:
 	$(BIN)/uv pip compile requirements.in -o requirements.lock --python-version 3.11
+
+lock-lambda:
+	$(BIN)/uv pip compile requirements-lambda.in -o requirements-lambda.lock --python-version $(LAMBDA_PYTHON)
 
 # ---------- Deploy to AWS (docs/deploy.md) ----------
 TOOLS := .venv-tools
@@ -77,4 +101,4 @@ deploy: sam-build
 	$(BIN)/python scripts/publish.py $(PUBLISH_ARGS) --deploy --sam $(TOOLS)/bin/sam
 
 clean:
-	rm -rf .mlops-local .pytest_cache
+	rm -rf .mlops-local .pytest_cache .cache/lambda

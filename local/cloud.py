@@ -180,6 +180,7 @@ class LocalCloud:
                                parameters=self.parameters, api_base_url=self.api_server.url,
                                local_parameters=LOCAL_PARAMETERS, credentials=self.client_kwargs(with_endpoint=False))
         self.lambda_runtime.functions.update(self.stack.functions)
+        self.lambda_runtime.prepare()  # a missing runtime interpreter fails the start, not the first event
         self.api_server.add_routes(self.stack.api_routes)
         self.api_server.start()
         self._configure_outbox()

@@ -57,9 +57,9 @@ def aws(moto_server, monkeypatch):
 @pytest.fixture(scope="session")
 def evaluation_outputs(moto_server, tmp_path_factory):
     """What the real Evaluate step writes for a tiny model with a champion (see tests.pipeline_outputs)."""
-    from tests.pipeline_outputs import evaluation_with_champion
+    from tests.pipeline_outputs import evaluation_files
 
-    return evaluation_with_champion(tmp_path_factory.mktemp("evaluation"), moto_server)
+    return evaluation_files(tmp_path_factory.mktemp("evaluation"), moto_server)
 
 
 def pytest_collection_modifyitems(items):

@@ -145,3 +145,25 @@ class TrafficLoop(threading.Thread):
     def stop(self) -> None:
         self.done.set()
         self.join(timeout=30)
+
+
+if __name__ == "__main__":
+    # For tests that run where the ML stack is not (the function tests, tests.project_venv):
+    #   python -m tests.model_artifacts publish-package WORKDIR BUCKET GROUP EXECUTION_ID
+    #   python -m tests.model_artifacts train-model-dir MODEL_DIR PRICE_FACTOR
+    # against the AWS of AWS_ENDPOINT_URL; prints one JSON line.
+    import sys
+
+    import boto3
+
+    command, *args = sys.argv[1:]
+    if command == "publish-package":
+        workdir, bucket, group, execution_id = args
+        published = publish_package(boto3.client("s3"), boto3.client("sagemaker"), Path(workdir), bucket=bucket,
+                                    group=group, execution_id=execution_id)
+        print(json.dumps({key: published[key] for key in ("arn", "model_data_url", "rmse")}))
+    elif command == "train-model-dir":
+        trained = train_model_dir(Path(args[0]), price_factor=float(args[1]))
+        print(json.dumps({"rmse": trained["rmse"]}))
+    else:
+        raise SystemExit(f"unknown command {command}")

@@ -9,16 +9,14 @@ up in the fast tests, not only in the end-to-end run. `evaluate_tiny_model` trai
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from local.cli.datagen import TARGET
 from mlops_shared.artifacts import EvaluationReport
-from tests.model_artifacts import FEATURES, tar_model_dir, train_model_dir
 
 RMSE_THRESHOLD = 15000.0
 CHAMPION_TOLERANCE = 0.05
@@ -54,7 +52,11 @@ def container_root(root: Path):
 def evaluate_tiny_model(workdir: Path, *, price_factor: float = 1.0, rounds: int = 40,
                         champion_group: str | None = None, sagemaker=None, s3=None) -> EvaluationOutputs:
     """Trains a tiny model and runs the real Evaluate step on its test rows."""
+    import pandas as pd
+
     from jobs import evaluate
+    from local.cli.datagen import TARGET
+    from tests.model_artifacts import FEATURES, tar_model_dir, train_model_dir
 
     workdir = Path(workdir)
     model_dir = workdir / "model"
@@ -82,6 +84,8 @@ def evaluate_tiny_model(workdir: Path, *, price_factor: float = 1.0, rounds: int
 
 def register_champion(workdir: Path, *, s3, sagemaker, bucket: str, group: str, rounds: int = 6) -> str:
     """A weaker Approved model in `group` (its artifact in `bucket`), for Evaluate to compare with."""
+    from tests.model_artifacts import tar_model_dir, train_model_dir
+
     model_dir = Path(workdir) / "champion"
     train_model_dir(model_dir, rounds=rounds)
     key = "champion/model.tar.gz"
@@ -112,3 +116,25 @@ def evaluation_with_champion(workdir: Path, endpoint_url: str) -> EvaluationOutp
     sagemaker.create_model_package_group(ModelPackageGroupName=group)
     register_champion(workdir, s3=s3, sagemaker=sagemaker, bucket=bucket, group=group)
     return evaluate_tiny_model(workdir, champion_group=group, sagemaker=sagemaker, s3=s3)
+
+
+def evaluation_files(workdir: Path, endpoint_url: str) -> EvaluationOutputs:
+    """`evaluation_with_champion`, from wherever the tests run: in process where the ML stack is,
+    else made by the project venv (tests.project_venv); then only `files` and `report` are set."""
+    from tests.project_venv import has_ml_stack, run_json
+
+    if has_ml_stack():
+        return evaluation_with_champion(workdir, endpoint_url)
+    out = Path(workdir) / "evaluation"
+    run_json("tests.pipeline_outputs", str(workdir), endpoint_url, str(out))
+    files = {path.name: path.read_bytes() for path in sorted(out.iterdir()) if path.is_file()}
+    return EvaluationOutputs(files, EvaluationReport.from_json(json.loads(files["evaluation.json"])), {}, b"")
+
+
+if __name__ == "__main__":  # python -m tests.pipeline_outputs WORKDIR ENDPOINT_URL OUT_DIR (project venv)
+    workdir, endpoint, out_dir = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    outputs = evaluation_with_champion(workdir, endpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, body in outputs.files.items():
+        (out_dir / name).write_bytes(body)
+    print(json.dumps(sorted(outputs.files)))

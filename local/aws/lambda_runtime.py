@@ -7,6 +7,16 @@ JSON in over stdin and JSON out over a dedicated pipe (the handler's own stdout/
 function's log file). The parent enforces the function's timeout, kills a worker that exceeds it,
 and shapes errors like Lambda (`FunctionError: Unhandled`, `errorMessage`/`errorType`).
 
+What a worker can import is what the function ships (`local.aws.lambda_packages`): the interpreter
+of the function's `Runtime` with the runtime's SDK, its code and requirements, its layers; a handler
+importing anything else fails with `Runtime.ImportModuleError`, as on AWS. Its memory is the
+template's `MemorySize`: the parent watches the worker's peak resident memory (the kernel's VmHWM,
+so a peak between two looks is not missed) and kills a worker that went over it, which the caller
+sees as Lambda reports it (`Runtime.ExitError`, "signal: killed"). Address-space limits
+(RLIMIT_AS) are no substitute: they count reserved, untouched memory (a Python process with eight
+idle threads reserves ~650 MB of address space for ~55 MB resident), so they fail healthy handlers
+and let none of Lambda's own behaviour through.
+
 `LambdaRuntime.install(gateway)` serves `POST /2015-03-31/functions/{name}/invocations`, so boto3
 `lambda.invoke` and Step Functions Lambda tasks (which moto sends back to the gateway) run real code.
 """
@@ -17,7 +27,6 @@ import logging
 import os
 import select
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from local.aws.lambda_packages import FunctionPackage, PackageBuilder
 from local.aws.stack.model import ACCOUNT_ID, REGION, FunctionSpec, function_name_from
 
 log = logging.getLogger(__name__)
 
 INIT_TIMEOUT_SECONDS = 120.0  # generous: importing boto3 + Powertools on a busy 2-core machine
+MEMORY_CHECK_SECONDS = 0.02  # how often a busy worker's peak memory is looked at
 INVOKE_PATH = r"/2015-03-31/functions/(?P<name>[^/]+)/invocations"
 
 # The worker: a tiny Lambda runtime loop. Runs with `python -c`, cwd = the function's code dir.
@@ -62,8 +73,16 @@ module_name, function_name = sys.argv[1].rsplit(".", 1)
 try:
     handler = getattr(importlib.import_module(module_name), function_name)
 except Exception as exc:
-    kind = "Runtime.ImportModuleError" if isinstance(exc, ImportError) else "Runtime.HandlerNotFound" if isinstance(exc, AttributeError) else None
-    out.write(json.dumps({"init_error": error(exc, kind)}) + "\n")
+    if isinstance(exc, ImportError):
+        failure = error(exc, "Runtime.ImportModuleError")
+        failure["errorMessage"] = f"Unable to import module '{module_name}': {exc}"
+    elif isinstance(exc, AttributeError):
+        failure = error(exc, "Runtime.HandlerNotFound")
+        failure["errorMessage"] = f"Handler '{function_name}' missing on module '{module_name}'"
+    else:
+        failure = error(exc)
+    traceback.print_exc()
+    out.write(json.dumps({"init_error": failure}) + "\n")
     sys.exit(1)
 out.write(json.dumps({"ready": True}) + "\n")
 for line in sys.stdin:
@@ -106,11 +125,13 @@ class FunctionNotFound(LookupError):
 class _Worker:
     """One warm execution environment of one function."""
 
-    def __init__(self, spec: FunctionSpec, env: dict[str, str], log_file: Path | None):
+    def __init__(self, spec: FunctionSpec, env: dict[str, str], log_file: Path | None, interpreter: Path):
         read_fd, write_fd = os.pipe()
+        self.memory_limit_kb = spec.memory_size * 1024
+        self.out_of_memory = False
         self.log_handle = open(log_file, "ab", buffering=0) if log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-u", "-c", _WORKER, spec.handler, str(write_fd)],
+            [str(interpreter), "-u", "-c", _WORKER, spec.handler, str(write_fd)],
             cwd=spec.code_dir,
             env=env,
             stdin=subprocess.PIPE,
@@ -124,22 +145,31 @@ class _Worker:
         self._buffer = ""
         self.init_error: dict | None = None
         message = self._read_message(time.monotonic() + INIT_TIMEOUT_SECONDS)
-        if message is None:
+        if message is None and self.out_of_memory:
+            self.init_error = {"errorMessage": "Error: Runtime exited with error: signal: killed",
+                               "errorType": "Runtime.ExitError"}
+        elif message is None:
             self.init_error = {"errorMessage": "Init timed out or the runtime exited during init",
                                "errorType": "Runtime.ExitError"}
         elif "init_error" in message:
             self.init_error = message["init_error"]
 
     def _read_message(self, deadline: float) -> dict | None:
-        """Next JSON line from the worker, or None on timeout/exit."""
+        """Next JSON line from the worker, or None on timeout/exit (also when it was killed for
+        going over its memory: `out_of_memory`)."""
         fd = self._out.fileno()
         while "\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if not ready:
+            ready, _, _ = select.select([fd], [], [], min(remaining, MEMORY_CHECK_SECONDS))
+            if self._over_memory():
+                self.out_of_memory = True
+                self.process.kill()
+                self.process.wait(timeout=5)
                 return None
+            if not ready:
+                continue
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 return None
@@ -157,6 +187,21 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def peak_memory_kb(self) -> int | None:
+        """The worker's peak resident memory so far (Linux /proc), or None once it is gone."""
+        try:
+            with open(f"/proc/{self.process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def _over_memory(self) -> bool:
+        peak = self.peak_memory_kb()
+        return peak is not None and peak > self.memory_limit_kb
+
     def stop(self) -> None:
         if self.process.poll() is None:
             try:
@@ -171,8 +216,10 @@ class _Worker:
 
 
 class _FunctionPool:
-    def __init__(self, spec: FunctionSpec, env: dict[str, str], log_file: Path | None, max_workers: int):
+    def __init__(self, spec: FunctionSpec, env: dict[str, str], log_file: Path | None, max_workers: int,
+                 interpreter: Path):
         self.spec, self.env, self.log_file, self.max_workers = spec, env, log_file, max_workers
+        self.interpreter = interpreter
         self.idle: list[_Worker] = []
         self.count = 0
         self.condition = threading.Condition()
@@ -190,7 +237,7 @@ class _FunctionPool:
                     break
                 self.condition.wait()
         try:
-            return _Worker(self.spec, self.env, self.log_file)
+            return _Worker(self.spec, self.env, self.log_file, self.interpreter)
         except Exception:
             self.discard(None)
             raise
@@ -252,8 +299,11 @@ class LambdaRuntime:
         timeout_factor: float | None = None,
         dead_letter: Callable[[str, Any, dict], None] | None = None,
         credentials_for: Callable[[FunctionSpec], Any] | None = None,
+        packages: PackageBuilder | None = None,
     ):
         self.functions = dict(functions)
+        self.packages = packages or PackageBuilder()
+        self._built: dict[str, FunctionPackage] = {}
         self.endpoint_url = endpoint_url
         self.log_dir = Path(log_dir) if log_dir else None
         if self.log_dir:
@@ -269,8 +319,24 @@ class LambdaRuntime:
         self._async_threads: set[threading.Thread] = set()
         self._closed = False
 
+    # -- what a function ships -------------------------------------------------------------------
+    def package_for(self, spec: FunctionSpec) -> FunctionPackage:
+        """The function's interpreter and import path, built on first use (cached on disk)."""
+        if spec.name not in self._built:
+            self._built[spec.name] = self.packages.package(spec.runtime, spec.code_dir, spec.layer_dirs,
+                                                           spec.managed_layers)
+        return self._built[spec.name]
+
+    def prepare(self) -> None:
+        """Builds every function's package now (a missing interpreter fails here, not mid-flow)."""
+        for spec in self.functions.values():
+            self.package_for(spec)
+
     # -- environment ----------------------------------------------------------------------------
     def environment_for(self, spec: FunctionSpec) -> dict[str, str]:
+        """The whole environment of a worker of `spec`: nothing of this process leaks in but the
+        locale and paths a process needs."""
+        package = self.package_for(spec)
         env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR") if key in os.environ}
         env.update(local_aws_environment(self.endpoint_url,
                                          credentials=self.credentials_for(spec) if self.credentials_for else None))
@@ -284,7 +350,7 @@ class LambdaRuntime:
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
             "LAMBDA_TASK_ROOT": str(spec.code_dir),
             "LOCAL_LAMBDA_FUNCTION_ARN": spec.arn,
-            "PYTHONPATH": os.pathsep.join(str(p) for p in [spec.code_dir, *spec.layer_dirs]),
+            "PYTHONPATH": os.pathsep.join(str(p) for p in package.python_path),
             "PYTHONDONTWRITEBYTECODE": "1",
         })
         env.update(spec.environment)  # the template's Globals + function Environment win
@@ -294,11 +360,15 @@ class LambdaRuntime:
         with self._lock:
             if self._closed:
                 raise RuntimeError("lambda runtime is shut down")
-            pool = self._pools.get(spec.name)
-            if pool is None:
-                log_file = self.log_dir / f"{spec.name}.log" if self.log_dir else None
-                pool = self._pools[spec.name] = _FunctionPool(spec, self.environment_for(spec), log_file, self.max_workers)
-            return pool
+            if spec.name in self._pools:
+                return self._pools[spec.name]
+        # Outside the lock: a first build takes seconds and must not hold up the other functions.
+        env, interpreter = self.environment_for(spec), self.package_for(spec).interpreter
+        log_file = self.log_dir / f"{spec.name}.log" if self.log_dir else None
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("lambda runtime is shut down")
+            return self._pools.setdefault(spec.name, _FunctionPool(spec, env, log_file, self.max_workers, interpreter))
 
     def spec(self, name_or_arn: str) -> FunctionSpec:
         name = function_name_from(name_or_arn)
@@ -330,7 +400,11 @@ class LambdaRuntime:
         if message is None:
             exited = not worker.alive()
             pool.discard(worker)
-            if exited:
+            if worker.out_of_memory:
+                error = {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: signal: killed",
+                         "errorType": "Runtime.ExitError"}
+                log.warning("%s: went over its %d MB of memory; killed", spec.name, spec.memory_size)
+            elif exited:
                 error = {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: exit status "
                                          f"{worker.process.returncode}", "errorType": "Runtime.ExitError"}
             else:

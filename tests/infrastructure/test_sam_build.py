@@ -1,4 +1,5 @@
-"""`sam build` of template.yaml succeeds on a machine with python3.11 and no Docker, and packages what
+"""`sam build` of template.yaml succeeds without Docker on a machine with the functions' runtime's
+Python (python3.13; the local Lambda runtime finds it the same way, pyenv or PATH), and packages what
 the handlers import: each function's app.py and the mlops_shared layer."""
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from cfnlint.decode import cfn_yaml
 
+from local.aws.lambda_packages import find_interpreter
 from tests.infrastructure.test_security import ensure_tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_sam_build_packages_every_function_and_the_shared_layer(tmp_path):
     sam = ensure_tools() / "sam"
     build_dir = tmp_path / "build"
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    source = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))
+    # sam's PythonPipBuilder runs `python3.13` from PATH: put the runtime's interpreter there.
+    interpreter = find_interpreter(source["Globals"]["Function"]["Runtime"])
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "PATH": f"{interpreter.parent}{os.pathsep}{os.environ['PATH']}"}
     started = time.monotonic()
     result = subprocess.run(
         [str(sam), "build", "--template-file", str(ROOT / "template.yaml"), "--build-dir", str(build_dir),
@@ -29,7 +34,6 @@ def test_sam_build_packages_every_function_and_the_shared_layer(tmp_path):
     assert "Build Succeeded" in result.stdout
     assert time.monotonic() - started < 180
 
-    source = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))
     built = json.loads(json.dumps(cfn_yaml.load(str(build_dir / "template.yaml"))))
     functions = [n for n, r in source["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
     assert len(functions) >= 7

@@ -54,22 +54,23 @@ def test_cfn_lint_reports_nothing():
     assert result.stdout.strip() == ""
 
 
-def test_is_a_sam_template_with_python311_globals(template):
+def test_is_a_sam_template_with_python313_globals(template):
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
     function_globals = template["Globals"]["Function"]
-    assert function_globals["Runtime"] == "python3.11"
+    assert function_globals["Runtime"] == "python3.13"
     assert function_globals["Tracing"] == "Active"
     assert function_globals["Architectures"] == ["x86_64"]
     assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"} <= set(
         function_globals["Environment"]["Variables"]
     )
-    layers = json.dumps(function_globals["Layers"])
-    assert ":017000801446:layer:AWSLambdaPowertoolsPythonV3-python311-x86_64:" in layers
+    assert refers_to(function_globals["Layers"], "PowertoolsLayerArn")  # AWS's public SSM parameter
+    assert template["Parameters"]["PowertoolsLayerArn"]["Type"] == "AWS::SSM::Parameter::Value<String>"
     assert refers_to(function_globals["Layers"], "SharedLayer")
     shared = template["Resources"]["SharedLayer"]
     assert shared["Type"] == "AWS::Serverless::LayerVersion"
     assert shared["Properties"]["ContentUri"].rstrip("/") == "functions/shared"
-    assert shared["Metadata"]["BuildMethod"] == "python3.11"
+    assert shared["Metadata"]["BuildMethod"] == "python3.13"
+    assert shared["Properties"]["CompatibleRuntimes"] == ["python3.13"]
 
 
 def test_parameters_are_described(template):

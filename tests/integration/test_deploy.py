@@ -14,7 +14,9 @@ import pytest
 from local.aws.endpoints import LocalEndpoints
 from local.aws.gateway import LocalGateway
 from local.aws.lambda_runtime import LambdaRuntime
+from local.aws.public_parameters import PublicParameters, powertools_parameter_path
 from local.aws.stack.model import FunctionSpec
+from tests.infrastructure.lambda_versions import requirements_lock_pins
 from tests.model_artifacts import FEATURES, TrafficLoop, expected_predictions, publish_package
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,10 +57,15 @@ def world(tmp_path_factory):
         "ROLLBACK_ALARM_NAMES": "houses-5xx,houses-latency", "NOTIFICATION_TOPIC_ARN": topic,
         "POWERTOOLS_SERVICE_NAME": "deploy", "POWERTOOLS_TRACE_DISABLED": "true",
     }
+    # The layers the template gives them: the shared layer and the AWS-managed Powertools layer.
+    public = PublicParameters("us-east-1")
+    powertools = public.layer(public.resolve(powertools_parameter_path(
+        "x86_64", "python3.13", requirements_lock_pins()["aws-lambda-powertools"])))
     functions = {
         name: FunctionSpec(logical_id=name, name=name, arn=function_arn(name), code_dir=REPO / "functions" / name,
                            handler="app.lambda_handler", environment=environment,
-                           layer_dirs=[REPO / "functions" / "shared"], timeout=120, memory_size=512, runtime="python3.11")
+                           layer_dirs=[REPO / "functions" / "shared"], timeout=120, memory_size=512, runtime="python3.13",
+                           managed_layers=[powertools])
         for name in ("deploy_prepare", "deploy_smoke_test", "deploy_notify")
     }
     lambdas = LambdaRuntime(functions, gateway.url, log_dir=tmp / "lambda-logs")

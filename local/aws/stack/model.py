@@ -35,9 +35,19 @@ class Resource:
         return self.attributes.get("Arn")
 
 
+@dataclass(frozen=True)
+class ManagedLayer:
+    """A layer AWS publishes (not built from this repository): what it holds, as pip requirements,
+    and the distributions its build removes because the runtime already ships them."""
+
+    arn: str
+    packages: tuple[str, ...]
+    provided_by_runtime: tuple[str, ...] = ()
+
+
 @dataclass
 class FunctionSpec:
-    """A Lambda function the local lambda runtime can run."""
+    """A Lambda function the local lambda runtime can run: everything it gets from Lambda."""
 
     logical_id: str
     name: str
@@ -45,15 +55,17 @@ class FunctionSpec:
     code_dir: Path
     handler: str  # "app.lambda_handler"
     environment: dict[str, str]
-    layer_dirs: list[Path]
+    layer_dirs: list[Path]  # source dirs of the stack's own layers (their requirements.txt is installed)
     timeout: float
-    memory_size: int
-    runtime: str
+    memory_size: int  # MB: the worker is killed as Lambda kills a function that uses more
+    runtime: str  # "python3.13": the interpreter the worker runs on
     role_arn: str = ""  # the execution role its code runs with
     dead_letter_arn: str | None = None  # DeadLetterQueue of asynchronous invocations (SQS)
     max_retry_attempts: int = 2  # EventInvokeConfig.MaximumRetryAttempts of asynchronous invocations
     # Its resource policy: what Lambda permissions (SAM's AWS::Lambda::Permission) let invoke it.
     permissions: list[dict] = field(default_factory=list)
+    managed_layers: list[ManagedLayer] = field(default_factory=list)  # AWS-published layers, in order
+    architecture: str = "x86_64"
 
     def resource_policy(self) -> dict | None:
         if not self.permissions:

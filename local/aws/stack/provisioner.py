@@ -37,6 +37,7 @@ from local.aws.stack.model import (
     Resource,
     Stack,
 )
+from local.aws.public_parameters import PublicParameters, UnknownPublicParameter
 from local.aws.stack.resources import CREATORS
 from local.aws.stack.sam_generated import sam_generated_resources
 from local.aws.stack.template import load_template
@@ -56,6 +57,10 @@ IGNORED_TYPES = {
     "AWS::CloudWatch::Dashboard",
     "AWS::ECR::Repository",
 }
+
+
+SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value<"
+PUBLIC_PARAMETER_PREFIX = "/aws/service/"
 
 
 class Provisioner:
@@ -79,9 +84,10 @@ class Provisioner:
         self.template_dir = Path(template_dir)
         self.endpoint_url = endpoint_url
         self.api_base_url = api_base_url
+        self._clients: dict[str, Any] = {}
+        self.public_parameters = PublicParameters(REGION)  # AWS's /aws/service/... paths, answered locally
         self.stack = Stack(stack_name, REGION, ACCOUNT_ID, template_path, self._parameters(parameters or {}))
         self.globals = template.get("Globals") or {}
-        self._clients: dict[str, Any] = {}
         self.layer_dirs: dict[str, Path] = {}  # layer ARN -> directory on PYTHONPATH
         self.api_ids: dict[str, str] = {}
         self.sam_generated: dict[str, dict] = {}  # logical id -> what SAM adds (roles, Lambda permissions)
@@ -122,8 +128,27 @@ class Provisioner:
             allowed = spec.get("AllowedValues")
             if allowed and str(value) not in [str(a) for a in allowed]:
                 raise ProvisionError(f"parameter {name}={value!r} not in AllowedValues {allowed}")
+            if str(spec.get("Type", "")).startswith(SSM_PARAMETER_TYPE):
+                value = self._ssm_parameter_value(name, spec["Type"], value)
             values[name] = value
         return values
+
+    def _ssm_parameter_value(self, name: str, parameter_type: str, path: str) -> Any:
+        """What CloudFormation gives a `AWS::SSM::Parameter::Value<...>` parameter: the value stored
+        at the path (AWS's public paths from the local table, any other from the local SSM)."""
+        if path.startswith(PUBLIC_PARAMETER_PREFIX):
+            try:
+                value = self.public_parameters.resolve(path)
+            except UnknownPublicParameter as exc:
+                raise ProvisionError(f"parameter {name}: {exc}") from exc
+        else:
+            try:
+                value = self.client("ssm").get_parameter(Name=path)["Parameter"]["Value"]
+            except self.client("ssm").exceptions.ParameterNotFound as exc:
+                raise ProvisionError(f"parameter {name}: SSM parameter {path} does not exist") from exc
+        if parameter_type.endswith("<List<String>>") or parameter_type.endswith("<CommaDelimitedList>>"):
+            return [item.strip() for item in value.split(",")]
+        return value
 
     # -- main -----------------------------------------------------------------------------------
     def provision(self) -> Stack:

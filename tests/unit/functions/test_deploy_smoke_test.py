@@ -1,18 +1,17 @@
-"""Smoke test logic against moto (registry, S3) and a real model server behind the gateway's
-InvokeEndpoint route."""
+"""Smoke test logic against moto (registry, S3) and a real model server (`python -m jobs.serve`, the
+endpoint's process, from the project venv) behind the gateway's InvokeEndpoint route."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
-import threading
 
 import boto3
 import pytest
 
-from jobs.serve import build_server
 from local.aws.gateway import LocalGateway
 from mlops_shared.smoke_test import SmokeTestFailed, run_smoke_test
-from tests.model_artifacts import publish_package, train_model_dir
+from tests.project_venv import model_server, run_json
 
 BUCKET = "smoke-artifacts"
 GROUP = "smoke"
@@ -20,11 +19,11 @@ GROUP = "smoke"
 
 @pytest.fixture
 def world(monkeypatch, tmp_path):
-    """A gateway whose endpoint `houses` is answered by an in-process model server (switchable)."""
+    """A gateway whose endpoint `houses` is answered by a model server process (switchable)."""
     servers = {}
 
     def invoke(environ, start_response):
-        conn = http.client.HTTPConnection("127.0.0.1", servers["current"].server_port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", servers["current"], timeout=10)
         conn.request("POST", "/invocations", body=environ["gateway.body"],
                      headers={"Content-Type": environ.get("CONTENT_TYPE", "")})
         response = conn.getresponse()
@@ -32,28 +31,31 @@ def world(monkeypatch, tmp_path):
         start_response(f"{response.status} X", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
 
-    def serve(model_dir):
-        server = build_server(model_dir, "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.setdefault("all", []).append(server)
-        servers["current"] = server
+    stack = contextlib.ExitStack()
 
-    with LocalGateway() as gateway:
+    def serve(model_dir):
+        servers["current"] = stack.enter_context(model_server(model_dir))
+
+    with LocalGateway() as gateway, stack:
         monkeypatch.setenv("AWS_ENDPOINT_URL", gateway.url)
         gateway.route_path(r"/endpoints/houses/invocations", invoke)
         s3, sm = boto3.client("s3"), boto3.client("sagemaker")
         s3.create_bucket(Bucket=BUCKET)
         sm.create_model_package_group(ModelPackageGroupName=GROUP)
-        try:
-            yield {"s3": s3, "sm": sm, "serve": serve, "tmp": tmp_path}
-        finally:
-            for server in servers.get("all", []):
-                server.shutdown()
-                server.server_close()
+        yield {"s3": s3, "sm": sm, "serve": serve, "tmp": tmp_path}
+
+
+def publish_package(world, execution_id: str) -> dict:
+    """What one pipeline execution leaves (model, Evaluate outputs) and its registered package."""
+    return run_json("tests.model_artifacts", "publish-package", str(world["tmp"]), BUCKET, GROUP, execution_id)
+
+
+def train_model_dir(model_dir, price_factor: float) -> None:
+    run_json("tests.model_artifacts", "train-model-dir", str(model_dir), str(price_factor))
 
 
 def test_passes_for_the_model_of_the_package(world):
-    package = publish_package(world["s3"], world["sm"], world["tmp"], bucket=BUCKET, group=GROUP, execution_id="p1")
+    package = publish_package(world, "p1")
     world["serve"](world["tmp"] / "p1" / "model")
     result = run_smoke_test("houses", package["arn"])
     assert result.rows == 20
@@ -62,7 +64,7 @@ def test_passes_for_the_model_of_the_package(world):
 
 
 def test_fails_when_the_endpoint_answers_far_from_the_evaluation(world):
-    package = publish_package(world["s3"], world["sm"], world["tmp"], bucket=BUCKET, group=GROUP, execution_id="p2")
+    package = publish_package(world, "p2")
     wrong = world["tmp"] / "wrong"
     train_model_dir(wrong, price_factor=3.0)  # a different model: prices three times too high
     world["serve"](wrong)
@@ -71,7 +73,7 @@ def test_fails_when_the_endpoint_answers_far_from_the_evaluation(world):
 
 
 def test_fails_when_the_scaler_is_not_applied(world, tmp_path):
-    package = publish_package(world["s3"], world["sm"], world["tmp"], bucket=BUCKET, group=GROUP, execution_id="p4")
+    package = publish_package(world, "p4")
     # The same booster served with an identity scaler: the reference sample's bug (pre-scaled input).
     model_dir = world["tmp"] / "p4" / "model"
     preprocessor = json.loads((model_dir / "preprocessor.json").read_text())
@@ -84,7 +86,7 @@ def test_fails_when_the_scaler_is_not_applied(world, tmp_path):
 
 
 def test_fails_clearly_without_a_smoke_sample(world):
-    package = publish_package(world["s3"], world["sm"], world["tmp"], bucket=BUCKET, group=GROUP, execution_id="p3")
+    package = publish_package(world, "p3")
     world["s3"].delete_object(Bucket=BUCKET, Key="pipeline/p3/Evaluate/evaluation/smoke_sample.csv")
     world["serve"](world["tmp"] / "p3" / "model")
     with pytest.raises(SmokeTestFailed, match="no smoke sample"):

@@ -46,7 +46,7 @@ def _function(tmp_path, name: str, colour: str, timeout: float = 5) -> FunctionS
     layer.mkdir(exist_ok=True)
     (layer / "shared_helper.py").write_text("VALUE = 'from the layer'\n")
     return FunctionSpec(name, name, f"arn:aws:lambda:us-east-1:123456789012:function:{name}", code,
-                        "app.lambda_handler", {"COLOUR": colour}, [layer], timeout, 128, "python3.11")
+                        "app.lambda_handler", {"COLOUR": colour}, [layer], timeout, 128, "python3.13")
 
 
 @pytest.fixture
@@ -215,6 +215,7 @@ Resources:
     Properties:
       CodeUri: recorder/
       Handler: app.lambda_handler
+      Runtime: python3.13
       Environment:
         Variables:
           RECORD_FILE: {record_file}

@@ -37,15 +37,21 @@ def function(p: Provisioner, logical_id: str, definition: dict) -> None:
     code_uri = props.get("CodeUri") or global_props.get("CodeUri")
     if props.get("InlineCode") or not code_uri:
         raise ProvisionError(f"{logical_id}: only CodeUri functions can run locally")
+    if not (props.get("Runtime") or global_props.get("Runtime")):
+        raise ProvisionError(f"{logical_id}: no Runtime (the local face runs a function on its runtime's interpreter)")
     environment = dict(((global_props.get("Environment") or {}).get("Variables")) or {})
     environment.update(((props.get("Environment") or {}).get("Variables")) or {})
     layers = list(global_props.get("Layers") or []) + list(props.get("Layers") or [])
-    layer_dirs = []
+    layer_dirs, managed_layers = [], []
     for layer_arn in layers:
         if layer_arn in p.layer_dirs:
             layer_dirs.append(p.layer_dirs[layer_arn])
+        elif p.public_parameters.layer(layer_arn) is not None:
+            managed_layers.append(p.public_parameters.layer(layer_arn))
         else:
-            log.info("%s: layer %s is not a local layer; not on the local PYTHONPATH", logical_id, layer_arn)
+            raise ProvisionError(f"{logical_id}: layer {layer_arn} is neither a layer of this stack nor an "
+                                 f"AWS-managed layer the local face knows (local/aws/public_parameters.py)")
+    architectures = props.get("Architectures") or global_props.get("Architectures") or ["x86_64"]
     role_arn = props["Role"]  # SAM's generated role when the template names none (Provisioner._with_sam_generated)
     spec = FunctionSpec(
         logical_id=logical_id,
@@ -57,11 +63,13 @@ def function(p: Provisioner, logical_id: str, definition: dict) -> None:
         layer_dirs=layer_dirs,
         timeout=float(props.get("Timeout") or global_props.get("Timeout") or 3),
         memory_size=int(props.get("MemorySize") or global_props.get("MemorySize") or 128),
-        runtime=props.get("Runtime") or global_props.get("Runtime") or "python3.11",
+        runtime=props.get("Runtime") or global_props.get("Runtime"),
         role_arn=role_arn,
         dead_letter_arn=(props.get("DeadLetterQueue") or {}).get("TargetArn"),
         max_retry_attempts=int((props.get("EventInvokeConfig") or global_props.get("EventInvokeConfig") or {})
                                .get("MaximumRetryAttempts", 2)),
+        managed_layers=managed_layers,
+        architecture=architectures[0],
     )
     p.stack.functions[name] = spec
     p.add(logical_id, definition["Type"], name, Arn=arn, Name=name, RoleArn=role_arn)

@@ -1,16 +1,21 @@
-"""What each handler loads at cold start, imported the way Lambda imports it: a fresh interpreter with
-the function's environment from template.yaml and the runtime's own variables (so Powertools' Tracer
-is active, as with `Tracing: Active`). Guards the import-time choices the handlers make on purpose."""
+"""What each handler loads at cold start, imported the way Lambda imports it: a fresh interpreter of
+the functions' runtime with what the function ships (the local Lambda runtime's package: its code,
+the shared layer, the Powertools layer, the runtime's SDK), the function's environment from
+template.yaml and the runtime's own variables (so Powertools' Tracer is active, as with
+`Tracing: Active`). Guards the import-time choices the handlers make on purpose."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cfnlint.decode import cfn_yaml
 
 from bench.p5_functions import SHARED_DIR, lambda_runtime_environment, probe_environment, template_environments
+from local.aws.lambda_packages import FunctionPackage, PackageBuilder
+from local.aws.public_parameters import PublicParameters
 
 ROOT = Path(__file__).resolve().parents[3]
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
@@ -45,11 +50,27 @@ def environments() -> dict[str, dict[str, str]]:
     return template_environments(ROOT / "template.yaml")
 
 
-def cold_import_facts(name: str, environments: dict[str, dict[str, str]]) -> dict:
+@pytest.fixture(scope="module")
+def packages():
+    """name -> (runtime, the function's package as the local Lambda runtime builds it)."""
+    template = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))
+    runtime = template["Globals"]["Function"]["Runtime"]
+    parameters = PublicParameters("us-east-1")
+    powertools = parameters.layer(parameters.resolve(template["Parameters"]["PowertoolsLayerArn"]["Default"]))
+    builder = PackageBuilder()
+    return {name: (runtime, builder.package(runtime, ROOT / "functions" / name, [SHARED_DIR], [powertools]))
+            for name in FUNCTIONS}
+
+
+def cold_import_facts(name: str, environments: dict[str, dict[str, str]],
+                      packages: dict[str, tuple[str, FunctionPackage]]) -> dict:
     function_dir = ROOT / "functions" / name
-    env = probe_environment({**environments.get(name, {}), **lambda_runtime_environment(name, function_dir)})
+    runtime, package = packages[name]
+    env = probe_environment({**environments.get(name, {}), **lambda_runtime_environment(name, function_dir),
+                             "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
+                             "PYTHONPATH": os.pathsep.join(str(p) for p in package.python_path)})
     done = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.path[:0] = {[str(function_dir), str(SHARED_DIR)]!r}\n" + FACTS],
+        [str(package.interpreter), "-c", FACTS],
         cwd=function_dir, env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
@@ -57,8 +78,8 @@ def cold_import_facts(name: str, environments: dict[str, dict[str, str]]) -> dic
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
-def test_cold_import_loads_only_what_the_handler_uses(name, environments):
-    facts = cold_import_facts(name, environments)
+def test_cold_import_loads_only_what_the_handler_uses(name, environments, packages):
+    facts = cold_import_facts(name, environments, packages)
     # X-Ray's default patch list would import these just to patch them; no handler uses them.
     assert "requests" not in facts["loaded"]
     assert "sqlite3" not in facts["loaded"]
