@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export SAGEMAKER_SUPPRESS_V2_WARNING := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test test-fast bench lock definition clean browser tools lock-tools lint-template sam-build publish deploy
+.PHONY: venv jobs-env demo test test-fast bench lock definition clean browser tools lock-tools lint-template sam-build publish deploy
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "pip is required"; exit 1; }
@@ -18,8 +18,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
+## The jobs image's environment without Docker (jobs/Dockerfile's Python, its pins with --no-deps,
+## its ENV, only what it copies to WORKDIR): jobs, the local Ray head and model servers run in it.
+## Built once into .venv-jobs/, rebuilt when the pins change; a no-op otherwise.
+jobs-env: $(STAMP)
+	$(BIN)/python -m local.jobs_image
+
 ## The main job, locally: CSV -> registered, approved, deployed model on a local cloud.
-demo: $(STAMP)
+demo: $(STAMP) jobs-env
 	$(BIN)/mlops demo
 
 ## Headless Chromium (Debian package) for the tests that look at a rendered page.
@@ -27,10 +33,10 @@ browser:
 	@bash scripts/ensure_chromium.sh
 
 ## Every test (unit, integration on moto server, infrastructure checks).
-test: $(STAMP) browser tools
+test: $(STAMP) browser tools jobs-env
 	$(BIN)/python -m pytest -q -ra
 
-test-fast: $(STAMP) tools
+test-fast: $(STAMP) tools jobs-env
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 bench: $(STAMP)

@@ -51,6 +51,9 @@ HEAD_GONE_AFTER_FAILURES = 3
 # What `ray start` prints once its node is up.
 NODE_READY_LINE = "Ray runtime started"
 NODE_STOP_TIMEOUT_SECONDS = 30.0
+# A node asked to stop first "drains" (waits for its leases to be returned, for Ray Serve) for up to
+# 30 s, and cannot finish once the head is gone: a job's node stops when the job is done.
+NODE_ENV = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass(frozen=True)
@@ -183,9 +186,9 @@ class RayNode:
     exactly this node's processes end, whatever else runs Ray on the machine. Its output is relayed
     to this process's stderr (the job log)."""
 
-    def __init__(self, arguments: Sequence[str], env: Mapping[str, str] | None = None):
-        self.command = [_ray_cli(), "start", *arguments, "--block"]
-        self.env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    def __init__(self, arguments: Sequence[str], env: Mapping[str, str] | None = None, ray_cli: str | None = None):
+        self.command = [ray_cli or _ray_cli(), "start", *arguments, "--block"]
+        self.env = {**NODE_ENV, **(os.environ if env is None else env)}
         self.process: subprocess.Popen | None = None
         self._ready = threading.Event()
         self._tail: list[str] = []

@@ -129,7 +129,8 @@ class RayHead:
         program = image.program_dir()
         # The image's environment only: never the caller's RAY_ADDRESS (the head must not try to
         # join another cluster) nor its PYTHONPATH.
-        env = {**image.environment(program), **ray_client_env(None)}
+        # Stopping the head needs no Ray Serve-style drain (up to 30 s): the jobs are over by then.
+        env = {**image.environment(program), **ray_client_env(None), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
         log.info("starting Ray head on %s", self.address)
         self.process = subprocess.Popen(
             self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
