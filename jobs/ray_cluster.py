@@ -192,6 +192,7 @@ class RayNode:
         self.process: subprocess.Popen | None = None
         self._ready = threading.Event()
         self._tail: list[str] = []
+        self._relay: threading.Thread | None = None
 
     def start(self, timeout_seconds: float) -> "RayNode":
         """Starts the node and waits until `ray start` reports it up; raises RayNodeError with its
@@ -201,10 +202,12 @@ class RayNode:
             self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
-        threading.Thread(target=self._relay_output, name="ray-node-output", daemon=True).start()
+        self._relay = threading.Thread(target=self._relay_output, name="ray-node-output", daemon=True)
+        self._relay.start()
         deadline = time.monotonic() + timeout_seconds
         while not self._ready.wait(0.2):
             if self.process.poll() is not None:
+                self._relay.join(timeout=5)  # its last words are the reason
                 raise RayNodeError(f"ray start exited with {self.process.returncode}: {' | '.join(self._tail[-5:])}")
             if time.monotonic() > deadline:
                 self.stop()

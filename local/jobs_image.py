@@ -286,8 +286,8 @@ class JobsImage:
         result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
         if result.returncode != 0:
             output = (result.stderr or result.stdout).strip().splitlines()[-15:]
-            raise JobsImageError(f"could not {what} of the jobs image environment ({' '.join(command[:3])} ... "
-                                 f"exited {result.returncode}):\n" + "\n".join(output))
+            raise JobsImageError(f"building the jobs image environment failed: could not {what} "
+                                 f"({' '.join(command[:3])} ... exited {result.returncode}):\n" + "\n".join(output))
 
     # -- the program and the environment --------------------------------------------------------
     def program_dir(self) -> Path:
