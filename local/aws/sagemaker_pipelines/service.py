@@ -1,13 +1,14 @@
 """The local SageMaker Pipelines service: runs the pipeline definition JSON (the very one deployed
-to AWS) on this machine, with jobs on one shared local Ray head.
+to AWS) on this machine: one-host jobs on one shared local Ray head, multi-host jobs on Ray clusters
+of their own.
 
 Installed on the gateway, it answers `SageMaker.{StartPipelineExecution, DescribePipelineExecution,
 ListPipelineExecutions, ListPipelineExecutionSteps, StopPipelineExecution}` in AWS's shapes; the
 definition itself is read from moto (`DescribePipeline`). Executions queue onto a small thread pool;
 each walks the step graph: Processing and Tuning steps run the job scripts as subprocesses in the
-jobs image's environment, one per host of the job (see `jobs`, `hosts`), Condition/Fail/RegisterModel steps are interpreted here, CacheConfig is honoured
-with AWS's cache-key attributes, and every status change is put on EventBridge as the
-`aws.sagemaker` events AWS emits.
+jobs image's environment, one per host of the job (see `jobs`, `hosts`), Condition/Fail/RegisterModel
+steps are interpreted here, CacheConfig is honoured with AWS's cache-key attributes, and every status
+change is put on EventBridge as the `aws.sagemaker` events AWS emits.
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from local.aws.gateway import LocalGateway, aws_error, json_response, request_js
 from local.aws.sagemaker_pipelines import definition as defn
 from local.aws.sagemaker_pipelines import jobs
 from local.aws.sagemaker_pipelines.definition import DefinitionError
-from local.aws.sagemaker_pipelines.hosts import kill_process_tree
 from local.aws.sagemaker_pipelines.executions import (
     EXECUTION_EVENT,
     STEP_EVENT,
@@ -43,6 +43,7 @@ from local.aws.sagemaker_pipelines.executions import (
     execution_event_detail,
     step_event_detail,
 )
+from local.aws.sagemaker_pipelines.hosts import kill_process_tree
 from local.aws.sagemaker_pipelines.runner import ExecutionRunner
 from local.aws.sagemaker_pipelines.step_cache import StepCache
 from local.jobs_image import JobsImage, default_image
