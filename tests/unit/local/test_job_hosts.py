@@ -210,3 +210,22 @@ def test_a_host_log_reaches_its_stream_while_it_is_written_and_the_rest_at_close
     assert training_jobs_of_tuning_job(logs, "tune-a") == {"tune-a-001-0123abcd": ["algo-1"]}
     assert training_jobs_of_tuning_job(logs, "tune") == {}  # another tuning job's name is not a prefix match
     assert hosts_of_job(logs, PROCESSING_LOG_GROUP, "never-ran") == []
+
+
+def test_sharded_inputs_give_each_host_its_share_and_replicated_ones_everything(aws, tmp_path):
+    from local.aws.sagemaker_pipelines.hosts import JobHosts
+    from local.aws.sagemaker_pipelines.jobs import download_prefix, input_shard
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="shards")
+    for n in range(5):
+        s3.put_object(Bucket="shards", Key=f"train/part-{n}.parquet", Body=b"x")
+    hosts = JobHosts(("127.0.0.2", "127.0.0.3"), ray_port=1)
+    got = {}
+    for index, host in enumerate(hosts.names):
+        download_prefix(s3, "s3://shards/train", tmp_path / host, input_shard("ShardedByS3Key", index, hosts))
+        got[host] = sorted(p.name for p in (tmp_path / host).iterdir())
+    assert got == {"127.0.0.2": ["part-0.parquet", "part-2.parquet", "part-4.parquet"],
+                   "127.0.0.3": ["part-1.parquet", "part-3.parquet"]}
+    download_prefix(s3, "s3://shards/train", tmp_path / "all", input_shard("FullyReplicated", 1, hosts))
+    assert len(list((tmp_path / "all").iterdir())) == 5
