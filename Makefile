@@ -16,7 +16,7 @@ LAMBDA_PYTHON := 3.13
 LAMBDA_VENV := .venv-lambda
 LAMBDA_STAMP := $(LAMBDA_VENV)/.installed
 
-.PHONY: venv lambda-venv demo test test-fast bench lock lock-lambda definition clean browser tools lock-tools lint-template sam-build publish deploy
+.PHONY: venv lambda-venv jobs-env demo test test-fast bench lock lock-lambda definition clean browser tools lock-tools lint-template sam-build publish deploy
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "pip is required"; exit 1; }
@@ -36,8 +36,14 @@ $(LAMBDA_STAMP): requirements-lambda.lock $(STAMP)
 
 lambda-venv: $(LAMBDA_STAMP)
 
+## The jobs image's environment without Docker (jobs/Dockerfile's Python, its pins with --no-deps,
+## its ENV, only what it copies to WORKDIR): jobs, the local Ray head and model servers run in it.
+## Built once into .venv-jobs/, rebuilt when the pins change; a no-op otherwise.
+jobs-env: $(STAMP)
+	$(BIN)/python -m local.jobs_image
+
 ## The main job, locally: CSV -> registered, approved, deployed model on a local cloud.
-demo: $(STAMP)
+demo: $(STAMP) jobs-env
 	$(BIN)/mlops demo
 
 ## Headless Chromium (Debian package) for the tests that look at a rendered page.
@@ -46,11 +52,11 @@ browser:
 
 ## Every test (unit, integration on moto server, infrastructure checks); the handlers' tests
 ## (tests/unit/functions) on the functions' runtime.
-test: $(STAMP) $(LAMBDA_STAMP) browser tools
+test: $(STAMP) $(LAMBDA_STAMP) browser tools jobs-env
 	$(BIN)/python -m pytest -q -ra --ignore=tests/unit/functions
 	$(LAMBDA_VENV)/bin/python -m pytest -q -ra tests/unit/functions
 
-test-fast: $(STAMP) $(LAMBDA_STAMP) tools
+test-fast: $(STAMP) $(LAMBDA_STAMP) tools jobs-env
 	$(BIN)/python -m pytest -q -ra -m "not slow" --ignore=tests/unit/functions
 	$(LAMBDA_VENV)/bin/python -m pytest -q -ra -m "not slow" tests/unit/functions
 

@@ -11,6 +11,8 @@ PNG plots `predicted_vs_actual.png`, `residuals.png`, `feature_importance.png`, 
 `smoke_sample.csv` (a few test rows in raw units with this step's predictions, for the deployment's
 smoke test).
 
+On several hosts the step runs once, on the head host (`jobs.ray_cluster.head_only`).
+
 The champion is the group's newest Approved package (`mlops_shared.champion`, the definition the
 deployment's rollback uses too). It is scored on the same test rows: they
 are unscaled with the challenger's preprocessor and fed raw to the champion, which applies its own.
@@ -32,7 +34,7 @@ import boto3
 import numpy as np
 import pandas as pd
 
-from jobs import common
+from jobs import common, ray_cluster
 from jobs.model_io import (
     ModelArtifactError,
     ModelInputError,
@@ -288,8 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.setup_logging()
     args = parse_args(argv)
     try:
-        evaluate(args.target_column, args.model_package_group_name or None, args.rmse_threshold,
-                 args.champion_tolerance)
+        # The evaluation itself needs no Ray; on several hosts it runs once, on the head, while the
+        # other hosts wait for it like every job's workers (and exit 0 without writing anything).
+        with ray_cluster.head_only():
+            evaluate(args.target_column, args.model_package_group_name or None, args.rmse_threshold,
+                     args.champion_tolerance)
     except common.JobFailure as failure:
         common.fail(str(failure), kind="processing")
     return 0

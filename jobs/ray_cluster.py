@@ -10,10 +10,14 @@ Order of decision (`plan_cluster` is the pure part):
 1. Ray already initialised in this process (tests, notebooks) → use it as is.
 2. `RAY_ADDRESS` set (the local executor's shared head, or any Ray cluster) → `ray.init(address=...)`.
 3. The SageMaker job runs on several hosts (`SM_HOSTS`/`SM_CURRENT_HOST` for training,
-   `<root>/config/resourceconfig.json` for processing): the first host (sorted) is the head. It runs
-   `ray start --head`, waits until every other host has joined, then the job runs on the head only.
-   The other hosts run `ray start --address=<head>:<port>`, stay up while the head is reachable, and
-   exit 0 when it is gone (the job's outputs come from the head).
+   `<root>/config/resourceconfig.json` for processing): the first host (sorted) is the head. It
+   starts a Ray head node, waits until every other host has joined, then the job runs on the head
+   only. The other hosts start a node that joins `<head>:<port>`, stay up while the head is
+   reachable, and exit 0 when it is gone (the job's outputs come from the head).
+   Each host stops exactly the Ray node it started (`RayNode`: `ray start --block` as a child in a
+   process group of its own, signalled at the end), never `ray stop`, which would stop every Ray
+   process of the machine: right in a container, wrong wherever one machine plays several hosts
+   or runs other Ray clusters.
    No password is involved: the cluster lives inside the job's private network (SageMaker
    isolates the job's instances); Ray's own token authentication can be enabled through Ray's
    environment variables if needed.
@@ -24,9 +28,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,9 +45,15 @@ log = logging.getLogger("jobs.ray_cluster")
 
 DEFAULT_PORT = 6379
 DEFAULT_JOIN_TIMEOUT_SECONDS = 600.0
-HEAD_POLL_SECONDS = 5.0
+HEAD_POLL_SECONDS = 2.0
 # The head is considered gone after this many failed connection attempts in a row.
 HEAD_GONE_AFTER_FAILURES = 3
+# What `ray start` prints once its node is up.
+NODE_READY_LINE = "Ray runtime started"
+NODE_STOP_TIMEOUT_SECONDS = 30.0
+# A node asked to stop first "drains" (waits for its leases to be returned, for Ray Serve) for up to
+# 30 s, and cannot finish once the head is gone: a job's node stops when the job is done.
+NODE_ENV = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass(frozen=True)
@@ -164,22 +176,97 @@ def wait_for_nodes(expected: int, timeout_seconds: float, poll_seconds: float = 
         time.sleep(poll_seconds)
 
 
-def _start_head(plan: ClusterPlan, timeout_seconds: float) -> None:
+class RayNodeError(RuntimeError):
+    """A Ray node of this host could not be started or stopped unexpectedly."""
+
+
+class RayNode:
+    """One Ray node this process started: `ray start ... --block` as a child in a process group of
+    its own. `stop()` signals that child (it shuts its node's daemons down) and then that group, so
+    exactly this node's processes end, whatever else runs Ray on the machine. Its output is relayed
+    to this process's stderr (the job log)."""
+
+    def __init__(self, arguments: Sequence[str], env: Mapping[str, str] | None = None, ray_cli: str | None = None):
+        self.command = [ray_cli or _ray_cli(), "start", *arguments, "--block"]
+        self.env = {**NODE_ENV, **(os.environ if env is None else env)}
+        self.process: subprocess.Popen | None = None
+        self._ready = threading.Event()
+        self._tail: list[str] = []
+        self._relay: threading.Thread | None = None
+
+    def start(self, timeout_seconds: float) -> "RayNode":
+        """Starts the node and waits until `ray start` reports it up; raises RayNodeError with its
+        last output lines if it exits or times out first."""
+        log.info("starting a Ray node: %s", " ".join(self.command))
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        self._relay = threading.Thread(target=self._relay_output, name="ray-node-output", daemon=True)
+        self._relay.start()
+        deadline = time.monotonic() + timeout_seconds
+        while not self._ready.wait(0.2):
+            if self.process.poll() is not None:
+                self._relay.join(timeout=5)  # its last words are the reason
+                raise RayNodeError(f"ray start exited with {self.process.returncode}: {' | '.join(self._tail[-5:])}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RayNodeError(f"the Ray node did not start within {timeout_seconds:.0f} s")
+        return self
+
+    def _relay_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            sys.stderr.write(line)
+            self._tail = (self._tail + [line.rstrip()])[-20:]
+            if NODE_READY_LINE in line:
+                self._ready.set()
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_seconds: float = NODE_STOP_TIMEOUT_SECONDS) -> None:
+        """SIGTERM to `ray start --block` (it stops its node's processes), then SIGKILL to whatever
+        of its process group is left."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_seconds)
+            except subprocess.TimeoutExpired:
+                log.warning("the Ray node did not stop within %.0f s; killing its processes", timeout_seconds)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _start_head(plan: ClusterPlan, timeout_seconds: float) -> RayNode:
     import ray
 
     ip = _resolve(plan.current_host or plan.head_host or "localhost", timeout_seconds)
-    subprocess.run(
-        [_ray_cli(), "start", "--head", f"--port={plan.port}", f"--node-ip-address={ip}",
-         "--include-dashboard=false", "--disable-usage-stats"],
-        check=True,
-    )
-    ray.init(address=f"{ip}:{plan.port}")
-    alive = wait_for_nodes(len(plan.hosts), timeout_seconds)
+    node = RayNode(["--head", f"--port={plan.port}", f"--node-ip-address={ip}",
+                    "--include-dashboard=false", "--disable-usage-stats"]).start(timeout_seconds)
+    try:
+        ray.init(address=f"{ip}:{plan.port}")
+        alive = wait_for_nodes(len(plan.hosts), timeout_seconds)
+    except BaseException:
+        if ray.is_initialized():
+            ray.shutdown()
+        node.stop()
+        raise
     log.info("Ray cluster of %d nodes is up (head %s)", alive, plan.head_host)
+    return node
 
 
 def _run_worker(plan: ClusterPlan, timeout_seconds: float) -> None:
-    """Joins the head and blocks until it is gone."""
+    """Joins the head and blocks until it is gone; then stops this host's node."""
     assert plan.head_host
     head_ip = _resolve(plan.head_host, timeout_seconds)
     own_ip = _resolve(plan.current_host or "localhost", timeout_seconds)
@@ -188,25 +275,29 @@ def _run_worker(plan: ClusterPlan, timeout_seconds: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"Ray head {plan.head_host}:{plan.port} not reachable within {timeout_seconds:.0f} s")
         time.sleep(2)
-    subprocess.run(
-        [_ray_cli(), "start", f"--address={head_ip}:{plan.port}", f"--node-ip-address={own_ip}",
-         "--disable-usage-stats"],
-        check=True,
-    )
-    log.info("joined the Ray head %s:%d; waiting for the job to finish", plan.head_host, plan.port)
-    failures = 0
-    while failures < HEAD_GONE_AFTER_FAILURES:
-        time.sleep(HEAD_POLL_SECONDS)
-        failures = 0 if head_reachable(head_ip, plan.port) else failures + 1
-    log.info("Ray head is gone; this host's part of the job is done")
+    node = RayNode([f"--address={head_ip}:{plan.port}", f"--node-ip-address={own_ip}",
+                    "--disable-usage-stats"]).start(timeout_seconds)
+    try:
+        log.info("joined the Ray head %s:%d; waiting for the job to finish", plan.head_host, plan.port)
+        failures = 0
+        while failures < HEAD_GONE_AFTER_FAILURES:
+            time.sleep(HEAD_POLL_SECONDS)
+            failures = 0 if head_reachable(head_ip, plan.port) else failures + 1
+            if not failures and not node.running():
+                raise RayNodeError(f"this host's Ray node stopped while the head {plan.head_host} is still up")
+        log.info("Ray head is gone; this host's part of the job is done")
+    finally:
+        node.stop()
 
 
 @dataclass
 class Cluster:
-    """The connection a job got; `owns_connection` tells whether `connect` should shut Ray down."""
+    """The connection a job got; `owns_connection` tells whether `connect` should shut Ray down,
+    `node` is the Ray node this process started (the head host's), stopped by `connect`."""
 
     plan: ClusterPlan
     owns_connection: bool
+    node: RayNode | None = None
 
     def cpus(self) -> float:
         import ray
@@ -236,7 +327,7 @@ def start(env: Mapping[str, str] | None = None, root: Path | None = None) -> Clu
         # address="local" starts a private Ray even if another one runs on the machine.
         ray.init(address="local", include_dashboard=False)
     elif plan.role == "head":
-        _start_head(plan, timeout)
+        return Cluster(plan, owns_connection=True, node=_start_head(plan, timeout))
     else:
         _run_worker(plan, timeout)
         raise SystemExit(0)
@@ -245,7 +336,8 @@ def start(env: Mapping[str, str] | None = None, root: Path | None = None) -> Clu
 
 @contextmanager
 def connect(env: Mapping[str, str] | None = None, root: Path | None = None) -> Iterator[Cluster]:
-    """`start`, then `ray.shutdown()` on exit when this call made the connection."""
+    """`start`, then `ray.shutdown()` on exit when this call made the connection; the head host
+    then stops its node, so the workers see the head go and exit."""
     import ray
 
     cluster = start(env, root)
@@ -254,6 +346,19 @@ def connect(env: Mapping[str, str] | None = None, root: Path | None = None) -> I
     finally:
         if cluster.owns_connection and ray.is_initialized():
             ray.shutdown()
-        if cluster.plan.role == "head":
-            # Stops this container's Ray processes, so the workers see the head go and exit.
-            subprocess.run([_ray_cli(), "stop"], check=False)
+        if cluster.node is not None:
+            cluster.node.stop()
+
+
+@contextmanager
+def head_only(env: Mapping[str, str] | None = None, root: Path | None = None) -> Iterator[ClusterPlan]:
+    """For a job that does not use Ray itself: on several hosts the cluster forms as for every Ray
+    job, so the job runs once, on the head, while the other hosts wait for it and exit 0 (they never
+    return from here); on one host nothing is started."""
+    env = os.environ if env is None else env
+    plan = current_plan(env, root)
+    if plan.role in ("head", "worker"):
+        with connect(env, root):
+            yield plan
+    else:
+        yield plan

@@ -11,6 +11,8 @@
   tars `<root>/model` into model.tar.gz.
 * Prints `METRIC validation:rmse=<float>` and `METRIC validation:mae=<float>` (final round) on
   stdout: the tuning job's metric definitions match exactly these lines.
+* Logs the Ray node each xgboost-ray actor trained on (`xgboost-ray actors on Ray nodes: ...`):
+  on several hosts, one actor per host (`default_ray_params`), placed apart by xgboost-ray.
 * Records the run in SageMaker Experiments (best effort: tracking never fails a training).
 * On failure writes the reason to `<root>/output/failure` and exits 1.
 
@@ -31,6 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import boto3
 import pandas as pd
+from xgboost.callback import TrainingCallback
 
 from jobs import common, ray_cluster
 from jobs.model_io import MODEL_FILE, PREPROCESSOR_FILE, read_preprocessor, write_preprocessor
@@ -66,6 +69,7 @@ class TrainResult:
     evals_result: dict[str, Any]
     hyperparameters: dict[str, Any]
     rows: dict[str, int] = field(default_factory=dict)
+    actor_nodes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -137,6 +141,26 @@ def default_ray_params(alive_nodes: int, cluster_cpus: float) -> dict[str, int]:
     return {"num_actors": nodes, "cpus_per_actor": max(1, int(per_node // 2))}
 
 
+class ReportActorNode(TrainingCallback):
+    """Runs in every xgboost-ray actor: sends the driver the Ray node the actor trains on."""
+
+    def before_training(self, model):
+        import ray
+        from xgboost_ray.session import get_actor_rank, put_queue
+
+        put_queue({"actor_rank": get_actor_rank(), "node_ip": ray.util.get_node_ip_address()})
+        return model
+
+
+def actor_nodes(additional_results: Mapping[str, Any]) -> list[str]:
+    """The node of each actor, by actor rank, from what `ReportActorNode` sent."""
+    nodes = []
+    for reports in additional_results.get("callback_returns") or []:
+        ips = [r["node_ip"] for r in reports if isinstance(r, dict) and "node_ip" in r]
+        nodes.append(ips[0] if ips else "unknown")
+    return nodes
+
+
 def train_model(
     train_df: pd.DataFrame,
     valid_df: pd.DataFrame,
@@ -144,10 +168,11 @@ def train_model(
     params: Mapping[str, Any],
     num_round: int,
     ray_params: Mapping[str, Any],
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any], list[str]]:
     """Trains a booster with xgboost-ray on pandas frames (never a Ray Dataset: the actors hold the
-    CPUs a Dataset would need). Returns (xgboost.Booster, evals_result) where evals_result is
-    `{"train": {"rmse": [...], "mae": [...]}, "validation": {...}}`."""
+    CPUs a Dataset would need). Returns (xgboost.Booster, evals_result, actor nodes) where
+    evals_result is `{"train": {"rmse": [...], "mae": [...]}, "validation": {...}}` and actor nodes
+    the Ray node address of each actor, by rank."""
     from xgboost_ray import RayDMatrix, RayParams
     from xgboost_ray import train as ray_train
 
@@ -155,18 +180,21 @@ def train_model(
     dtrain = RayDMatrix(train_df, label=target)
     dvalid = RayDMatrix(valid_df[train_df.columns], label=target)
     evals_result: dict[str, Any] = {}
+    additional_results: dict[str, Any] = {}
     booster = ray_train(
         {**params, "eval_metric": ["rmse", "mae"]},
         dtrain,
         num_boost_round=num_round,
         evals=[(dtrain, "train"), (dvalid, "validation")],
         evals_result=evals_result,
+        additional_results=additional_results,
+        callbacks=[ReportActorNode()],
         verbose_eval=False,
         ray_params=RayParams(**ray_params),
     )
     if booster.feature_names is None:
         booster.feature_names = features
-    return booster, evals_result
+    return booster, evals_result, actor_nodes(additional_results)
 
 
 # --------------------------------------------------------------------------- experiments
@@ -275,7 +303,10 @@ def train(overrides: Mapping[str, Any] | None = None, cluster: ray_cluster.Clust
     params = {k: v for k, v in hyperparameters.items() if k not in JOB_SETTINGS}
     log.info("training %d rounds on %d rows (%d validation), %s, ray %s",
              hyperparameters["num_round"], len(train_df), len(valid_df), params, ray_params)
-    booster, evals_result = train_model(train_df, valid_df, target, params, hyperparameters["num_round"], ray_params)
+    booster, evals_result, nodes = train_model(train_df, valid_df, target, params, hyperparameters["num_round"],
+                                               ray_params)
+    log.info("xgboost-ray actors on Ray nodes: %s",
+             ", ".join(f"rank {rank} on {node}" for rank, node in enumerate(nodes)))
 
     metrics = {
         f"{split}:{metric}": float(values[-1])
@@ -292,7 +323,7 @@ def train(overrides: Mapping[str, Any] | None = None, cluster: ray_cluster.Clust
         if name in metrics:
             print(f"METRIC {name}={metrics[name]:.6f}", flush=True)
     return TrainResult(booster, metrics, evals_result, hyperparameters,
-                       rows={"train": len(train_df), "validation": len(valid_df)})
+                       rows={"train": len(train_df), "validation": len(valid_df)}, actor_nodes=nodes)
 
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ the `mlops` CLI (`local.cli`). Never imported by `functions/` or `jobs/`.
 | `local/aws/endpoints.py` | SageMaker hosting + sagemaker-runtime InvokeEndpoint (model server processes) |
 | `local/aws/model_registry.py` | the Model Registry's "Model Package State Change" events |
 | `local/ray_head.py` | the one Ray head the pipeline jobs share |
+| `local/jobs_image.py` | the jobs image without Docker: the environment jobs, the Ray head and model servers run in |
 | `local/outbox.py` | the inboxes: every email and Slack message the system sends, as files |
 
 The local runtime uses the project's Lambda layer (`functions/shared`, package `mlops_shared`) the

@@ -1,10 +1,10 @@
 """The local cloud: `template.yaml` running on one machine, with moto playing AWS.
 
-`LocalCloud` starts, in order: the gateway (moto in this process plus the routes moto lacks), the
-featurestore runtime, one Ray head, the pipeline executor, the local endpoints, the outbox, the API
-server, then provisions the template and starts the lambda runtime and the event dispatcher. It
-stops them in reverse order. While it runs, `<state>/cloud.json` tells other processes (`mlops local
-run`) where it is.
+`LocalCloud` starts, in order: the jobs image's environment (built on first use, `local.jobs_image`),
+the gateway (moto in this process plus the routes moto lacks), the featurestore runtime, one Ray
+head, the pipeline executor, the local endpoints, the outbox, the API server, then provisions the
+template and starts the lambda runtime and the event dispatcher. It stops them in reverse order.
+While it runs, `<state>/cloud.json` tells other processes (`mlops local run`) where it is.
 
     with LocalCloud(".mlops-local") as cloud:
         s3 = boto3.client("s3", **cloud.client_kwargs())
@@ -32,6 +32,7 @@ from local.aws.identities import Identities
 from local.aws.stack.model import ACCOUNT_ID, REGION, Stack
 from local.aws.stack.provisioner import provision
 from local.cloud_file import cloud_file, remove_cloud_file, write_cloud_file
+from local.jobs_image import default_image
 from local.outbox import Outbox
 from local.ray_head import RayHead
 from local import REPO_ROOT
@@ -95,6 +96,7 @@ class LocalCloud:
         self.record_decisions = record_decisions  # the face keeps every authorization (statement coverage)
         self.identities: Identities | None = None
         self.face = None
+        self.jobs_image = None
         self.gateway = None
         self.stack: Stack | None = None
         self.executor = None
@@ -134,6 +136,8 @@ class LocalCloud:
     def _start_parts(self) -> None:
         started = time.monotonic()
         self._log_refusals(self.state_dir / "logs" / "strict-face.log")
+        # Jobs, the Ray head and the model servers run in the jobs image's environment.
+        self.jobs_image = default_image()
         self.gateway = LocalGateway().start()
         self._on_stop("gateway", self.gateway.stop)
         # moto's Step Functions runner sends its service calls (Lambda tasks included) to MOTO_PORT.
@@ -165,7 +169,7 @@ class LocalCloud:
         self._on_stop("lambda runtime", self.lambda_runtime.close)
 
         self.endpoints = LocalEndpoints(self.gateway, self.state_dir / "work" / "endpoints",
-                                        identities=self.identities)
+                                        identities=self.identities, image=self.jobs_image)
         self.endpoints.install()
         self._on_stop("endpoints", self.endpoints.shutdown)
 
@@ -198,7 +202,7 @@ class LocalCloud:
     def _start_pipeline_runtime(self) -> None:
         ray_address = self.external_ray_address
         if ray_address is None and self.start_ray:
-            self.ray_head = RayHead(num_cpus=self.ray_num_cpus, state_dir=self.state_dir).start()
+            self.ray_head = RayHead(num_cpus=self.ray_num_cpus, state_dir=self.state_dir, image=self.jobs_image).start()
             self._on_stop("ray head", self.ray_head.stop)
             ray_address = self.ray_head.address
         self.executor = PipelineExecutor(
@@ -209,6 +213,7 @@ class LocalCloud:
             self.pipeline_substitutions(),
             identities=self.identities,
             strict=self.face,
+            image=self.jobs_image,
         )
         self.executor.install()
         self._on_stop("pipeline executor", self.executor.shutdown)

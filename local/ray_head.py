@@ -1,7 +1,9 @@
 """One local Ray head shared by every pipeline step and execution.
 
 Starting Ray costs about 3 s and ~470 MB, so the local runtime starts one head (`ray start --head
---block`) and hands its address to each job through `RAY_ADDRESS`. The head runs in its own process
+--block`) and hands its address to each one-host job through `RAY_ADDRESS`. The head runs in the
+jobs image's environment (`local.jobs_image`), as the Ray nodes of the jobs do on SageMaker: its
+workers (the jobs' tasks and actors) import only what the image has. It runs in its own process
 group that this object owns: stopping it signals that group only (never `ray stop`, which would
 also stop Ray clusters that other programs on the machine started).
 """
@@ -12,11 +14,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
+
+from local.jobs_image import JobsImage, default_image
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +62,17 @@ class RayHead:
 
     num_cpus: logical CPUs Ray schedules on (default: the machine's count). Ray's per-node agents
     get free ports instead of their fixed defaults so several heads can coexist on one machine.
+    image: the environment the head runs in (default: the jobs image, built on first use).
     """
 
     def __init__(self, num_cpus: int | None = None, state_dir: str | os.PathLike = ".mlops-local",
                  object_store_memory: int = 512 * 1024 * 1024, start_timeout: float = 90.0,
-                 ray_executable: str | None = None):
+                 image: JobsImage | None = None):
         self.num_cpus = num_cpus
         self.state_dir = Path(state_dir)
         self.object_store_memory = object_store_memory
         self.start_timeout = start_timeout
-        self.ray_executable = ray_executable or str(Path(sys.executable).with_name("ray"))
+        self.image = image
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
         self._output_tail: deque[str] = deque(maxlen=40)
@@ -93,9 +97,14 @@ class RayHead:
         """
         return ray_client_env(self.address if self.port else None)
 
+    def _image(self) -> JobsImage:
+        if self.image is None:
+            self.image = default_image()
+        return self.image.ensure()
+
     def command(self) -> list[str]:
         cmd = [
-            self.ray_executable, "start", "--head", "--block",
+            str(self._image().ray), "start", "--head", "--block",
             "--node-ip-address", "127.0.0.1",
             "--port", str(self.port),
             "--include-dashboard=false",
@@ -116,12 +125,16 @@ class RayHead:
             return self
         self.port = free_port()
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, **ray_client_env(None))
-        env.pop("RAY_ADDRESS", None)  # the head must not try to join another cluster
+        image = self._image()
+        program = image.program_dir()
+        # The image's environment only: never the caller's RAY_ADDRESS (the head must not try to
+        # join another cluster) nor its PYTHONPATH.
+        # Stopping the head needs no Ray Serve-style drain (up to 30 s): the jobs are over by then.
+        env = {**image.environment(program), **ray_client_env(None), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
         log.info("starting Ray head on %s", self.address)
         self.process = subprocess.Popen(
             self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, text=True, start_new_session=True,  # its own process group, ours to signal
+            env=env, cwd=str(program), text=True, start_new_session=True,  # its own process group, ours to signal
         )
         threading.Thread(target=self._pump_output, name="ray-head-output", daemon=True).start()
         deadline = time.monotonic() + self.start_timeout

@@ -2,14 +2,14 @@
 
 `fetch_model` resolves an endpoint config to its model artifact (config -> model -> `ModelDataUrl`,
 or its model package's container), downloads it from (local) S3 and extracts it;
-`start_model_server` starts the server on a free port and waits until `/ping` answers. A `Variant`
+`start_model_server` starts the server on a free port in the jobs image's environment (the image's
+`serve` command: only what the image ships is importable) and waits until `/ping` answers. A `Variant`
 is one running server: pooled keep-alive connections for `/invocations`, and a stop that never
 leaves a process behind. `local.aws.endpoints` decides which variant gets which request.
 """
 from __future__ import annotations
 
 import http.client
-import os
 import queue
 import re
 import subprocess
@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jobs.model_io import extract_model_tar
-from local import REPO_ROOT
-
-
+from local.jobs_image import JobsImage
 
 
 class VariantStartError(Exception):
@@ -123,16 +121,16 @@ def fetch_model(sagemaker: Any, s3_for_role: Callable[[str | None], Any], config
         raise VariantStartError(f"cannot fetch the model for config {config_name}: {exc}") from exc
 
 
-def start_model_server(model_dir: Path, config_name: str, variant_name: str, log_path: Path, python: str,
+def start_model_server(model_dir: Path, config_name: str, variant_name: str, log_path: Path, image: JobsImage,
                        startup_timeout: float, started: Callable[[Variant], None], stopping: Callable[[], bool]) -> Variant:
-    """Starts `jobs.serve` on the model and waits until it is healthy. `started` learns of the process
-    as soon as it exists (so a shutdown stops it even mid-start); `stopping` ends the wait early."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1"}
+    """Starts `jobs.serve` on the model in the jobs image's environment and waits until it is
+    healthy. `started` learns of the process as soon as it exists (so a shutdown stops it even
+    mid-start); `stopping` ends the wait early."""
+    program = image.program_dir()
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [python, "-m", "jobs.serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", "0"],
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+            [str(image.python), "-m", "jobs.serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", "0"],
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=str(program), env=image.environment(program),
         )
     variant = Variant(config_name=config_name, variant_name=variant_name, model_dir=model_dir, process=process,
                       port=0, log_path=log_path)

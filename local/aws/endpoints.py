@@ -4,7 +4,7 @@ moto keeps endpoint *bookkeeping* only (InService at once, `UpdateEndpoint` miss
 InvokeEndpoint). `LocalEndpoints.install()` routes these operations on the gateway:
 
 * `SageMaker.CreateEndpoint`: moto records the endpoint, then a serving process (`python -m
-  jobs.serve`) is started in the background from the model artifact (endpoint config → model →
+  jobs.serve` in the jobs image's environment, `local.jobs_image`) is started in the background from the model artifact (endpoint config → model →
   `ModelDataUrl`, or its model package's container), downloaded from (local) S3 and extracted. The
   endpoint is `Creating` until `/ping` answers, then `InService`; a server that cannot start makes it
   `Failed` with the server's own reason as `FailureReason` (the processes: `local/endpoint_variants.py`).
@@ -37,7 +37,6 @@ import math
 import os
 import random
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import boto3
 from local.aws.endpoint_variants import Variant, VariantStartError, fetch_model, start_model_server, tail
 from local.aws.gateway import LocalGateway, aws_error, json_response, request_json
 from local.aws.identities import aws_client
+from local.jobs_image import JobsImage, default_image
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,14 @@ class LocalEndpoint:
 class LocalEndpoints:
     """The endpoint runtime of the local cloud. `install()` registers its routes on the gateway."""
 
-    def __init__(self, gateway: LocalGateway, work_dir: str | Path, python: str = sys.executable,
+    def __init__(self, gateway: LocalGateway, work_dir: str | Path, image: JobsImage | None = None,
                  startup_timeout: float = 120.0, max_bake_seconds: float = 3.0, max_termination_wait: float = 1.0,
                  deleting_seconds: float = 1.0, identities: Any = None):
         self.gateway = gateway
         # Who the stand-in acts as (local.aws.identities.Identities); None: whatever the environment holds.
         self.identities = identities
         self.work_dir = Path(work_dir)
-        self.python = python
+        self.image = (image or default_image()).ensure()  # the jobs image also serves (`serve`)
         self.startup_timeout = startup_timeout
         # Canary bake and old-fleet termination waits are minutes on AWS; locally they are capped.
         self.max_bake_seconds = max_bake_seconds
@@ -365,7 +365,7 @@ class LocalEndpoints:
         sagemaker, _ = self._clients()
         model_dir, variant_name, log_path = fetch_model(sagemaker, self._model_s3, config_name,
                                                         self.work_dir / "endpoints" / endpoint_name)
-        return start_model_server(model_dir, config_name, variant_name, log_path, self.python, self.startup_timeout,
+        return start_model_server(model_dir, config_name, variant_name, log_path, self.image, self.startup_timeout,
                                   started=self._track, stopping=lambda: self._closed)
 
     def _track(self, variant: Variant) -> None:

@@ -1,12 +1,16 @@
-"""`mlops pipeline run --csv FILE`: the training pipeline alone, on this machine, without the event
-layer (no S3 event delivery, no approval flow).
+"""`mlops pipeline run FILE` (or `--csv FILE`): the training pipeline alone, on this machine, without
+the event layer (no S3 event delivery, no approval flow).
 
 It starts a local cloud with event delivery off, uploads the CSV to the data bucket like a user,
 and hands that exact object version to the very function the start_pipeline Lambda runs
 (`mlops_shared.intake.process_dataset`, with the function's settings from the stack): the same
 validation, version normalisation, parameters and idempotency token. A file intake refuses is
 reported as quarantined, with the reason and the fix. It shows each step on stderr and prints one
-JSON object on stdout: status, failed_step, reason, metrics, model_package_arn, execution_arn, steps.
+JSON object on stdout: status, failed_step, reason, metrics, model_package_arn, execution_arn, steps
+(`name`, `status`, `hosts` it ran on, read from the jobs' CloudWatch log streams, and `cache_hit`).
+
+`--parameter ProcessingInstanceCount=2 --parameter TrainingInstanceCount=2` runs every job on two
+hosts, as prod does.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from local.cli.common import (
     report_metrics,
     stderr,
 )
+from local.cli.step_hosts import step_summaries
 from mlops_shared.artifacts import EvaluationReport
 
 log = logging.getLogger(__name__)
@@ -128,8 +133,8 @@ def outcome(cloud, execution_arn: str) -> dict[str, Any]:
         "metrics": metrics,
         "model_package_arn": package_arn,
         "execution_arn": execution_arn,
-        "steps": [{"name": s["StepName"], "status": s["StepStatus"],
-                   "cache_hit": "CacheHitResult" in s} for s in steps],
+        "steps": [{**summary, "cache_hit": "CacheHitResult" in step}
+                  for summary, step in zip(step_summaries(cloud.client("logs"), steps), steps)],
     }
 
 
@@ -150,7 +155,10 @@ def parse_parameters(items: list[str]) -> dict[str, str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from local.cloud import LocalCloud
 
-    csv_path = Path(args.csv)
+    if bool(args.csv) == bool(getattr(args, "file", None)):
+        stderr("mlops pipeline run: give the CSV once, as FILE or as --csv FILE")
+        return EXIT_USAGE
+    csv_path = Path(args.csv or args.file)
     if not csv_path.is_file():
         stderr(f"mlops pipeline run: no such file: {csv_path}")
         return EXIT_USAGE
@@ -178,12 +186,13 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("pipeline", help="run the training pipeline locally, without the event layer")
     commands = parser.add_subparsers(dest="pipeline_command", required=True)
     run = commands.add_parser("run", help="train, tune, evaluate and register on one CSV")
-    run.add_argument("--csv", required=True, help="the dataset (CSV with a header row)")
+    run.add_argument("file", nargs="?", help="the dataset (CSV with a header row)")
+    run.add_argument("--csv", help="the dataset, as an option (same as FILE)")
     run.add_argument("--target", help="target column (default: the stack's default, PRICE)")
     run.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the execution")
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     run.add_argument("--parameter", action="append", metavar="NAME=VALUE",
-                     help="override a pipeline parameter (repeatable), e.g. IngestionMode=OfflineStore "
-                          "or MaxTuningJobs=8")
+                     help="override a pipeline parameter (repeatable), e.g. IngestionMode=OfflineStore, "
+                          "MaxTuningJobs=8 or ProcessingInstanceCount=2")
     run.set_defaults(func=cmd_run)

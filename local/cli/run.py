@@ -8,6 +8,9 @@ object start_pipeline writes, or the pipeline execution it starts, then that exe
 After registration, `--approve` / `--reject` go on with `local.cli.follow.decide`: it follows the
 link of the approval email in the outbox like the approver would, then follows the deployment the
 approval starts to `deployed` (with `endpoint_name`) or `failed` (with the deployment's reason).
+
+The result lists the execution's `steps` with the `hosts` each ran on (`local.cli.step_hosts`: read
+from the jobs' CloudWatch log streams, as on AWS).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from local.cli.common import (
     stderr,
 )
 from local.cli.follow import RunError, decide
+from local.cli.step_hosts import step_summaries
 from mlops_shared.artifacts import EvaluationReport
 from mlops_shared.aws import is_not_found, parse_s3_uri
 from mlops_shared.dataset_version import dataset_version
@@ -84,7 +88,7 @@ class RunSession:
 # ------------------------------------------------------------------------------------------------
 def empty_result() -> dict:
     return {"status": None, "reason": None, "execution_arn": None, "model_package_arn": None,
-            "metrics": {"rmse": None, "mae": None, "r2": None}, "endpoint_name": None}
+            "metrics": {"rmse": None, "mae": None, "r2": None}, "endpoint_name": None, "steps": []}
 
 
 def upload(session: RunSession, path: Path, target: str | None) -> dict:
@@ -232,6 +236,7 @@ def run_dataset(session: RunSession, path: Path, target: str | None) -> dict:
     result["execution_arn"] = execution_arn
     session.progress(f"pipeline execution {execution_arn}")
     outcome = follow_execution(session, execution_arn)
+    result["steps"] = step_summaries(session.client("logs"), outcome["steps"])
     status = outcome["description"]["PipelineExecutionStatus"]
     if status != "Succeeded":
         result.update(status="failed", reason=_failure_reason(outcome))

@@ -240,6 +240,10 @@ def test_one_upload_trains_and_registers_one_model(make_cloud, ray_head, tmp_pat
         f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{cloud.stack.outputs['ModelPackageGroupName']}/")
     assert 0 < result["metrics"]["rmse"] < 60000 and result["metrics"]["r2"] > 0.9
     assert len(cloud.list_executions()) == 1
+    # Every step and the hosts it ran on (from the jobs' CloudWatch log streams): one host each.
+    assert result["steps"] == [{"name": name, "status": "Succeeded", "hosts": hosts} for name, hosts in (
+        ("Ingest", ["algo-1"]), ("Preprocess", ["algo-1"]), ("HPTuning", ["algo-1"]), ("Evaluate", ["algo-1"]),
+        ("CheckRMSE", []), ("RegisterModel-RegisterModel", []))]
 
     [event] = receive(cloud, observed, 1, timeout=30)
     assert event["detail"]["ModelApprovalStatus"] == "PendingManualApproval"

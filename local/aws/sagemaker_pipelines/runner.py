@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,8 +17,9 @@ from local.aws.sagemaker_pipelines import definition as defn
 from local.aws.sagemaker_pipelines import jobs, tuning
 from local.aws.sagemaker_pipelines.definition import Context, DefinitionError, ResolutionError
 from local.aws.sagemaker_pipelines.executions import TERMINAL, Execution, StepRun, now
+from local.aws.sagemaker_pipelines.hosts import kill_process_tree
 from local.aws.sagemaker_pipelines.jobs import JobRuntime, StepFailed, StepStopped, arn
-from local import REPO_ROOT
+from local.ray_head import ray_client_env
 
 if TYPE_CHECKING:
     from local.aws.sagemaker_pipelines.service import PipelineExecutor
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+# A multi-host job forms its own Ray cluster across its hosts' loopback addresses (jobs.ray_cluster):
+# cluster mode on (the shared head turns it off to stay on 127.0.0.1), no token to agree on.
+CLUSTER_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 class ExecutionRunner:
@@ -244,41 +247,46 @@ class ExecutionRunner:
 
 
     def _job_runtime(self, execution: Execution, role_arn: str | None, step: str) -> JobRuntime:
-        """What every process of a job gets: the container environment, and the job's role session
-        (SageMaker hands the job the role it was created with)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_", "SM_"))}
-        credentials = self.service.role_credentials(role_arn, f"{step}-{execution.id}")
+        """Everything a job of this execution runs with; the one place a job's environment is built:
+        the image's environment, and the job's role session (SageMaker hands the job the role it
+        was created with)."""
+        image = self.service.image
+        program = image.program_dir()  # the image's WORKDIR as of this job's start
+        env = image.environment(program)
+        session = f"{step}-{execution.id}"
+        credentials = self.service.role_credentials(role_arn, session)
         env.update(credentials.env() if credentials is not None else DUMMY_CREDENTIALS)
         env.update({
             "AWS_ENDPOINT_URL": self.service.gateway.url,
             "AWS_DEFAULT_REGION": jobs.REGION,
             "AWS_REGION": jobs.REGION,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
             "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
         })
-        if self.service.ray_env is not None:
-            env.update(self.service.ray_env)
-        elif self.service.ray_address:
-            from local.ray_head import ray_client_env
-
-            env.update(ray_client_env(self.service.ray_address))
         env.update(self.service.job_env)
         # Ray workers inherit the head's environment, not the job's: hand them the job's AWS
         # settings the way Ray's own job submission does (a job-level runtime_env), so actors reach
         # the local gateway as every node's environment does on SageMaker.
         worker_env = {k: v for k, v in env.items() if k.startswith("AWS_")}
         env["RAY_JOB_CONFIG_JSON_ENV_VAR"] = json.dumps({"runtime_env": {"env_vars": worker_env}})
+        if self.service.ray_env is not None:
+            shared_ray_env = dict(self.service.ray_env)
+        elif self.service.ray_address:
+            shared_ray_env = ray_client_env(self.service.ray_address)
+        else:
+            shared_ray_env = {}
 
         def register(process: subprocess.Popen) -> None:
             execution.processes.add(process)
             if execution.stop_event.is_set():  # stopped between the check and the start
-                jobs.kill_process_group(process)
+                kill_process_tree(process)
 
-        return JobRuntime(python=self.service.python, base_env=env, stop_event=execution.stop_event,
+        return JobRuntime(python=str(image.python), workdir=program, base_env=env, shared_ray_env=shared_ray_env,
+                          cluster_ray_env=CLUSTER_RAY_ENV, stop_event=execution.stop_event,
                           register_process=register, unregister_process=execution.processes.discard,
-                          # SageMaker moves a job's inputs and outputs with the job's role.
-                          s3_factory=lambda: self.service.role_client(role_arn, "s3", f"{step}-{execution.id}"))
+                          # SageMaker moves a job's inputs and outputs, and ships its logs, with the
+                          # job's role.
+                          s3_factory=lambda: self.service.role_client(role_arn, "s3", session),
+                          logs_factory=lambda: self.service.role_client(role_arn, "logs", session))
 
 
     def _register_model(self, execution: Execution, args: dict) -> str:

@@ -1,13 +1,14 @@
 """The local SageMaker Pipelines service: runs the pipeline definition JSON (the very one deployed
-to AWS) on this machine, with jobs on one shared local Ray head.
+to AWS) on this machine: one-host jobs on one shared local Ray head, multi-host jobs on Ray clusters
+of their own.
 
 Installed on the gateway, it answers `SageMaker.{StartPipelineExecution, DescribePipelineExecution,
 ListPipelineExecutions, ListPipelineExecutionSteps, StopPipelineExecution}` in AWS's shapes; the
 definition itself is read from moto (`DescribePipeline`). Executions queue onto a small thread pool;
-each walks the step graph: Processing and Tuning steps run the job scripts as subprocesses (see
-`executor_jobs`), Condition/Fail/RegisterModel steps are interpreted here, CacheConfig is honoured
-with AWS's cache-key attributes, and every status change is put on EventBridge as the
-`aws.sagemaker` events AWS emits.
+each walks the step graph: Processing and Tuning steps run the job scripts as subprocesses in the
+jobs image's environment, one per host of the job (see `jobs`, `hosts`), Condition/Fail/RegisterModel
+steps are interpreted here, CacheConfig is honoured with AWS's cache-key attributes, and every status
+change is put on EventBridge as the `aws.sagemaker` events AWS emits.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import json
 import logging
 import os
 import secrets
-import sys
 import threading
 import time
 import uuid
@@ -44,8 +44,10 @@ from local.aws.sagemaker_pipelines.executions import (
     execution_event_detail,
     step_event_detail,
 )
+from local.aws.sagemaker_pipelines.hosts import kill_process_tree
 from local.aws.sagemaker_pipelines.runner import ExecutionRunner
 from local.aws.sagemaker_pipelines.step_cache import StepCache
+from local.jobs_image import JobsImage, default_image
 from mlops_shared.aws import is_not_found
 
 log = logging.getLogger(__name__)
@@ -72,14 +74,16 @@ class PipelineExecutor:
 
     gateway: the LocalGateway (routes are installed on it; jobs and clients use its URL).
     work_dir: step roots, logs and the step cache live here (`<work>/<execution id>/<step>/`).
-    ray_address: the shared Ray head (`host:port`), passed to every job as RAY_ADDRESS.
+    ray_address: the shared Ray head (`host:port`), passed to every one-host job as RAY_ADDRESS
+        (multi-host jobs form their own cluster).
+    image: the jobs image environment every job runs in (default: `local.jobs_image.default_image()`).
     substitutions: `${Name}` placeholders to replace in definitions read from moto.
     on_progress: called as `(execution_arn, step_name | None, status)` on every status change.
     """
 
     def __init__(self, gateway: LocalGateway, work_dir: str | os.PathLike, ray_address: str | None = None,
                  max_concurrent_executions: int = 1, substitutions: dict[str, str] | None = None, *,
-                 python: str = sys.executable, on_progress: ProgressCallback | None = None,
+                 image: JobsImage | None = None, on_progress: ProgressCallback | None = None,
                  emit_events: bool = True, max_parallel_trials: int | None = None,
                  ray_env: dict[str, str] | None = None, job_env: dict[str, str] | None = None,
                  identities: Any = None, strict: Any = None):
@@ -92,7 +96,7 @@ class PipelineExecutor:
         self.work_dir = Path(work_dir).resolve()
         self.ray_address = ray_address
         self.substitutions = dict(substitutions or {})
-        self.python = python
+        self.image = (image or default_image()).ensure()
         self.emit_events = emit_events
         # Trials of one tuning job in parallel: as many as the train job's own actor sizing fits on
         # this machine's Ray head (it gives each trial half a node's CPUs: two trials at a time).
@@ -251,7 +255,7 @@ class PipelineExecutor:
         self.execution_event(execution, previous)
         self.notify(execution, None, "Stopping")
         for process in list(execution.processes):
-            jobs.kill_process_group(process)
+            kill_process_tree(process)
         return execution.arn
 
     def wait(self, execution_arn: str, timeout: float | None = None) -> dict:

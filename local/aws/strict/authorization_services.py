@@ -312,10 +312,26 @@ def put_metric_data(p: Params, scope: Scope):
     return [scope.request("cloudwatch:PutMetricData", context={"cloudwatch:namespace": p["Namespace"]})]
 
 
-@operation("logs", "CreateLogGroup", ["logs:CreateLogGroup"], (at.PROVISION,))
+@operation("logs", "CreateLogGroup", ["logs:CreateLogGroup"], (at.PROVISION, at.JOB_LOGS))
 def create_log_group(p: Params, scope: Scope):
     tags = [{"Key": k, "Value": v} for k, v in (p.get("tags") or {}).items()]
     return [scope.resource("logs:CreateLogGroup", "log-group", tag_context(tags), LogGroupName=p["logGroupName"])]
+
+
+@operation("logs", "CreateLogStream", ["logs:CreateLogStream"], (at.JOB_LOGS,))
+def create_log_stream(p: Params, scope: Scope):
+    return [scope.resource("logs:CreateLogStream", "log-group", LogGroupName=p["logGroupName"])]
+
+
+@operation("logs", "PutLogEvents", ["logs:PutLogEvents"], (at.JOB_LOGS,))
+def put_log_events(p: Params, scope: Scope):
+    return [scope.resource("logs:PutLogEvents", "log-stream", LogGroupName=p["logGroupName"],
+                           LogStreamName=p["logStreamName"])]
+
+
+@operation("logs", "DescribeLogStreams", ["logs:DescribeLogStreams"], (at.JOB_LOGS, at.CLI))
+def describe_log_streams(p: Params, scope: Scope):
+    return [scope.resource("logs:DescribeLogStreams", "log-group", LogGroupName=p["logGroupName"])]
 
 
 @operation("logs", "PutRetentionPolicy", ["logs:PutRetentionPolicy"], (at.PROVISION,))

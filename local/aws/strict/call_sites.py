@@ -62,31 +62,33 @@ EVENTBRIDGE_DEAD_LETTERS = _at("EventBridge rules", EVENTS_SERVICE, "template.ya
 API_GATEWAY = _at("ApprovalApi", API_GATEWAY_SERVICE, "template.yaml ApprovalApiFunction Api events (Lambda permission)")
 
 # -- SageMaker Pipelines with PipelineExecutionRole (locally: local/executor.py) ------------------
-PIPELINES = _at("SageMaker Pipelines", PIPELINE_EXECUTION_ROLE, "local/executor.py, jobs/pipeline_definition.json")
+PIPELINES = _at("SageMaker Pipelines", PIPELINE_EXECUTION_ROLE, "local/aws/sagemaker_pipelines/runner.py, jobs/pipeline_definition.json")
 
 # -- jobs/ (PipelineJobsRole, in each job's environment) ----------------------------------------
 INGEST = _at("ingest job", PIPELINE_JOBS_ROLE, "jobs/ingest.py")
-OFFLINE_STORE_DIRECT = _at("ingest job", PIPELINE_JOBS_ROLE, "jobs/offline_store.py (IngestionMode OfflineStore)")
+OFFLINE_STORE_DIRECT = _at("ingest job", PIPELINE_JOBS_ROLE, "jobs/feature_store_writers.py (IngestionMode OfflineStore)")
 PREPROCESS = _at("preprocess job", PIPELINE_JOBS_ROLE, "jobs/preprocess.py")
 TRAIN = _at("train job", PIPELINE_JOBS_ROLE, "jobs/train.py (record_experiment)")
 EVALUATE = _at("evaluate job", PIPELINE_JOBS_ROLE, "jobs/evaluate.py")
 JOB_DATA = _at("SageMaker job data movement", PIPELINE_JOBS_ROLE,
-               "local/executor_jobs.py (ProcessingInputs/Outputs, training channels, model upload)")
+               "local/aws/sagemaker_pipelines/jobs.py (ProcessingInputs/Outputs, training channels, model upload)")
+JOB_LOGS = _at("SageMaker job logs", PIPELINE_JOBS_ROLE,
+               "local/aws/sagemaker_pipelines/job_logs.py (/aws/sagemaker/ProcessingJobs, TrainingJobs)")
 FEATURE_STORE_OFFLINE = _at("Feature Store offline store", f"{PIPELINE_JOBS_ROLE} (the feature group's RoleArn)",
-                            "local/featurestore.py")
+                            "local/aws/featurestore_runtime/offline_replication.py")
 
 # -- SageMaker hosting with ModelExecutionRole (locally: local/endpoints.py) ----------------------
-HOSTING = _at("SageMaker hosting", MODEL_EXECUTION_ROLE, "local/endpoints.py (model artifact download)")
+HOSTING = _at("SageMaker hosting", MODEL_EXECUTION_ROLE, "local/aws/endpoints.py (model artifact download)")
 
 # -- the person at the keyboard: CLI and local cloud --------------------------------------------
-PROVISION = _at("local provisioning", LOCAL_ADMINISTRATOR, "local/provision.py")
+PROVISION = _at("local provisioning", LOCAL_ADMINISTRATOR, "local/aws/stack/provisioner.py")
 CLOUD = _at("local cloud", LOCAL_ADMINISTRATOR, "local/cloud.py")
 ROLE_CREDENTIALS = _at("local cloud", LOCAL_ADMINISTRATOR,
-                       "the role sessions the local face hands each component (not wired yet)")
-CLI = _at("mlops CLI", LOCAL_ADMINISTRATOR, "local/commands/*.py, local/flow.py")
+                       "local/aws/identities.py (the role session of each component)")
+CLI = _at("mlops CLI", LOCAL_ADMINISTRATOR, "local/cli/*.py")
 
 # -- local stand-ins for AWS services (AWS makes these calls itself) -----------------------------
-EVENT_DISPATCH = _at("local event delivery", LOCAL_SERVICE, "local/events.py")
-EXECUTOR_INTERNAL = _at("local pipeline executor", LOCAL_SERVICE, "local/executor.py (definition, status events)")
-ENDPOINTS_INTERNAL = _at("local hosting", LOCAL_SERVICE, "local/endpoints.py (endpoint config, model, package)")
-FEATURE_STORE_INTERNAL = _at("local Feature Store runtime", LOCAL_SERVICE, "local/featurestore.py (group description)")
+EVENT_DISPATCH = _at("local event delivery", LOCAL_SERVICE, "local/aws/eventbridge.py")
+EXECUTOR_INTERNAL = _at("local pipeline executor", LOCAL_SERVICE, "local/aws/sagemaker_pipelines/service.py (definition, status events)")
+ENDPOINTS_INTERNAL = _at("local hosting", LOCAL_SERVICE, "local/aws/endpoints.py (endpoint config, model, package)")
+FEATURE_STORE_INTERNAL = _at("local Feature Store runtime", LOCAL_SERVICE, "local/aws/featurestore_runtime/service.py (group description)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 import urllib.request
 from datetime import timedelta
@@ -444,9 +443,10 @@ def test_shutdown_stops_queued_and_running_executions(tmp_path, service):
         sm.start_pipeline_execution(PipelineName="tiny", ClientRequestToken=tok("late"))
 
 
-def test_python3_is_the_venv_interpreter(service):
+def test_jobs_run_with_the_jobs_image_interpreter(service):
     executor, _, _, _ = service
-    assert executor.python == sys.executable
+    assert executor.image.python.parent.parent == executor.image.env_dir
+    assert executor.image.is_built()
 
 
 def test_ray_head_command_is_loopback_only_with_free_ports(tmp_path):
