@@ -242,6 +242,8 @@ class LocalCloud:
                                record_decisions=self.record_decisions)
         self.gateway.strict = self.face
         stepfunctions_credentials.use(self.identities)
+        # moto's runner is process-wide: a later cloud (or a bare test) must not inherit these identities.
+        self._on_stop("state machine credentials", lambda: stepfunctions_credentials.use(None))
 
     @property
     def _runtime_credentials(self):

@@ -22,6 +22,8 @@ for _key, _value in {
 }.items():
     os.environ[_key] = _value
 os.environ.pop("AWS_PROFILE", None)
+# As LocalCloud does: moto's IAM knows AWS's managed policies (SAM attaches AWSLambdaBasicExecutionRole).
+os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
 
 
 def free_port() -> int:

@@ -143,7 +143,7 @@ class DeployCloud:
     def serve_config(self, package: dict) -> str:
         """A model and endpoint config for `package`, made directly (not by the state machine)."""
         name = f"base-{uuid.uuid4().hex[:8]}"
-        self.sm.create_model(ModelName=name, ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/model",
+        self.sm.create_model(ModelName=name, ExecutionRoleArn=self.cloud.stack.outputs["ModelExecutionRoleArn"],
                              Containers=[{"ModelPackageName": package["arn"]}])
         self.sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
             "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])

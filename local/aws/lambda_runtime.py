@@ -464,7 +464,10 @@ class LambdaRuntime:
         credentials = self.credentials_for(spec) if self.credentials_for else None
         try:
             sqs = local_client("sqs", self.endpoint_url, credentials)
-            queue_url = sqs.get_queue_url(QueueName=spec.dead_letter_arn.rsplit(":", 1)[1])["QueueUrl"]
+            # Lambda sends to the queue's ARN with sqs:SendMessage only (the role SAM generates
+            # grants nothing else): the URL comes from the ARN, not from GetQueueUrl.
+            _, _, _, _, account, queue_name = spec.dead_letter_arn.split(":", 5)
+            queue_url = f"{self.endpoint_url}/{account}/{queue_name}"
             sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(event), MessageAttributes={
                 "RequestID": {"DataType": "String", "StringValue": "async"},
                 "ErrorMessage": {"DataType": "String", "StringValue": json.dumps(error)[:1000]}})

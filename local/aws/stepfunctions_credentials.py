@@ -22,9 +22,11 @@ _state: dict[str, Any] = {"identities": None, "installed": False}
 
 
 def use(identities) -> None:
-    """Runner calls from now on act as sessions from `identities` (local.aws.identities.Identities)."""
+    """Runner calls from now on act as sessions from `identities` (local.aws.identities.Identities);
+    None gives moto's runner its own clients back."""
     _state["identities"] = identities
-    install()
+    if identities is not None:
+        install()
 
 
 def install() -> None:

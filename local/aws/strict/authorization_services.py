@@ -320,7 +320,8 @@ def create_log_group(p: Params, scope: Scope):
 
 @operation("logs", "CreateLogStream", ["logs:CreateLogStream"], (at.JOB_LOGS,))
 def create_log_stream(p: Params, scope: Scope):
-    return [scope.resource("logs:CreateLogStream", "log-group", LogGroupName=p["logGroupName"])]
+    return [scope.resource("logs:CreateLogStream", "log-stream", LogGroupName=p["logGroupName"],
+                           LogStreamName=p["logStreamName"])]
 
 
 @operation("logs", "PutLogEvents", ["logs:PutLogEvents"], (at.JOB_LOGS,))

@@ -79,7 +79,10 @@ def test_create_then_invoke_with_json_and_csv(cloud, capsys):
     # the CLI, finding the running cloud through <state>/cloud.json
     state = cloud["tmp"] / "state"
     state.mkdir()
-    (state / "cloud.json").write_text(json.dumps({"pid": os.getpid(), "endpoint_url": cloud["gateway"].url}))
+    (state / "cloud.json").write_text(json.dumps({
+        "pid": os.getpid(), "endpoint_url": cloud["gateway"].url,
+        # A bare gateway authenticates nobody: any keys do (a LocalCloud publishes its administrator's).
+        "credentials": {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}}))
     csv_file = cloud["tmp"] / "rows.csv"
     test[FEATURES].to_csv(csv_file, index=False)
     for args in (["--json", json.dumps(test[FEATURES].to_dict(orient="records"))], ["--csv", str(csv_file)]):

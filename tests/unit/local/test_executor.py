@@ -234,6 +234,7 @@ out.mkdir(parents=True, exist_ok=True)
 (out / "evaluation.json").write_text(json.dumps({"regression_metrics": {"rmse": {"value": float(args["--rmse"])}},
                                                  "rows": len(data.splitlines()), "version": os.environ["DATASET_VERSION"]}))
 """
+RUN_JOB = "import os; exec(open(os.environ['SM_CONTAINER_ROOT'] + '/processing/input/code/job.py').read())"
 
 
 def tiny_definition():
@@ -254,12 +255,17 @@ def tiny_definition():
             {"Name": "Evaluate", "Type": "Processing",
              "CacheConfig": {"Enabled": True, "ExpireAfter": "PT1H"},
              "Arguments": {
-                 "AppSpecification": {"ImageUri": "img", "ContainerEntrypoint": ["python3", "-c", JOB],
+                 # The job's code comes in as an input, as for SageMaker's script processors (an
+                 # entrypoint item holds at most 256 characters).
+                 "AppSpecification": {"ImageUri": "img", "ContainerEntrypoint": ["python3", "-c", RUN_JOB],
                                       "ContainerArguments": ["--rmse", {"Get": "Parameters.Rmse"},
                                                              "--sleep", {"Get": "Parameters.Sleep"}]},
                  "Environment": {"DATASET_VERSION": {"Get": "Parameters.DatasetVersion"}},
                  "ProcessingInputs": [{"InputName": "data", "S3Input": {
                      "S3Uri": {"Get": "Parameters.InputDataUri"}, "LocalPath": "/opt/ml/processing/input/data",
+                     "S3DataType": "S3Prefix", "S3InputMode": "File"}},
+                                      {"InputName": "code", "S3Input": {
+                     "S3Uri": "s3://tiny-artifacts/code/job.py", "LocalPath": "/opt/ml/processing/input/code",
                      "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
                  "ProcessingOutputConfig": {"Outputs": [{"OutputName": "evaluation", "S3Output": {
                      "S3Uri": join("s3://tiny-artifacts", {"Get": "Execution.PipelineExecutionId"}, "evaluation"),
@@ -299,6 +305,7 @@ def service(tmp_path, monkeypatch):
         for bucket in ("tiny-data", "tiny-artifacts"):
             s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket="tiny-data", Key="in/data.csv", Body=b"a,b\n1,2\n3,4\n")
+        s3.put_object(Bucket="tiny-artifacts", Key="code/job.py", Body=JOB.encode())
         sm = boto3.client("sagemaker")
         sm.create_model_package_group(ModelPackageGroupName="tiny-group")
         sm.create_pipeline(PipelineName="tiny", PipelineDefinition=json.dumps(tiny_definition()),

@@ -254,7 +254,8 @@ def test_dispatcher_delivers_rule_matches_to_the_handler_with_input_shaping_and_
     (tmp_path / "recorder").mkdir()
     (tmp_path / "recorder" / "app.py").write_text(textwrap.dedent(RECORDER))
     stack = provision(loads_template(DISPATCH_TEMPLATE.format(record_file=record)), aws, template_dir=tmp_path)
-    runtime = LambdaRuntime(stack.functions, aws)
+    dead_letters: list[tuple] = []
+    runtime = LambdaRuntime(stack.functions, aws, dead_letter=lambda *failed: dead_letters.append(failed))
     dispatcher = EventDispatcher(stack.event_targets, aws, runtime, tmp_path / "dlq", retry_delay_seconds=0.1).start()
     try:
         events = boto3.client("events")
@@ -267,10 +268,15 @@ def test_dispatcher_delivers_rule_matches_to_the_handler_with_input_shaping_and_
         assert wait_until_idle(dispatcher, timeout=60)
         assert [json.loads(line) for line in record.read_text().splitlines()] == [
             {"who": "box", "how_big": 3, "note": "name=box"}]
-        [dead] = [json.loads(p.read_text()) for p in (tmp_path / "dlq").glob("*.json")]
-        assert dead["event"]["detail"] == {"name": "crate"}
-        assert "cannot handle crate" in dead["error"]["error"]
-        assert (dispatcher.delivered, dispatcher.failed) == (1, 1)
+        # EventBridge invokes Lambda asynchronously: both events were delivered; the handler's
+        # failure is Lambda's to retry and then dead-letter (EventInvokeConfig: no retries here).
+        assert (dispatcher.delivered, dispatcher.failed) == (2, 0)
+        deadline = time.monotonic() + 30
+        while not dead_letters and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [(label, event, error)] = dead_letters
+        assert label.startswith("lambda-async-") and event["detail"] == {"name": "crate"}
+        assert "cannot handle crate" in json.dumps(error)
     finally:
         dispatcher.stop()
         runtime.close()
