@@ -53,7 +53,7 @@ class ModelPackageEvents:
         self.gateway.route_target("SageMaker.UpdateModelPackage", self.handle)
 
     def handle(self, environ: dict, start_response):
-        response = self.gateway.call_moto(environ)
+        response = self.gateway.call_moto(environ, self._keeping_metadata(environ))
         if response.status_code < 300:
             body = response.json()
             arn = body.get("ModelPackageArn") or request_json(environ).get("ModelPackageArn")
@@ -64,6 +64,28 @@ class ModelPackageEvents:
                     log.exception("could not emit the model package event for %s", arn)
         start_response(f"{response.status_code} {'OK' if response.status_code < 400 else 'Error'}", response.headers)
         return [response.body]
+
+    def _keeping_metadata(self, environ: dict) -> bytes | None:
+        """UpdateModelPackage without CustomerMetadataProperties leaves a package's metadata as it
+        is on AWS; moto replaces it with nothing (an approval would erase `dataset_reference`). The
+        request moto gets carries the current metadata then; None leaves the request as sent."""
+        if environ.get("HTTP_X_AMZ_TARGET") != "SageMaker.UpdateModelPackage":
+            return None
+        request = request_json(environ)
+        if "CustomerMetadataProperties" in request or not request.get("ModelPackageArn"):
+            return None
+        sagemaker = local_client("sagemaker", self.endpoint_url, self.credentials)
+        try:
+            current = sagemaker.describe_model_package(ModelPackageName=request["ModelPackageArn"])
+        except Exception:  # moto answers the update itself (its not-found error included)
+            return None
+        kept = dict(current.get("CustomerMetadataProperties") or {})
+        for key in request.get("CustomerMetadataPropertiesToRemove") or []:
+            kept.pop(key, None)
+        if not kept:
+            return None
+        return json.dumps({**request, "CustomerMetadataProperties": kept,
+                           "CustomerMetadataPropertiesToRemove": []}).encode()
 
     def emit(self, model_package_arn: str) -> dict:
         sagemaker = local_client("sagemaker", self.endpoint_url, self.credentials)

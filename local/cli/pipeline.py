@@ -171,7 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     code = EXIT_OK
     try:
         stderr(f"starting the local cloud in {args.state_dir} (no event delivery)...")
-        with LocalCloud(args.state_dir, dispatch_events=False, write_cloud_file=False) as cloud:
+        with LocalCloud(args.state_dir, dispatch_events=False, write_cloud_file=False,
+                        strict=not args.no_strict) as cloud:
             result = run_csv(cloud, csv_path, args.target, progress=stderr, timeout=args.timeout,
                              parameter_overrides=overrides or None)
     except Exception as exc:  # report, as JSON too: the caller may be a script
@@ -195,4 +196,7 @@ def register(subparsers) -> None:
     run.add_argument("--parameter", action="append", metavar="NAME=VALUE",
                      help="override a pipeline parameter (repeatable), e.g. IngestionMode=OfflineStore, "
                           "MaxTuningJobs=8 or ProcessingInstanceCount=2")
+    run.add_argument("--no-strict", action="store_true",
+                     help="debugging only: the local cloud neither authenticates, authorizes nor checks requests "
+                          "against the services' constraints (default: strict, as AWS)")
     run.set_defaults(func=cmd_run)

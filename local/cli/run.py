@@ -44,6 +44,7 @@ from local.cli.step_hosts import step_summaries
 from mlops_shared.artifacts import EvaluationReport
 from mlops_shared.aws import is_not_found, parse_s3_uri
 from mlops_shared.dataset_version import dataset_version
+from mlops_shared.intake import input_data_uri_parameter
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _execution_for(session: RunSession, dataset: dict, seen: set[str]) -> str | 
     summaries = sagemaker.list_pipeline_executions(PipelineName=session.outputs["PipelineName"],
                                                    SortBy="CreationTime", SortOrder="Descending",
                                                    MaxResults=50).get("PipelineExecutionSummaries", [])
-    uri = f"s3://{dataset['bucket']}/{dataset['key']}"
+    uri = input_data_uri_parameter(f"s3://{dataset['bucket']}/{dataset['key']}")
     for summary in summaries:
         arn = summary["PipelineExecutionArn"]
         if arn in seen:

@@ -119,6 +119,34 @@ def _reason(s3, bucket, name):
         return None
 
 
+def test_a_target_given_at_upload_is_the_one_trained_on(make_cloud, tmp_path):
+    """`mlops local run FILE --target preis` on a German header: the object metadata comes back as
+    S3 returns it (keys lower-cased) through the gateway, and the execution trains on `preis`."""
+    import argparse
+
+    from local.cli.run import RunSession, upload as cli_upload, wait_for_intake
+
+    cloud = make_cloud()
+    s3, bucket = cloud.client("s3"), cloud.stack.outputs["DataBucketName"]
+    s3.put_object(Bucket=bucket, Key="notes/any.txt", Body=b"x", Metadata={"Target": "preis", "owner": "Ana"})
+    assert s3.head_object(Bucket=bucket, Key="notes/any.txt")["Metadata"] == {"target": "preis", "owner": "Ana"}
+
+    path = tmp_path / "häuser.csv"
+    generate_housing(150, seed=4).rename(columns={"PRICE": "preis"}).to_csv(path, index=False)
+    session = RunSession(cloud.endpoint_url, cloud.state_dir, cloud.stack.outputs,
+                         argparse.Namespace(approve=False, reject=False), deadline=time.monotonic() + 120,
+                         cloud=cloud, credentials=cloud.client_kwargs(with_endpoint=False))
+    dataset = cli_upload(session, path, "preis")
+    intake = wait_for_intake(session, dataset, time.time() - 5)
+    assert "execution_arn" in intake, intake
+    sagemaker = cloud.client("sagemaker")
+    parameters = {p["Name"]: p["Value"] for p in sagemaker.list_pipeline_parameters_for_execution(
+        PipelineExecutionArn=intake["execution_arn"])["PipelineParameters"]}
+    assert parameters["TargetColumn"] == "preis"
+    assert parameters["InputDataUri"] == f"s3://{bucket}/incoming/häuser.csv"
+    sagemaker.stop_pipeline_execution(PipelineExecutionArn=intake["execution_arn"])
+
+
 def test_the_same_upload_event_delivered_ten_times_starts_one_execution(make_cloud):
     cloud = make_cloud()
     version = upload(cloud, "twice.csv", csv_failing_at_ingest())["VersionId"]
@@ -194,8 +222,12 @@ def test_model_package_writes_emit_the_state_change_events_aws_would(make_cloud)
                                                 "ModelDataUrl": "s3://bucket/model.tar.gz"}],
                                 "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
         MetadataProperties={"GeneratedBy": "arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/e"},
+        CustomerMetadataProperties={"dataset_version": "v1", "target_column": "PRICE"},
     )["ModelPackageArn"]
     sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    # As on AWS, an update that does not name the metadata leaves it as it was (moto's would erase it).
+    assert sagemaker.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"] == {
+        "dataset_version": "v1", "target_column": "PRICE"}
 
     created, approved = receive(cloud, observed, 2, timeout=30)
     for event in (created, approved):
@@ -207,6 +239,7 @@ def test_model_package_writes_emit_the_state_change_events_aws_would(make_cloud)
     assert created["detail"]["ModelApprovalStatus"] == "PendingManualApproval"
     assert created["detail"]["MetadataProperties"]["GeneratedBy"].endswith("/execution/e")
     assert approved["detail"]["ModelApprovalStatus"] == "Approved"
+    assert approved["detail"]["CustomerMetadataProperties"]["dataset_version"] == "v1"
 
 
 def test_api_routes_of_the_template_are_served_locally(make_cloud):

@@ -20,17 +20,20 @@ import pytest
 
 from local.aws.stack.sam_generated import sam_generated_resources
 from local.aws.stack.template import load_template
+from local.aws.strict.service_constraints import check
 from local.aws.strict.statement_coverage import (
     first_need, load_documented_exceptions, locate, template_statement_keys,
 )
 from local.cli.common import LOCAL_DEPLOY_PARAMETERS
 from local.cli.datagen import generate_housing
 from local.cli.run import RunSession, run_dataset
+from mlops_shared.dataset_reference import read_reference
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 1500
+ODD_NAME = "house prices (2024).csv"
 PARAMETERS = {**LOCAL_DEPLOY_PARAMETERS, "MaxTuningJobs": "1", "CanaryWaitSeconds": "1",
               # Small data: gate loosely, and let the second model replace the first whatever its RMSE.
               "RMSEThreshold": "60000", "ChampionTolerance": "10"}
@@ -68,9 +71,15 @@ def recorded(tmp_path_factory):
     from local.cli.follow import wait_for_deployment
 
     state = tmp_path_factory.mktemp("iam-statements")
+    packages: dict[str, dict] = {}
     with LocalCloud(state / "state", parameters=PARAMETERS, write_cloud_file=False, record_decisions=True) as cloud:
-        first = run_dataset(_session(cloud, approve=True), _csv(state / "first" / "houses.csv", seed=1), "PRICE")
+        # An ordinary file name that SageMaker's fields cannot carry as it is (issue: RegisterModel
+        # refused the raw URI after the whole run was paid for).
+        _failed_deployment(cloud, state)
+        first = run_dataset(_session(cloud, approve=True), _csv(state / "first" / ODD_NAME, seed=1), "PRICE")
         assert first["status"] == "deployed", first
+        packages["first"] = cloud.client("sagemaker").describe_model_package(
+            ModelPackageName=first["model_package_arn"])
         second = run_dataset(_session(cloud, approve=True), _csv(state / "second" / "houses.csv", seed=2), "PRICE")
         assert second["status"] == "deployed", second
         # The second model rejected after it went live: the deployment rolls back to the first.
@@ -84,7 +93,9 @@ def recorded(tmp_path_factory):
                                   "PRICE")
         assert quarantined["status"] == "quarantined", quarantined
         _failed_pipeline_event(cloud)
-        yield cloud.stack, list(cloud.face.decisions)
+        _slack_interaction(cloud)
+        _dead_letters(cloud, state)
+        yield cloud.stack, list(cloud.face.decisions), packages, cloud.client("s3")
 
 
 def _failed_pipeline_event(cloud) -> None:
@@ -103,9 +114,105 @@ def _failed_pipeline_event(cloud) -> None:
     cloud.wait_for_events()
 
 
+def _failed_deployment(cloud, state: Path) -> None:
+    """A package whose model cannot load, approved: the endpoint's creation fails (the deploy
+    notification reads why), and the next approval replaces the Failed endpoint."""
+    from local.cli.follow import wait_for_deployment
+    from tests.model_artifacts import publish_package
+
+    outputs = cloud.stack.outputs
+    broken = publish_package(cloud.client("s3"), cloud.client("sagemaker"), state / "broken",
+                             bucket=outputs["ArtifactsBucketName"], group=outputs["ModelPackageGroupName"],
+                             execution_id="broken", broken=True)
+    approved_at = time.time()
+    cloud.client("sagemaker").update_model_package(ModelPackageArn=broken["arn"], ModelApprovalStatus="Approved")
+    outcome = wait_for_deployment(_session(cloud), "Approved", broken["arn"], approved_at, timeout=300)
+    assert outcome["outcome"] not in ("deployed", "skipped"), outcome
+    # The deployment cleans up what it created; a Failed endpoint made by hand stays for the next
+    # approval to replace.
+    sagemaker, endpoint = cloud.client("sagemaker"), outputs["EndpointNameOutput"]
+    sagemaker.create_model(ModelName="by-hand", ExecutionRoleArn=outputs["ModelExecutionRoleArn"],
+                           Containers=[{"ModelPackageName": broken["arn"]}])
+    sagemaker.create_endpoint_config(EndpointConfigName="by-hand", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "by-hand", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    try:
+        sagemaker.describe_endpoint(EndpointName=endpoint)
+    except sagemaker.exceptions.ClientError:
+        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName="by-hand")
+    cloud.wait_for(lambda: sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "Failed",
+                   timeout=120, description="the hand-made endpoint to fail")
+
+
+def _slack_interaction(cloud) -> None:
+    """A Slack button press reaches the approval function through API Gateway (refused there: it
+    carries no valid Slack signature, which is the function's own check)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(cloud.stack.outputs["SlackInteractivityUrl"], data=b"payload=%7B%7D",
+                                     method="POST", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        urllib.request.urlopen(request, timeout=60).read()
+    except urllib.error.HTTPError as answered:
+        assert answered.code in (400, 401, 403), answered.code
+
+
+def _dead_letters(cloud, state: Path) -> None:
+    """What happens to events nobody could handle, one unit per dead-letter queue: a handler that
+    keeps failing (Lambda retries, then sends the event to the function's queue with its role) and
+    a state machine EventBridge cannot start (its retries, then the rule's queue)."""
+    from tests.model_artifacts import publish_package
+
+    outputs, faults = cloud.stack.outputs, cloud.gateway.faults
+    sqs = cloud.client("sqs")
+
+    def dead_lettered(queue_url: str, what: str) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+                "Messages", [])
+            if messages:
+                for message in messages:
+                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                return
+        raise AssertionError(f"{what} reached no dead-letter queue")
+
+    def failing(target: str):
+        return faults.inject(target=target, code="ServiceUnavailable", status=503, message="down for the test",
+                             times=10_000)
+
+    try:
+        failing("SageMaker.StartPipelineExecution")
+        cloud.client("s3").upload_file(str(_csv(state / "dead" / "houses.csv", seed=5)), outputs["DataBucketName"],
+                                       "incoming/dead-letter.csv")
+        dead_lettered(outputs["StartPipelineDeadLetterQueueUrl"], "the upload its handler could not start")
+        faults.clear()
+
+        failing("SageMaker.ListPipelineExecutionSteps")
+        _failed_pipeline_event(cloud)
+        dead_lettered(outputs["PipelineStatusDeadLetterQueueUrl"], "the failure its handler could not read")
+        faults.clear()
+
+        # The package's evaluation report cannot be read (the registry's own events still flow).
+        faults.inject(path=rf"/{outputs['ArtifactsBucketName']}/pipeline/dead-letter/Evaluate/evaluation/.*",
+                      method="GET", protocol="rest-xml", code="InternalError", status=500,
+                      message="down for the test", times=10_000)
+        pending = publish_package(cloud.client("s3"), cloud.client("sagemaker"), state / "dead",
+                                  bucket=outputs["ArtifactsBucketName"], group=outputs["ModelPackageGroupName"],
+                                  execution_id="dead-letter")
+        dead_lettered(outputs["NotifyApprovalDeadLetterQueueUrl"], "the package whose report its handler could not read")
+        faults.clear()
+
+        failing("AWSStepFunctions.StartExecution")
+        cloud.client("sagemaker").update_model_package(ModelPackageArn=pending["arn"], ModelApprovalStatus="Rejected")
+        dead_lettered(outputs["DeployEventsDeadLetterQueueUrl"], "the decision EventBridge could not deliver")
+    finally:
+        faults.clear()
+
+
 @pytest.mark.parametrize("key", STATEMENTS, ids=str)
 def test_each_statement_is_needed_or_documented(recorded, key):
-    stack, decisions = recorded
+    stack, decisions, *_ = recorded
     role_arn, policy_name, label = locate(key, stack)
     need = first_need(key, role_arn, policy_name, label, decisions)
     if str(key) in DOCUMENTED:
@@ -126,8 +233,20 @@ def test_the_documented_exceptions_name_real_statements():
     assert all(reason for reason in DOCUMENTED.values())
 
 
+def test_an_odd_file_name_is_registered_with_its_exact_identity(recorded):
+    stack, _, packages, s3 = recorded
+    metadata = packages["first"]["CustomerMetadataProperties"]
+    key = f"incoming/{ODD_NAME}"
+    assert metadata["dataset_uri"] == f"s3://{stack.outputs['DataBucketName']}/incoming/house prices _2024_.csv"
+    reference = read_reference(s3, metadata["dataset_reference"])
+    assert (reference.bucket, reference.key) == (stack.outputs["DataBucketName"], key)
+    assert reference.version == metadata["dataset_version"]
+    assert check("sagemaker", "CreateModelPackage", {"ModelPackageGroupName": "g",
+                                                     "CustomerMetadataProperties": metadata}) == []
+
+
 def test_nothing_was_refused_with_the_real_template(recorded):
-    _, decisions = recorded
+    _, decisions, *_ = recorded
     refused = [f"{d.principal_arn} {d.service}:{d.operation} {d.request.action} {d.request.resource}"
                for d in decisions if not d.allowed]
     assert refused == []

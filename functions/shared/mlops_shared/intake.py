@@ -174,6 +174,11 @@ def resolve_target(
 PARAMETER_VALUE_MAX = 1024
 
 
+def input_data_uri_parameter(uri: str) -> str:
+    """The `InputDataUri` parameter value for `uri` (for people; cut to what a parameter holds)."""
+    return uri if len(uri) <= PARAMETER_VALUE_MAX else uri[:PARAMETER_VALUE_MAX - 3] + "..."
+
+
 def dataset_reference(dataset: DatasetRef, target: TargetChoice) -> DatasetReference:
     return DatasetReference(bucket=dataset.bucket, key=dataset.key, version=dataset.version,
                             version_id=dataset.version_id, etag=dataset.etag,
@@ -187,7 +192,7 @@ def pipeline_parameters(
     uri = dataset.s3_uri
     values = {
         # For people (Studio, the CLI); the jobs and the registry use the reference.
-        "InputDataUri": uri if len(uri) <= PARAMETER_VALUE_MAX else uri[:PARAMETER_VALUE_MAX - 3] + "...",
+        "InputDataUri": input_data_uri_parameter(uri),
         "DatasetReferenceUri": reference_uri,
         "DatasetLabel": registry_label(uri),
         "DatasetVersion": dataset.version,

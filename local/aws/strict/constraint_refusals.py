@@ -1,12 +1,7 @@
 """AWS's refusal of a request that breaks a service constraint, in the protocol's own error shape.
 
-One call per request for the gateway:
-
-    refusal = refuse_invalid(environ, body)   # None: forward to moto
-    if refusal is not None:
-        status, headers, payload = refusal
-
-`check_request` adds to the model's constraints the S3 rules the model does not carry (object keys
+The gateway's face (local.aws.strict.face) decodes each request, then calls `check_request` and,
+for a violation, `error_response`. `check_request` adds to the model's constraints the S3 rules the model does not carry (object keys
 of at most 1024 bytes of UTF-8, user metadata of at most 2 KB); `error_response` answers in the
 shape botocore parses into `ClientError` with the service's own error code.
 """
@@ -16,7 +11,7 @@ import json
 import uuid
 from xml.sax.saxutils import escape
 
-from local.aws.strict.request_decoder import ServiceRequest, decode
+from local.aws.strict.request_decoder import ServiceRequest
 from local.aws.strict.service_constraints import Violation, check, format_message, service_model
 
 # The code each service answers a constraint violation with (sources in docs/strict-face.md).
@@ -56,17 +51,6 @@ def check_request(request: ServiceRequest) -> list[Violation]:
     if request.service == "s3":
         violations.extend(_s3_violations(request.params))
     return violations
-
-
-def refuse_invalid(environ: dict, body: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
-    """AWS's answer to a request that breaks a constraint, or None when it may go on (or is not decoded)."""
-    request = decode(environ, body)
-    if request is None:
-        return None
-    violations = check_request(request)
-    if not violations:
-        return None
-    return error_response(request, violations)
 
 
 def error_code(request: ServiceRequest, violations: list[Violation]) -> str:

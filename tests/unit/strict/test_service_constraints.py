@@ -3,7 +3,7 @@ the model checks in AWS's wording, the pattern override table, and refusals thro
 from __future__ import annotations
 
 import datetime
-import io
+import json
 
 import boto3
 import pytest
@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from botocore.model import ListShape, MapShape, StructureShape
 
 from local.aws.strict import java_regex
-from local.aws.strict.constraint_refusals import check_request, error_response, refuse_invalid
+from local.aws.strict.constraint_refusals import check_request, error_response
 from local.aws.strict.request_decoder import CHECKED_SERVICES, decode
 from local.aws.strict.service_constraints import MISSING, Violation, check, format_message, service_model
 from tests.unit.strict.botocore_wire import wire_request
@@ -336,31 +336,13 @@ def test_error_shapes_parse_into_client_errors_with_the_services_code():
 
 
 # -- through a real moto server ------------------------------------------------------------------
-class StrictGateway:
-    """The gateway's moto app behind the constraint check, as the gateway will run it."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        refusal = refuse_invalid(environ, body)
-        if refusal is not None:
-            status, headers, payload = refusal
-            start_response(f"{status} Bad Request", headers)
-            return [payload]
-        environ["wsgi.input"] = io.BytesIO(body)
-        return self.app(environ, start_response)
-
-
 @pytest.fixture(scope="module")
 def strict_endpoint():
+    """A bare gateway: it checks every request against the service's constraints by default."""
     from local.aws.gateway import LocalGateway
-    from local.aws.wsgi_server import WSGIServer
 
-    server = WSGIServer(StrictGateway(LocalGateway()), "127.0.0.1", 0, name="strict-gateway-test").start()
-    yield server.url
-    server.stop()
+    with LocalGateway() as gateway:
+        yield gateway.url
 
 
 def _client(service, endpoint):
@@ -386,6 +368,31 @@ def test_moto_behind_the_check_refuses_like_aws(strict_endpoint):
     assert too_long.value.response["Error"]["Code"] == "KeyTooLongError"
     s3.put_object(Bucket="strict-bucket", Key="k" * 1024, Body=b"x")
     assert s3.list_objects_v2(Bucket="strict-bucket")["KeyCount"] == 1
+
+    # An enum of SageMaker, a length of Step Functions, an enum of DynamoDB: each refused in AWS's words.
+    with pytest.raises(ClientError) as bad_status:
+        sagemaker.list_model_packages(ModelPackageGroupName="strict-group", ModelApprovalStatus="Approve")
+    assert bad_status.value.response["Error"]["Code"] == "ValidationException"
+    assert ("Value 'Approve' at 'modelApprovalStatus' failed to satisfy constraint: Member must satisfy enum value "
+            "set: [Approved, Rejected, PendingManualApproval]") in bad_status.value.response["Error"]["Message"]
+    sfn = _client("stepfunctions", strict_endpoint)
+    machine = sfn.create_state_machine(name="strict-machine", roleArn=ROLE, definition=json.dumps(
+        {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}))["stateMachineArn"]
+    with pytest.raises(ClientError) as long_name:
+        sfn.start_execution(stateMachineArn=machine, name="n" * 81)
+    assert long_name.value.response["Error"]["Code"] == "ValidationException"
+    assert "at 'name' failed to satisfy constraint: Member must have length less than or equal to 80" in \
+        long_name.value.response["Error"]["Message"]
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
+    dynamodb = _client("dynamodb", strict_endpoint)
+    dynamodb.create_table(TableName="strict-table", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    with pytest.raises(ClientError) as bad_enum:
+        dynamodb.put_item(TableName="strict-table", Item={"k": {"S": "a"}}, ReturnValues="EVERYTHING")
+    assert bad_enum.value.response["Error"]["Code"] == "ValidationException"
+    assert "at 'returnValues' failed to satisfy constraint: Member must satisfy enum value set" in \
+        bad_enum.value.response["Error"]["Message"]
+    assert dynamodb.scan(TableName="strict-table")["Count"] == 0
 
     with pytest.raises(ClientError) as bad_session:
         _client("sts", strict_endpoint).assume_role(RoleArn=ROLE, RoleSessionName="a:b")
