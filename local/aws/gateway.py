@@ -132,20 +132,18 @@ class LocalGateway:
             return json_response(start_response, 500, {"__type": "InternalFailure", "message": str(exc)})
 
     def _moto(self, environ: dict, start_response):
-        """moto's answer, with what AWS does differently: user metadata keys come back lower-cased
-        (moto's server title-cases them), and a missing S3 key is 403 for a caller who may not list
-        the bucket."""
+        """moto's answer, with what AWS does differently: a missing S3 key is 403 for a caller who
+        may not list the bucket. (User metadata names go out lower-case: local.aws.wsgi_server.)"""
         captured: dict = {}
 
         def relay(status, headers, exc_info=None):
             captured["status"] = int(status.split(" ", 1)[0])
-            fixed = [(name.lower() if name.lower().startswith("x-amz-meta-") else name, value) for name, value in headers]
             if self.strict is not None and captured["status"] == 404:
                 refusal = self.strict.check_missing_object(environ, 404)
                 if refusal is not None:
                     captured["refusal"] = refusal
                     return lambda data: None
-            return start_response(status, fixed, exc_info) if exc_info else start_response(status, fixed)
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
         chunks = self._moto_app(environ, relay)
         if "refusal" in captured:

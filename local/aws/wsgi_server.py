@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -30,10 +30,26 @@ MAX_THREADS = 2048
 DEFAULT_CONNECTION_LIMIT = 1000
 
 
+class _Task(WSGITask):
+    """waitress writes every response header name capitalized (`X-Amz-Meta-Target`). S3 sends user
+    metadata names lower-case, and the SDKs hand them to the caller as sent, so a client reading
+    `Metadata["target"]` would miss it here: those names go out lower-case, as from S3."""
+
+    def build_response_header(self) -> bytes:
+        lines = super().build_response_header().split(b"\r\n")
+        for index, line in enumerate(lines):
+            name, colon, value = line.partition(b":")
+            if colon and name.lower().startswith(b"x-amz-meta-"):
+                lines[index] = name.lower() + colon + value
+        return b"\r\n".join(lines)
+
+
 class _Channel(HTTPChannel):
     """waitress 3.0.2 answers `Expect: 100-continue` on a request with `Content-Length: 0` with a
     100 and then waits for a body that never comes (botocore sends exactly that for an empty S3
     PutObject). A body-less request needs no go-ahead: it is complete as it stands."""
+
+    task_class = _Task
 
     def send_continue(self):
         if self.request is not None and self.request.content_length == 0:

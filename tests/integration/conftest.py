@@ -32,3 +32,15 @@ def make_cloud(tmp_path, monkeypatch):
     yield make
     for cloud in reversed(clouds):
         cloud.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, request):
+    """One deploy cloud (tests.deploy_cloud.DeployCloud) for a module's deployment scenarios."""
+    from tests.deploy_cloud import DeployCloud
+
+    world = DeployCloud(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    try:
+        yield world
+    finally:
+        world.close()

@@ -11,22 +11,12 @@ from __future__ import annotations
 import pytest
 
 from local.aws.fault_injection import lambda_invoke_path
-from tests.deploy_cloud import DeployCloud
 
 THROTTLED = dict(code="ThrottlingException", status=400, message="Rate exceeded")
 INTERNAL = dict(code="InternalFailure", status=500, message="We encountered an internal error. Please try again.")
 QUOTA = dict(code="ResourceLimitExceeded", status=400, message="The account-level service limit 'ml.m5.large for endpoint "
                                                              "usage' is 0 Instances")
 GENERIC = "SageMaker.SageMakerException"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    world = DeployCloud(tmp_path_factory.mktemp("deploy-faults"))
-    try:
-        yield world
-    finally:
-        world.close()
 
 
 @pytest.fixture

@@ -5,16 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy_cloud import DeployCloud
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    world = DeployCloud(tmp_path_factory.mktemp("deploy-races"))
-    try:
-        yield world
-    finally:
-        world.close()
 
 
 @pytest.fixture

@@ -95,7 +95,11 @@ def recorded(tmp_path_factory):
         _failed_pipeline_event(cloud)
         _slack_interaction(cloud)
         _dead_letters(cloud, state)
-        yield cloud.stack, list(cloud.face.decisions), packages, cloud.client("s3")
+        metadata = packages["first"]["CustomerMetadataProperties"]
+        packages["first_reference"] = read_reference(cloud.client("s3"), metadata["dataset_reference"])
+        recorded_run = cloud.stack, list(cloud.face.decisions), packages
+    # Stopped before the tests use it: a test may start a cloud of its own (moto's state is per process).
+    yield recorded_run
 
 
 def _failed_pipeline_event(cloud) -> None:
@@ -135,10 +139,16 @@ def _failed_deployment(cloud, state: Path) -> None:
                            Containers=[{"ModelPackageName": broken["arn"]}])
     sagemaker.create_endpoint_config(EndpointConfigName="by-hand", ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": "by-hand", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
-    try:
-        sagemaker.describe_endpoint(EndpointName=endpoint)
-    except sagemaker.exceptions.ClientError:
-        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName="by-hand")
+
+    def gone() -> bool:  # the failed deployment deleted what it created; the name frees once deleted
+        try:
+            sagemaker.describe_endpoint(EndpointName=endpoint)
+            return False
+        except sagemaker.exceptions.ClientError:
+            return True
+
+    cloud.wait_for(gone, timeout=60, description="the failed deployment's endpoint to be deleted")
+    sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName="by-hand")
     cloud.wait_for(lambda: sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "Failed",
                    timeout=120, description="the hand-made endpoint to fail")
 
@@ -227,6 +237,67 @@ def test_each_statement_is_needed_or_documented(recorded, key):
         assert f"assumed-role/{role_arn.rsplit('/', 1)[1]}/" in message, message
 
 
+def _template_copy_without(tmp: Path, resource: str, sid: str) -> Path:
+    """template.yaml with statement `sid` of `resource`'s inline statements deleted; code paths made
+    absolute so the copy provisions from anywhere."""
+    template = load_template(REPO / "template.yaml")
+    for definition in template["Resources"].values():
+        properties = definition.get("Properties") or {}
+        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
+            if isinstance(properties.get(key), str):
+                properties[key] = str(REPO / properties[key])
+        mlops = (definition.get("Metadata") or {}).get("Mlops") or {}
+        if isinstance(mlops.get("DefinitionFile"), str):
+            mlops["DefinitionFile"] = str(REPO / mlops["DefinitionFile"])
+    removed = 0
+    for policy in template["Resources"][resource]["Properties"]["Policies"]:
+        if isinstance(policy, dict) and "Statement" in policy:
+            kept = [statement for statement in policy["Statement"] if statement.get("Sid") != sid]
+            removed += len(policy["Statement"]) - len(kept)
+            policy["Statement"] = kept
+    assert removed == 1, f"{resource} has no statement {sid}"
+    path = tmp / "template-without.json"  # JSON is YAML: the provisioner reads it as it reads the original
+    path.write_text(json.dumps(template))
+    return path
+
+
+def test_real_template_copy_without_a_statement(recorded, tmp_path):
+    """The replay's answer, checked on a real run: the intake handler on its fixture event (a valid
+    upload), provisioned from a copy of the template without WriteDatasetReferences, fails with the
+    refusal the replay predicts; with the real template (the recorded run) it started a pipeline."""
+    from local.cloud import LocalCloud
+
+    stack, decisions, _ = recorded
+    key = next(k for k in STATEMENTS if str(k).endswith("/WriteDatasetReferences"))
+    predicted = first_need(key, *locate(key, stack), decisions)
+    assert predicted is not None and predicted.refusal.request.action == "s3:PutObject"
+
+    template = _template_copy_without(tmp_path, "StartPipelineFunction", "WriteDatasetReferences")
+    with LocalCloud(tmp_path / "state", template=template, start_ray=False, dispatch_events=False,
+                    write_cloud_file=False) as cloud:
+        bucket = cloud.stack.outputs["DataBucketName"]
+        csv_path = _csv(tmp_path / "houses.csv", seed=9)
+        version = cloud.client("s3").put_object(Bucket=bucket, Key="incoming/houses.csv",
+                                                Body=csv_path.read_bytes())["VersionId"]
+        event = {"version": "0", "id": "fixture", "detail-type": "Object Created", "source": "aws.s3",
+                 "account": stack.account_id, "region": stack.region, "resources": [f"arn:aws:s3:::{bucket}"],
+                 "time": "2026-12-01T12:00:00Z",
+                 "detail": {"version": "0", "bucket": {"name": bucket},
+                            "object": {"key": "incoming/houses.csv", "size": csv_path.stat().st_size,
+                                       "version-id": version, "sequencer": "0A"},
+                            "request-id": "fixture", "requester": stack.account_id, "reason": "PutObject"}}
+        function = cloud.stack.outputs["StartPipelineFunctionName"]
+        result = cloud.lambda_runtime.invoke(function, event)
+        assert not result.ok, result.payload
+        failure = json.dumps(result.payload)
+        role = cloud.stack.resources["StartPipelineFunctionRole"].ref
+        assert "AccessDenied" in failure and "s3:PutObject" in failure, failure
+        assert f"assumed-role/{role}/{function}" in failure, failure
+        assert f"assumed-role/{role}/" in predicted.refusal.message()
+        assert cloud.client("sagemaker").list_pipeline_executions(
+            PipelineName=cloud.stack.outputs["PipelineName"])["PipelineExecutionSummaries"] == []
+
+
 def test_the_documented_exceptions_name_real_statements():
     names = {str(key) for key in STATEMENTS}
     assert set(DOCUMENTED) <= names, sorted(set(DOCUMENTED) - names)
@@ -234,11 +305,11 @@ def test_the_documented_exceptions_name_real_statements():
 
 
 def test_an_odd_file_name_is_registered_with_its_exact_identity(recorded):
-    stack, _, packages, s3 = recorded
+    stack, _, packages = recorded
     metadata = packages["first"]["CustomerMetadataProperties"]
     key = f"incoming/{ODD_NAME}"
     assert metadata["dataset_uri"] == f"s3://{stack.outputs['DataBucketName']}/incoming/house prices _2024_.csv"
-    reference = read_reference(s3, metadata["dataset_reference"])
+    reference = packages["first_reference"]
     assert (reference.bucket, reference.key) == (stack.outputs["DataBucketName"], key)
     assert reference.version == metadata["dataset_version"]
     assert check("sagemaker", "CreateModelPackage", {"ModelPackageGroupName": "g",

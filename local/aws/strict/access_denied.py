@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape
 
 import botocore.session
 
-from local.aws.strict.iam_policy import EXPLICIT_DENY, IDENTITY_BASED, Decision
+from local.aws.strict.iam_policy import Decision
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,7 @@ def message(service: str, decision: Decision) -> str:
         action = action.lower()
     if phrasing == "s3":
         resource = f'"{resource}"'
-    text = f"User: {who} is not authorized to perform: {action} on resource: {resource}"
-    kind = decision.policy_type or IDENTITY_BASED
-    if decision.reason == EXPLICIT_DENY:
-        return f"{text} with an explicit deny in {'an' if kind == IDENTITY_BASED else 'a'} {kind} policy"
-    return f"{text} because no {kind} policy allows the {action} action"
+    return decision.phrased(action, resource)
 
 
 @dataclass(frozen=True)

@@ -120,13 +120,19 @@ class Decision:
         """AWS's refusal text: `User: <arn> is not authorized to perform: <action> on resource:
         <resource> because no identity-based policy allows the <action> action` (or `with an
         explicit deny in a resource-based policy`)."""
+        return self.phrased()
+
+    def phrased(self, action: str | None = None, resource: str | None = None) -> str:
+        """`message()` with the action and resource written as a service writes them (SNS's
+        `SNS:Publish`, SQS's lower case, S3's quoted resource: `access_denied.message`)."""
         who = self.principal.arn if self.principal else "anonymous"
-        resource = self.request.shown_resource or self.request.resource
-        text = f"User: {who} is not authorized to perform: {self.request.action} on resource: {resource}"
+        action = action or self.request.action
+        resource = resource or self.request.shown_resource or self.request.resource
+        text = f"User: {who} is not authorized to perform: {action} on resource: {resource}"
         kind = self.policy_type or IDENTITY_BASED
         if self.reason == EXPLICIT_DENY:
             return f"{text} with an explicit deny in {'an' if kind == IDENTITY_BASED else 'a'} {kind} policy"
-        return f"{text} because no {kind} policy allows the {self.request.action} action"
+        return f"{text} because no {kind} policy allows the {action} action"
 
 
 @dataclass(frozen=True)

@@ -138,3 +138,22 @@ def test_requests_that_call_back_into_the_server_never_starve_it():
         assert results == [b"outer+inner"] * 12
     finally:
         server.stop()
+
+
+def test_user_metadata_header_names_go_out_lower_case_as_from_s3():
+    """waitress capitalizes every header name; S3 sends `x-amz-meta-*` lower-case and botocore
+    keeps the name as sent, so `Metadata["target"]` would be missing without the fix."""
+
+    def app(environ, start_response):
+        start_response("200 OK", [("x-amz-meta-target", "price"), ("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = WSGIServer(app).start()
+    try:
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = _read_until(sock, b"\r\n\r\n")
+        assert b"\r\nx-amz-meta-target: price\r\n" in head
+        assert b"\r\nContent-Type: text/plain\r\n" in head  # other names as waitress writes them
+    finally:
+        server.stop()
