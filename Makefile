@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SAGEMAKER_SUPPRESS_V2_WARNING := 1
 export PYTHONDONTWRITEBYTECODE := 1
+# ...so every environment is installed with its bytecode compiled (as pip does in the jobs image and
+# `sam build` for the functions): without it every process (each job host, Ray worker, Lambda
+# invocation, test run) compiles what it imports from source, 3-4x the import time.
+UV_INSTALL := uv pip install -q --compile-bytecode
 # What runs where: the project venv (.venv) is Python 3.11 (the jobs, the local cloud, the CLI, most
 # tests; pyproject.toml's requires-python); the functions run on their Lambda runtime, python3.13
 # (template.yaml): the local Lambda runtime and the function tests (.venv-lambda) use Python 3.13,
@@ -21,8 +25,8 @@ LAMBDA_STAMP := $(LAMBDA_VENV)/.installed
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "pip is required"; exit 1; }
 	@test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q uv==0.13.9; }
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
-	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	$(BIN)/$(UV_INSTALL) --python $(BIN)/python -r requirements.lock
+	$(BIN)/$(UV_INSTALL) --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -31,7 +35,7 @@ venv: $(STAMP)
 ## layer's packages, moto and pytest (requirements-lambda.lock); never the project's other packages.
 $(LAMBDA_STAMP): requirements-lambda.lock $(STAMP)
 	@test -x $(LAMBDA_VENV)/bin/python || $(BIN)/uv venv -q --python $(LAMBDA_PYTHON) $(LAMBDA_VENV)
-	$(BIN)/uv pip install -q --python $(LAMBDA_VENV)/bin/python -r requirements-lambda.lock
+	$(BIN)/$(UV_INSTALL) --python $(LAMBDA_VENV)/bin/python -r requirements-lambda.lock
 	@touch $(LAMBDA_STAMP)
 
 lambda-venv: $(LAMBDA_STAMP)
@@ -81,7 +85,7 @@ PUBLISH_ARGS = --config-env $(ENV) $(if $(IMAGE_URI),--image-uri $(IMAGE_URI)) $
 
 $(TOOLS_STAMP): requirements-tools.lock $(STAMP)
 	@test -x $(TOOLS)/bin/python || $(BIN)/uv venv -q --python $(PYTHON) $(TOOLS)
-	$(BIN)/uv pip install -q --python $(TOOLS)/bin/python -r requirements-tools.lock
+	$(BIN)/$(UV_INSTALL) --python $(TOOLS)/bin/python -r requirements-tools.lock
 	@touch $(TOOLS_STAMP)
 
 ## aws-sam-cli and checkov, in their own virtualenv (their pins clash with requirements.lock).

@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DOCKERFILE = REPO_ROOT / "jobs" / "Dockerfile"
 DEFAULT_BASE_DIR = REPO_ROOT / ".venv-jobs"
 COMPLETE_MARKER = ".complete"
+# What the local install adds to the Dockerfile's pip flags: bytecode, which pip writes by default.
+LOCAL_INSTALL_FLAGS = ["--compile-bytecode"]
 # Host variables a container would also have (its user, locale, temp dir); everything else of the
 # caller's environment stays out, as it would outside a container.
 HOST_VARIABLES = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM")
@@ -220,7 +222,7 @@ class JobsImage:
     def fingerprint(self) -> str:
         """Changes exactly when the installed environment must change."""
         digest = hashlib.sha256()
-        digest.update(json.dumps([self.spec.python_version, list(self.spec.install_flags)]).encode())
+        digest.update(json.dumps([self.spec.python_version, list(self.spec.install_flags), LOCAL_INSTALL_FLAGS]).encode())
         digest.update(self.requirements.read_bytes())
         return digest.hexdigest()[:16]
 
@@ -268,8 +270,10 @@ class JobsImage:
         uv = _uv()
         self._run([uv, "venv", "--quiet", "--clear", "--python", self.spec.python_version, str(env_dir)],
                   "create the virtualenv")
-        self._run([uv, "pip", "install", "--quiet", "--python", str(self.python), *self.spec.install_flags,
-                   "-r", str(self.requirements)], f"install {self.spec.requirements}")
+        # Compiled as pip compiles in the image (PYTHONDONTWRITEBYTECODE keeps processes from writing
+        # bytecode later): a job host or Ray worker then imports Ray in ~2 s instead of ~7.
+        self._run([uv, "pip", "install", "--quiet", *LOCAL_INSTALL_FLAGS, "--python", str(self.python),
+                   *self.spec.install_flags, "-r", str(self.requirements)], f"install {self.spec.requirements}")
         self._run([uv, "pip", "check", "--quiet", "--python", str(self.python)], "check the installed pins")
         for program in self.spec.smoke_tests:
             self._run([str(self.python), "-c", program], "run the Dockerfile's import check",

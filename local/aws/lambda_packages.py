@@ -45,6 +45,8 @@ LAMBDA_LOCK = REPO_ROOT / "requirements-lambda.lock"
 LOCK_RUNTIME = "python3.13"
 RUNTIME_SDK = ("boto3", "botocore")
 BUILD_TIMEOUT_SECONDS = 600.0
+# Bytecode compiled, as `sam build` (pip) leaves a package: each invocation's process reads it.
+INSTALL_FLAGS = ("--compile-bytecode",)
 
 
 class LambdaRuntimeUnavailable(RuntimeError):
@@ -202,7 +204,7 @@ class PackageBuilder:
 
     def _key(self, *parts: str) -> str:
         digest = hashlib.sha256()
-        for part in (*parts, self._lock_text()):
+        for part in (*parts, self._lock_text(), *INSTALL_FLAGS):
             digest.update(part.encode())
             digest.update(b"\0")
         return digest.hexdigest()[:16]
@@ -230,7 +232,7 @@ class PackageBuilder:
 
     def _uv_install(self, interpreter: Path, where: list[str], requirements: list[str]) -> None:
         where = where if "--python" in where else ["--python", str(interpreter), *where]
-        self._uv("pip", "install", "-q", *where, "--constraint", str(self.lock_file), *requirements)
+        self._uv("pip", "install", "-q", *INSTALL_FLAGS, *where, "--constraint", str(self.lock_file), *requirements)
 
     def _uv(self, *args: str) -> None:
         # A virtualenv of the interpreter is written with its real path, never through a pyenv shim.

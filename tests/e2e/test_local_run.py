@@ -183,7 +183,7 @@ def test_approval_outcomes_follow_the_email_link_and_the_deployment(tmp_path):
         def run_decision(package_arn: str, action: str) -> dict:
             args = argparse.Namespace(approve=action == "approve", reject=action == "reject")
             session = RunSession(cloud.endpoint_url, cloud.state_dir, outputs, args, deadline=time.monotonic() + 240,
-                                 progress=progress.append)
+                                 progress=progress.append, credentials=cloud.client_kwargs(with_endpoint=False))
             result = empty_result() | {"status": "registered", "model_package_arn": package_arn}
             return decide(session, result)
 
@@ -211,6 +211,7 @@ def test_approval_outcomes_follow_the_email_link_and_the_deployment(tmp_path):
         rejected = run_decision(spare["arn"], "reject")
         assert rejected["status"] == "rejected" and rejected["endpoint_name"] is None, rejected
         assert sagemaker.describe_model_package(ModelPackageName=spare["arn"])["ModelApprovalStatus"] == "Rejected"
-        session = RunSession(cloud.endpoint_url, cloud.state_dir, outputs, argparse.Namespace(), deadline=0)
+        session = RunSession(cloud.endpoint_url, cloud.state_dir, outputs, argparse.Namespace(), deadline=0,
+                             credentials=cloud.client_kwargs(with_endpoint=False))
         assert deployment_record(session, "Rejected", spare["arn"])["Outcome"] == "skipped"
         assert cloud.dead_letters() == []

@@ -8,6 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -147,27 +148,49 @@ def test_a_target_given_at_upload_is_the_one_trained_on(make_cloud, tmp_path):
     sagemaker.stop_pipeline_execution(PipelineExecutionArn=intake["execution_arn"])
 
 
-def test_the_same_upload_event_delivered_ten_times_starts_one_execution(make_cloud):
-    cloud = make_cloud()
-    version = upload(cloud, "twice.csv", csv_failing_at_ingest())["VersionId"]
-    first = cloud.wait_for(cloud.list_executions, timeout=120, description="the first execution")
-    assert len(first) == 1
+def test_ten_uploads_each_delivered_ten_times_concurrently_start_ten_executions_every_api_knows(make_cloud):
+    """EventBridge delivers at least once: ten objects, each "Object Created" event delivered ten
+    times, the replays sent concurrently. Exactly ten executions, and every pipeline API answers
+    about each of them (one owner per execution, not the executor for some calls and moto for others)."""
+    cloud = make_cloud(max_concurrent_executions=1)
+    bucket = cloud.stack.outputs["DataBucketName"]
+    s3 = cloud.client("s3")
+    names = [f"replayed-{i}.csv" for i in range(10)]
+    details = []
+    for name in names:
+        version = upload(cloud, name, csv_failing_at_ingest())["VersionId"]
+        head = s3.head_object(Bucket=bucket, Key=f"incoming/{name}")
+        details.append({"version": "0", "bucket": {"name": bucket},
+                        "object": {"key": f"incoming/{name}", "size": head["ContentLength"],
+                                   "etag": head["ETag"].strip('"'), "version-id": version, "sequencer": "0"},
+                        "request-id": "replay", "requester": "123456789012", "reason": "PutObject"})
 
-    # EventBridge delivers at least once: replay the identical "Object Created" event nine times.
-    head = cloud.client("s3").head_object(Bucket=cloud.stack.outputs["DataBucketName"], Key="incoming/twice.csv")
-    detail = {"version": "0", "bucket": {"name": cloud.stack.outputs["DataBucketName"]},
-              "object": {"key": "incoming/twice.csv", "size": head["ContentLength"],
-                         "etag": head["ETag"].strip('"'), "version-id": version, "sequencer": "0"},
-              "request-id": "replay", "requester": "123456789012", "reason": "PutObject"}
-    events = cloud.client("events")
-    for _ in range(9):
-        events.put_events(Entries=[{"Source": "aws.s3", "DetailType": "Object Created",
-                                    "Resources": [f"arn:aws:s3:::{detail['bucket']['name']}"],
-                                    "Detail": json.dumps(detail)}])
+    def replay(detail: dict) -> None:
+        events = cloud.client("events")
+        for _ in range(9):
+            events.put_events(Entries=[{"Source": "aws.s3", "DetailType": "Object Created",
+                                        "Resources": [f"arn:aws:s3:::{bucket}"], "Detail": json.dumps(detail)}])
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        list(pool.map(replay, details))
     time.sleep(1)
-    cloud.wait_for_events(timeout=120)
-    assert len(cloud.list_executions()) == 1
-    assert cloud.dispatcher.delivered >= 10 and cloud.dead_letters() == []
+    cloud.wait_for_events(timeout=180)
+    executions = cloud.list_executions()
+    assert len(executions) == 10
+    assert cloud.dispatcher.delivered >= 100 and cloud.dead_letters() == []
+
+    sagemaker = cloud.client("sagemaker")
+    trained_on = set()
+    for summary in executions:
+        arn = summary["PipelineExecutionArn"]
+        assert sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionArn"] == arn
+        parameters = {p["Name"]: p["Value"] for p in sagemaker.list_pipeline_parameters_for_execution(
+            PipelineExecutionArn=arn)["PipelineParameters"]}
+        trained_on.add(parameters["InputDataUri"])
+        assert "ingest" in sagemaker.describe_pipeline_definition_for_execution(
+            PipelineExecutionArn=arn)["PipelineDefinition"].lower()
+        sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=arn)  # answers, queued or running
+    assert trained_on == {f"s3://{bucket}/incoming/{name}" for name in names}
 
 
 def test_fifty_distinct_files_start_fifty_executions_and_shutdown_stops_the_queue(make_cloud, ray_head):

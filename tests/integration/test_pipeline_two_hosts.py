@@ -23,7 +23,9 @@ from local.aws.sagemaker_pipelines.service import PipelineExecutor
 from local.cli.datagen import generate_housing
 from local.cli.step_hosts import step_summaries
 from local.ray_head import RayHead
+from mlops_shared.artifacts import DatasetReference
 from mlops_shared.aws import parse_s3_uri
+from mlops_shared.dataset_reference import registry_label, write_reference
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +60,14 @@ def two_host_run(tmp_path_factory):
                 body = generate_housing(ROWS, 3, 0.0).to_csv(index=False).encode()
                 s3.put_object(Bucket="two-data", Key="incoming/houses.csv", Body=body)
                 etag = s3.head_object(Bucket="two-data", Key="incoming/houses.csv")["ETag"].strip('"')
+                # The dataset reference written as intake writes it.
+                reference = DatasetReference(bucket="two-data", key="incoming/houses.csv", version=etag,
+                                             version_id=None, etag=etag, target_column="PRICE",
+                                             target_source="default")
+                uri = "s3://two-data/incoming/houses.csv"
                 parameters = {
-                    "InputDataUri": "s3://two-data/incoming/houses.csv", "DatasetVersion": etag,
+                    "InputDataUri": uri, "DatasetLabel": registry_label(uri), "DatasetVersion": etag,
+                    "DatasetReferenceUri": write_reference(s3, "s3://two-artifacts/pipeline", reference),
                     "TargetColumn": "PRICE", "FeatureGroupName": "two-houses", "ModelPackageGroupName": GROUP,
                     "ArtifactsS3Uri": "s3://two-artifacts/pipeline", "RMSEThreshold": "60000",
                     "MaxTuningJobs": "2", "MaxParallelTuningJobs": "1", "IngestActors": "4",
@@ -105,7 +113,8 @@ def job_of(step: dict) -> str:
 
 def test_every_job_step_ran_on_both_hosts_and_registered_a_model(two_host_run):
     run = two_host_run
-    assert run["described"]["PipelineExecutionStatus"] == "Succeeded", (run["described"], run["steps"])
+    assert run["described"]["PipelineExecutionStatus"] == "Succeeded", (
+        run["described"].get("FailureReason"), [(s["StepName"], s.get("FailureReason")) for s in run["steps"]])
     summaries = step_summaries(run["logs"], run["steps"])
     assert [s["name"] for s in summaries] == ["Ingest", "Preprocess", "HPTuning", "Evaluate", "CheckRMSE",
                                               "RegisterModel-RegisterModel"]

@@ -160,9 +160,13 @@ class JobRuntime:
 
 def container_path(path: str, root: Path) -> Path:
     """`/opt/ml/processing/input/x` -> `<root>/processing/input/x` (other paths: under root too)."""
-    if path == CONTAINER_ROOT or path.startswith(CONTAINER_ROOT + "/"):
+    if _in_container_root(path):
         return root / path[len(CONTAINER_ROOT):].lstrip("/")
     return root / path.lstrip("/")
+
+
+def _in_container_root(path: str) -> bool:
+    return path == CONTAINER_ROOT or path.startswith(CONTAINER_ROOT + "/")
 
 
 def failure_reason(reason_file: Path, log_path: Path, exit_code: int) -> str:
@@ -212,10 +216,10 @@ def run_processing(step_name: str, args: dict, root: Path, log_path: Path, runti
     cluster = args.get("ProcessingResources", {}).get("ClusterConfig", {})
     hosts = JobHosts.plan(instance_count(cluster.get("InstanceCount"), f"Processing step {step_name}"))
     app = args.get("AppSpecification", {})
-    command = _interpreter(list(app.get("ContainerEntrypoint") or []), runtime.python)
-    command += [str(a) for a in app.get("ContainerArguments") or []]
-    if not command:
+    entrypoint = _interpreter(list(app.get("ContainerEntrypoint") or []), runtime.python)
+    if not entrypoint:
         raise StepFailed(f"Processing step {step_name} has no ContainerEntrypoint")
+    arguments = [str(a) for a in app.get("ContainerArguments") or []]
     outputs = args.get("ProcessingOutputConfig", {}).get("Outputs", [])
     processes = []
     for index, host in enumerate(hosts.names):
@@ -236,6 +240,10 @@ def run_processing(step_name: str, args: dict, root: Path, log_path: Path, runti
             json.dumps({"current_host": host, "hosts": list(hosts.names)}), encoding="utf-8")
         env = runtime.host_env(hosts, {**{k: str(v) for k, v in (args.get("Environment") or {}).items()},
                                        "SM_CONTAINER_ROOT": str(host_root), "PROCESSING_JOB_NAME": job})
+        # A script processor's entrypoint names its code input (`/opt/ml/processing/input/code/x.py`):
+        # on this host that is under its own root.
+        command = [str(container_path(item, host_root)) if _in_container_root(item) else item
+                   for item in entrypoint] + arguments
         processes.append(HostProcess(host, command, env, hosts.log_path(log_path, host)))
     codes = run_hosts(job, PROCESSING_LOG_GROUP, processes, runtime)
     reason = job_failure(codes, hosts, lambda h: hosts.root(root, h) / "output" / "message",

@@ -50,6 +50,12 @@ out.mkdir(parents=True, exist_ok=True)
 """
 
 
+# A job's code arrives as an input, as for SageMaker's script processors: an entrypoint item holds at
+# most 256 characters and no line break (its pattern is Java's `.*`).
+CODE_URI = "s3://hosts-out/code/host_job.py"
+CODE_DIR = "/opt/ml/processing/input/code"
+
+
 def one_step_definition(entrypoint: list[str]) -> dict:
     return {
         "Version": "2020-12-01",
@@ -60,6 +66,8 @@ def one_step_definition(entrypoint: list[str]) -> dict:
             "AppSpecification": {"ImageUri": "img", "ContainerEntrypoint": entrypoint,
                                  "ContainerArguments": ["--fail-on", {"Get": "Parameters.FailOn"},
                                                         "--sleep-on", {"Get": "Parameters.SleepOn"}]},
+            "ProcessingInputs": [{"InputName": "code", "S3Input": {
+                "S3Uri": CODE_URI, "LocalPath": CODE_DIR, "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
             "ProcessingOutputConfig": {"Outputs": [{"OutputName": "hosts", "S3Output": {
                 "S3Uri": {"Std:Join": {"On": "/", "Values": ["s3://hosts-out", {"Get": "Execution.PipelineExecutionId"}]}},
                 "LocalPath": "/opt/ml/processing/output/hosts", "S3UploadMode": "EndOfJob"}}]},
@@ -77,9 +85,10 @@ def pipelines(tmp_path, monkeypatch):
         executor = PipelineExecutor(gateway, tmp_path / "work", "127.0.0.1:6379", emit_events=False).install()
         sm, s3 = boto3.client("sagemaker"), boto3.client("s3")
         s3.create_bucket(Bucket="hosts-out")
+        s3.put_object(Bucket="hosts-out", Key=CODE_URI.split("/", 3)[3], Body=HOST_JOB.encode())
         for name, entrypoint in {
-            "hosts": ["python3", "-c", HOST_JOB],
-            "imports-moto": ["python3", "-c", "import jobs.common, mlops_shared.aws\nimport moto"],
+            "hosts": ["python3", f"{CODE_DIR}/host_job.py"],
+            "imports-moto": ["python3", "-c", "import jobs.common, mlops_shared.aws; import moto"],
             "imports-sagemaker": ["python3", "-c", "import sagemaker"],
             "imports-local": ["python3", "-c", "from local.aws import gateway"],
             "imports-tests": ["python3", "-c", "import tests.conftest"],
@@ -134,8 +143,10 @@ def test_a_job_sees_only_the_image_program_and_interpreter(pipelines):
     program = report["cwd"]  # the image's WORKDIR, a snapshot of what the Dockerfile copies there
     assert program.startswith(str(image.base_dir / "program"))
     assert sorted(p.name for p in Path(program).iterdir()) == ["jobs", "mlops_shared"]
-    # '' is the working directory (`python -c`): the WORKDIR again. Nothing of the repository.
-    searched = {program if entry == "" else entry for entry in report["path"]}
+    # The script's own directory (its code input, under the host's root) comes first, as for any
+    # `python3 script.py`; then the WORKDIR on PYTHONPATH. Nothing of the repository.
+    script_dir, *searched = report["path"]
+    assert script_dir == f"{report['root']}/processing/input/code"
     outside_python = {p for p in searched if not p.startswith((str(image.env_dir), sys.base_prefix))}
     assert outside_python == {program}, outside_python
 
