@@ -22,8 +22,6 @@ for _key, _value in {
 }.items():
     os.environ[_key] = _value
 os.environ.pop("AWS_PROFILE", None)
-# As LocalCloud does: moto's IAM knows AWS's managed policies (SAM attaches AWSLambdaBasicExecutionRole).
-os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
 
 
 def free_port() -> int:
@@ -48,8 +46,14 @@ def moto_server():
 
 
 @pytest.fixture
-def aws(moto_server, monkeypatch):
-    """Points every boto3 client at a freshly reset moto server; yields the endpoint URL."""
+def aws(moto_server, monkeypatch, request):
+    """Points every boto3 client at a freshly reset moto server; yields the endpoint URL.
+
+    A test marked `managed_policies` gets a moto whose IAM knows AWS's managed policies, as a
+    LocalCloud's does (SAM attaches AWSLambdaBasicExecutionRole); loading them makes a reset take
+    1-2 s, so the others go without."""
+    wanted = request.node.get_closest_marker("managed_policies") is not None
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true" if wanted else "false")
     req = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
     urllib.request.urlopen(req, timeout=10).read()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)

@@ -70,7 +70,7 @@ def two_host_run(tmp_path_factory):
                     "DatasetReferenceUri": write_reference(s3, "s3://two-artifacts/pipeline", reference),
                     "TargetColumn": "PRICE", "FeatureGroupName": "two-houses", "ModelPackageGroupName": GROUP,
                     "ArtifactsS3Uri": "s3://two-artifacts/pipeline", "RMSEThreshold": "60000",
-                    "MaxTuningJobs": "2", "MaxParallelTuningJobs": "1", "IngestActors": "4",
+                    "MaxTuningJobs": "1", "MaxParallelTuningJobs": "1", "IngestActors": "4",
                     "ProcessingInstanceCount": "2", "TrainingInstanceCount": "2",
                 }
                 arn = sm.start_pipeline_execution(
@@ -179,7 +179,7 @@ def test_the_jobs_stopped_their_own_ray_nodes_and_left_the_shared_head_running(t
             jobs = [job_of(step)]
         for job in jobs:
             heads |= {m.group(1) for m in map(HEAD_ROLE.search, stream_messages(run["logs"], group, job, TWO_HOSTS[0])) if m}
-    assert len(heads) == 5  # ingest, preprocess, two training jobs, evaluate: one cluster each
+    assert len(heads) == 4  # ingest, preprocess, the training job, evaluate: one cluster each
     leftovers = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
                  if any(address in " ".join(p.info["cmdline"] or []) for address in heads)]
     assert leftovers == []

@@ -13,6 +13,9 @@ from local.aws.public_parameters import PublicParameters, powertools_parameter_p
 from local.aws.stack.model import FunctionSpec
 from tests.infrastructure.lambda_versions import lambda_lock_pins, requirements_lock_pins
 
+# Stacks provisioned here attach AWS managed policies (SAM's AWSLambdaBasicExecutionRole).
+pytestmark = pytest.mark.managed_policies
+
 RUNTIME = "python3.13"
 
 REPORTER = """

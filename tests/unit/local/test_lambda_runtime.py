@@ -14,6 +14,9 @@ from local.aws.gateway import LocalGateway
 from local.aws.lambda_runtime import FunctionNotFound, LambdaRuntime
 from local.aws.stack.model import FunctionSpec
 
+# Stacks provisioned here attach AWS managed policies (SAM's AWSLambdaBasicExecutionRole).
+pytestmark = pytest.mark.managed_policies
+
 HANDLER = """
 import os, time
 # read at import time, as Powertools does: each function must have a process of its own

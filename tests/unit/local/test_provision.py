@@ -12,6 +12,9 @@ from local.aws.stack.model import ProvisionError, Stack, function_name_from
 from local.aws.stack.provisioner import Provisioner, provision
 from local.aws.stack.template import loads_template
 
+# Stacks provisioned here attach AWS managed policies (SAM's AWSLambdaBasicExecutionRole).
+pytestmark = pytest.mark.managed_policies
+
 
 def _resolver(template_text: str, parameters: dict | None = None) -> Resolver:
     template = loads_template(textwrap.dedent(template_text))
