@@ -47,15 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from local import REPO_ROOT
+from local import REPO_ROOT, uv_tool
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DOCKERFILE = REPO_ROOT / "jobs" / "Dockerfile"
 DEFAULT_BASE_DIR = REPO_ROOT / ".venv-jobs"
 COMPLETE_MARKER = ".complete"
-# What the local install adds to the Dockerfile's pip flags: bytecode, which pip writes by default.
-LOCAL_INSTALL_FLAGS = ["--compile-bytecode"]
 # Host variables a container would also have (its user, locale, temp dir); everything else of the
 # caller's environment stays out, as it would outside a container.
 HOST_VARIABLES = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM")
@@ -180,13 +178,10 @@ def read_dockerfile(path: Path) -> DockerfileSpec:
 
 
 def _uv() -> str:
-    candidate = Path(sys.executable).with_name("uv")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("uv")
-    if not found:
+    found = uv_tool.find_uv()
+    if found is None:
         raise JobsImageError("uv is needed to build the jobs image environment; `make venv` installs it in .venv/bin")
-    return found
+    return str(found)
 
 
 def _files(source: Path) -> Iterator[tuple[str, Path]]:
@@ -222,7 +217,7 @@ class JobsImage:
     def fingerprint(self) -> str:
         """Changes exactly when the installed environment must change."""
         digest = hashlib.sha256()
-        digest.update(json.dumps([self.spec.python_version, list(self.spec.install_flags), LOCAL_INSTALL_FLAGS]).encode())
+        digest.update(json.dumps([self.spec.python_version, list(self.spec.install_flags), list(uv_tool.COMPILED_INSTALL_FLAGS)]).encode())
         digest.update(self.requirements.read_bytes())
         return digest.hexdigest()[:16]
 
@@ -270,9 +265,8 @@ class JobsImage:
         uv = _uv()
         self._run([uv, "venv", "--quiet", "--clear", "--python", self.spec.python_version, str(env_dir)],
                   "create the virtualenv")
-        # Compiled as pip compiles in the image (PYTHONDONTWRITEBYTECODE keeps processes from writing
-        # bytecode later): a job host or Ray worker then imports Ray in ~2 s instead of ~7.
-        self._run([uv, "pip", "install", "--quiet", *LOCAL_INSTALL_FLAGS, "--python", str(self.python),
+        # Compiled, as pip compiles in the image (the one flag the local install adds to the Dockerfile's).
+        self._run([uv, "pip", "install", "--quiet", *uv_tool.COMPILED_INSTALL_FLAGS, "--python", str(self.python),
                    *self.spec.install_flags, "-r", str(self.requirements)], f"install {self.spec.requirements}")
         self._run([uv, "pip", "check", "--quiet", "--python", str(self.python)], "check the installed pins")
         for program in self.spec.smoke_tests:

@@ -28,12 +28,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from local import uv_tool
 from local.aws.stack.model import ManagedLayer
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,6 @@ LAMBDA_LOCK = REPO_ROOT / "requirements-lambda.lock"
 LOCK_RUNTIME = "python3.13"
 RUNTIME_SDK = ("boto3", "botocore")
 BUILD_TIMEOUT_SECONDS = 600.0
-# Bytecode compiled, as `sam build` (pip) leaves a package: each invocation's process reads it.
-INSTALL_FLAGS = ("--compile-bytecode",)
 
 
 class LambdaRuntimeUnavailable(RuntimeError):
@@ -120,11 +118,11 @@ def default_cache_dir() -> Path:
 
 
 def find_uv() -> Path:
-    for candidate in (Path(sys.executable).parent / "uv", shutil.which("uv")):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise LambdaRuntimeUnavailable("uv is needed to build the functions' packages and is not installed "
-                                   "(`make venv` installs it into .venv/bin)")
+    found = uv_tool.find_uv()
+    if found is None:
+        raise LambdaRuntimeUnavailable("uv is needed to build the functions' packages and is not installed "
+                                       "(`make venv` installs it into .venv/bin)")
+    return found
 
 
 class PackageBuilder:
@@ -204,7 +202,7 @@ class PackageBuilder:
 
     def _key(self, *parts: str) -> str:
         digest = hashlib.sha256()
-        for part in (*parts, self._lock_text(), *INSTALL_FLAGS):
+        for part in (*parts, self._lock_text(), *uv_tool.COMPILED_INSTALL_FLAGS):
             digest.update(part.encode())
             digest.update(b"\0")
         return digest.hexdigest()[:16]
@@ -232,7 +230,7 @@ class PackageBuilder:
 
     def _uv_install(self, interpreter: Path, where: list[str], requirements: list[str]) -> None:
         where = where if "--python" in where else ["--python", str(interpreter), *where]
-        self._uv("pip", "install", "-q", *INSTALL_FLAGS, *where, "--constraint", str(self.lock_file), *requirements)
+        self._uv("pip", "install", "-q", *uv_tool.COMPILED_INSTALL_FLAGS, *where, "--constraint", str(self.lock_file), *requirements)
 
     def _uv(self, *args: str) -> None:
         # A virtualenv of the interpreter is written with its real path, never through a pyenv shim.

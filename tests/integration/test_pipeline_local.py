@@ -4,8 +4,6 @@ test of this module; the tests run in order and build on each other's cache."""
 from __future__ import annotations
 
 import json
-import os
-import urllib.request
 
 import boto3
 import pytest
@@ -13,11 +11,10 @@ import pytest
 from jobs.pipeline import definition_json
 from local.cli.datagen import generate_housing
 from local.aws.sagemaker_pipelines.service import PipelineExecutor
-from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
-from local.aws.gateway import LocalGateway
 from mlops_shared.artifacts import DatasetReference
 from mlops_shared.dataset_reference import read_reference, registry_label, write_reference
 from local.ray_head import RayHead
+from tests.pipeline_gateway import pipeline_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +32,7 @@ SMALL_DATA_THRESHOLD = 30000
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
     state = tmp_path_factory.mktemp("pipeline-local")
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL",)}
-    with LocalGateway() as gateway:
-        os.environ["AWS_ENDPOINT_URL"] = gateway.url
-        urllib.request.urlopen(urllib.request.Request(f"{gateway.url}/moto-api/reset", method="POST")).read()
-        featurestore = FeatureStoreRuntimeApp(gateway.url, replication_delay_seconds=0.0)
-        gateway.route_path(r"/FeatureGroup/.+", featurestore)
-        gateway.route_path(r"/BatchGetRecord", featurestore)
+    with pipeline_gateway() as gateway:
         progress: list[tuple] = []
         with RayHead(num_cpus=2, state_dir=state) as head:
             executor = PipelineExecutor(gateway, state / "work", head.address,
@@ -56,13 +47,6 @@ def local(tmp_path_factory):
                 yield executor, s3, sm, progress
             finally:
                 executor.shutdown()
-                if hasattr(featurestore, "close"):
-                    featurestore.close()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def upload(s3, key: str, seed: int) -> str:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import urllib.request
 
 import boto3
 import psutil
@@ -16,8 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.pipeline import definition_json
-from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
-from local.aws.gateway import LocalGateway
 from local.aws.sagemaker_pipelines.job_logs import PROCESSING_LOG_GROUP, TRAINING_LOG_GROUP
 from local.aws.sagemaker_pipelines.service import PipelineExecutor
 from local.cli.datagen import generate_housing
@@ -26,6 +22,7 @@ from local.ray_head import RayHead
 from mlops_shared.artifacts import DatasetReference
 from mlops_shared.aws import parse_s3_uri
 from mlops_shared.dataset_reference import registry_label, write_reference
+from tests.pipeline_gateway import pipeline_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -41,56 +38,43 @@ ACTORS = re.compile(r"xgboost-ray actors on Ray nodes: (.+)")
 @pytest.fixture(scope="module")
 def two_host_run(tmp_path_factory):
     state = tmp_path_factory.mktemp("pipeline-two-hosts")
-    saved = os.environ.get("AWS_ENDPOINT_URL")
-    with LocalGateway() as gateway:
-        os.environ["AWS_ENDPOINT_URL"] = gateway.url
-        urllib.request.urlopen(urllib.request.Request(f"{gateway.url}/moto-api/reset", method="POST")).read()
-        featurestore = FeatureStoreRuntimeApp(gateway.url, replication_delay_seconds=0.0)
-        gateway.route_path(r"/FeatureGroup/.+", featurestore)
-        gateway.route_path(r"/BatchGetRecord", featurestore)
-        try:
-            with RayHead(num_cpus=2, state_dir=state) as head:
-                executor = PipelineExecutor(gateway, state / "work", head.address,
-                                            substitutions={"PipelineJobsRoleArn": ROLE}).install()
-                s3, sm = boto3.client("s3"), boto3.client("sagemaker")
-                for bucket in ("two-data", "two-artifacts"):
-                    s3.create_bucket(Bucket=bucket)
-                sm.create_model_package_group(ModelPackageGroupName=GROUP)
-                sm.create_pipeline(PipelineName=PIPELINE, PipelineDefinition=definition_json(), RoleArn=ROLE)
-                body = generate_housing(ROWS, 3, 0.0).to_csv(index=False).encode()
-                s3.put_object(Bucket="two-data", Key="incoming/houses.csv", Body=body)
-                etag = s3.head_object(Bucket="two-data", Key="incoming/houses.csv")["ETag"].strip('"')
-                # The dataset reference written as intake writes it.
-                reference = DatasetReference(bucket="two-data", key="incoming/houses.csv", version=etag,
-                                             version_id=None, etag=etag, target_column="PRICE",
-                                             target_source="default")
-                uri = "s3://two-data/incoming/houses.csv"
-                parameters = {
-                    "InputDataUri": uri, "DatasetLabel": registry_label(uri), "DatasetVersion": etag,
-                    "DatasetReferenceUri": write_reference(s3, "s3://two-artifacts/pipeline", reference),
-                    "TargetColumn": "PRICE", "FeatureGroupName": "two-houses", "ModelPackageGroupName": GROUP,
-                    "ArtifactsS3Uri": "s3://two-artifacts/pipeline", "RMSEThreshold": "60000",
-                    "MaxTuningJobs": "1", "MaxParallelTuningJobs": "1", "IngestActors": "4",
-                    "ProcessingInstanceCount": "2", "TrainingInstanceCount": "2",
-                }
-                arn = sm.start_pipeline_execution(
-                    PipelineName=PIPELINE, ClientRequestToken="two-hosts".ljust(32, "-"),
-                    PipelineParameters=[{"Name": k, "Value": v} for k, v in parameters.items()],
-                )["PipelineExecutionArn"]
-                try:
-                    described = executor.wait(arn, timeout=1200)
-                    steps = sm.list_pipeline_execution_steps(PipelineExecutionArn=arn,
-                                                             SortOrder="Ascending")["PipelineExecutionSteps"]
-                    yield {"arn": arn, "described": described, "steps": steps, "executor": executor,
-                           "head": head, "s3": s3, "sm": sm, "logs": boto3.client("logs")}
-                finally:
-                    executor.shutdown()
-        finally:
-            featurestore.close()
-            if saved is None:
-                os.environ.pop("AWS_ENDPOINT_URL", None)
-            else:
-                os.environ["AWS_ENDPOINT_URL"] = saved
+    with pipeline_gateway() as gateway:
+        with RayHead(num_cpus=2, state_dir=state) as head:
+            executor = PipelineExecutor(gateway, state / "work", head.address,
+                                        substitutions={"PipelineJobsRoleArn": ROLE}).install()
+            s3, sm = boto3.client("s3"), boto3.client("sagemaker")
+            for bucket in ("two-data", "two-artifacts"):
+                s3.create_bucket(Bucket=bucket)
+            sm.create_model_package_group(ModelPackageGroupName=GROUP)
+            sm.create_pipeline(PipelineName=PIPELINE, PipelineDefinition=definition_json(), RoleArn=ROLE)
+            body = generate_housing(ROWS, 3, 0.0).to_csv(index=False).encode()
+            s3.put_object(Bucket="two-data", Key="incoming/houses.csv", Body=body)
+            etag = s3.head_object(Bucket="two-data", Key="incoming/houses.csv")["ETag"].strip('"')
+            # The dataset reference written as intake writes it.
+            reference = DatasetReference(bucket="two-data", key="incoming/houses.csv", version=etag,
+                                         version_id=None, etag=etag, target_column="PRICE",
+                                         target_source="default")
+            uri = "s3://two-data/incoming/houses.csv"
+            parameters = {
+                "InputDataUri": uri, "DatasetLabel": registry_label(uri), "DatasetVersion": etag,
+                "DatasetReferenceUri": write_reference(s3, "s3://two-artifacts/pipeline", reference),
+                "TargetColumn": "PRICE", "FeatureGroupName": "two-houses", "ModelPackageGroupName": GROUP,
+                "ArtifactsS3Uri": "s3://two-artifacts/pipeline", "RMSEThreshold": "60000",
+                "MaxTuningJobs": "1", "MaxParallelTuningJobs": "1", "IngestActors": "4",
+                "ProcessingInstanceCount": "2", "TrainingInstanceCount": "2",
+            }
+            arn = sm.start_pipeline_execution(
+                PipelineName=PIPELINE, ClientRequestToken="two-hosts".ljust(32, "-"),
+                PipelineParameters=[{"Name": k, "Value": v} for k, v in parameters.items()],
+            )["PipelineExecutionArn"]
+            try:
+                described = executor.wait(arn, timeout=1200)
+                steps = sm.list_pipeline_execution_steps(PipelineExecutionArn=arn,
+                                                         SortOrder="Ascending")["PipelineExecutionSteps"]
+                yield {"arn": arn, "described": described, "steps": steps, "executor": executor,
+                       "head": head, "s3": s3, "sm": sm, "logs": boto3.client("logs")}
+            finally:
+                executor.shutdown()
 
 
 def stream_messages(logs, group: str, job: str, host: str) -> list[str]:
