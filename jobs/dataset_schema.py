@@ -1,104 +1,220 @@
-"""What a CSV dataset becomes: its schema (a feature type per column, the names Feature Store
-accepts) and its rows, typed or rejected with the reason. Used by the ingest step.
+"""What a CSV dataset becomes: its schema (a Feature Store name and a feature type per column) and
+its rows, typed, dropped or rejected with the reason. Used by the ingest step.
 
-`prepare_rows` (PutRecord path: cell strings as the feature store wants them) and `prepare_columns`
-(bulk path: typed columns) make exactly the same accept/reject decisions with the same reasons.
+The rules are `mlops_shared.csv_rules` (intake applies the same ones to a sample). The file is read
+as a stream of chunks (`CsvFile`): a first pass decides each column's type, a second prepares the
+rows chunk by chunk, so memory is bounded by the chunk size, not the file.
+
+`prepare_rows` (PutRecord path: cell strings as the feature store wants them, None for a missing
+cell) and `prepare_columns` (bulk path: typed Arrow columns with nulls) make exactly the same
+keep/drop/reject decisions with the same reasons as `csv_rules.row_verdict`.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
-import math
-import re
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from jobs import common, feature_store_layout
+from mlops_shared import csv_rules
 
-# Names the feature store adds to the offline store or that the pipeline adds itself; a CSV column
-# with one of these names would be overwritten, so it is refused.
-RESERVED_NAMES = set(feature_store_layout.METADATA_COLUMNS)
-FEATURE_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}$")
 FEATURE_GROUP_NAME_MAX = 64
-INTEGRAL_PATTERN = re.compile(r"^[+-]?\d+$")
+FEATURE_NAME_PATTERN = csv_rules.FEATURE_NAME_PATTERN
+DEFAULT_CHUNK_ROWS = 250_000
+_NA = sorted(csv_rules.NA_SPELLINGS)
+_NUMBER = csv_rules.NUMBER_PATTERN.pattern
 
 
 @dataclass(frozen=True)
 class Schema:
-    columns: list[str]  # CSV columns in order (the target included)
-    types: dict[str, str]  # column -> Integral | Fractional
-    target: str
+    columns: list[str]  # the CSV's column names as the user wrote them (stripped), the target included
+    feature_names: list[str]  # the Feature Store name of each column (csv_rules.feature_store_names)
+    types: dict[str, str]  # feature name -> Integral | Fractional
+    target: str  # the target column's CSV name
+
+    @property
+    def target_index(self) -> int:
+        return self.columns.index(self.target)
+
+    @property
+    def target_feature(self) -> str:
+        return self.feature_names[self.target_index]
 
     def feature_definitions(self) -> list[dict[str, str]]:
         """Feature definitions of the group: the pipeline's own features, then the CSV columns."""
         return [dict(d) for d in feature_store_layout.PIPELINE_FEATURE_DEFINITIONS] + [
-            {"FeatureName": c, "FeatureType": self.types[c]} for c in self.columns]
+            {"FeatureName": name, "FeatureType": self.types[name]} for name in self.feature_names]
 
 
-def read_frame(data: bytes, input_uri: str) -> pd.DataFrame:
-    """Parses the CSV keeping every cell as text (types are decided per column afterwards)."""
-    if not data.strip():
-        raise common.JobFailure(f"{input_uri} is empty")
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=True
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise common.JobFailure(f"{input_uri} is not a readable CSV file: {err}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.empty:
-        raise common.JobFailure(f"{input_uri} has a header but no data rows")
-    return frame
+@dataclass
+class Chunk:
+    """Consecutive data rows of the file: the well-formed ones as text cells (index: row number,
+    columns: the CSV names) and the ones with another number of fields than the header."""
+
+    frame: pd.DataFrame
+    ragged: list[tuple[int, list[str]]] = field(default_factory=list)
 
 
-def infer_schema(frame: pd.DataFrame, target: str) -> Schema:
-    """Integral or Fractional per column; refuses non-numeric columns and bad column names.
+@dataclass
+class Outcome:
+    """Rows of a chunk that were not kept: (row number, reason, the row's fields)."""
 
-    A column is numeric when most of its non-empty cells parse as numbers; the cells that do not
-    are rejected row by row later (a few bad cells should not hide a whole column)."""
-    columns = list(frame.columns)
-    if target not in columns:
+    rejected: list[tuple[int, str, list[str]]] = field(default_factory=list)
+    dropped: list[tuple[int, str, list[str]]] = field(default_factory=list)
+
+    def extend(self, other: "Outcome") -> None:
+        self.rejected += other.rejected
+        self.dropped += other.dropped
+
+
+# --------------------------------------------------------------------------- reading
+class CsvFile:
+    """A CSV on local disk (or in memory), read as a stream: the header, then chunks of rows.
+
+    Parsed by Python's `csv` module exactly as intake parses its sample (comma, `"` quotes, UTF-8
+    with an optional BOM, blank lines skipped). Row numbers count data rows from 0."""
+
+    def __init__(self, source: str | Path | bytes, uri: str):
+        self.source, self.uri = source, uri
+        with self._open() as handle:
+            reader = csv.reader(handle, strict=True)
+            try:
+                header = next((row for row in reader if not _is_blank(row)), None)
+            except csv.Error as err:
+                raise common.JobFailure(f"{uri} is not a readable CSV file: line {reader.line_num}: {err}") from None
+            except UnicodeDecodeError as err:
+                raise common.JobFailure(_encoding_message(uri, err)) from None
+        if header is None:
+            raise common.JobFailure(f"{uri} is empty; see {csv_rules.DOCS_PAGE}")
+        self.header = [name.strip() for name in header]
+        problem = csv_rules.header_problem(header)
+        if problem:
+            raise common.JobFailure(f"{problem.message} {problem.fix} (see {csv_rules.DOCS_PAGE})")
+
+    def _open(self) -> io.TextIOBase:
+        if isinstance(self.source, bytes):
+            raw: Any = io.BytesIO(self.source)
+        else:
+            raw = open(self.source, "rb")  # noqa: SIM115 - closed by the text wrapper
+        # utf-8-sig: a BOM at the start is not part of the first column's name.
+        return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+    def chunks(self, rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        with self._open() as handle:
+            reader = csv.reader(handle, strict=True)
+            width = len(self.header)
+            row_number, seen_header = 0, False
+            good_numbers: list[int] = []
+            good: list[list[str]] = []
+            ragged: list[tuple[int, list[str]]] = []
+            try:
+                for fields in reader:
+                    if _is_blank(fields):
+                        continue
+                    if not seen_header:
+                        seen_header = True
+                        continue
+                    if len(fields) == width:
+                        good_numbers.append(row_number)
+                        good.append(fields)
+                    else:
+                        ragged.append((row_number, fields))
+                    row_number += 1
+                    if len(good) + len(ragged) >= rows:
+                        yield self._chunk(good_numbers, good, ragged)
+                        good_numbers, good, ragged = [], [], []
+            except csv.Error as err:
+                raise common.JobFailure(
+                    f"{self.uri} cannot be parsed from line {reader.line_num} on: {err}. Check the quoting there: "
+                    f"every opening double quote needs a closing one (see {csv_rules.DOCS_PAGE})") from None
+            except UnicodeDecodeError as err:
+                raise common.JobFailure(_encoding_message(self.uri, err)) from None
+        if good or ragged:
+            yield self._chunk(good_numbers, good, ragged)
+
+    def _chunk(self, numbers: list[int], rows: list[list[str]], ragged: list[tuple[int, list[str]]]) -> Chunk:
+        frame = pd.DataFrame(rows, columns=self.header, index=pd.Index(numbers, dtype=np.int64), dtype=object)
+        return Chunk(frame, list(ragged))
+
+
+def _is_blank(row: Sequence[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
+def _encoding_message(uri: str, err: UnicodeDecodeError) -> str:
+    return (f"{uri} is not valid UTF-8 (byte {err.object[err.start:err.end].hex()} at offset {err.start} of a "
+            f"read block); save it as UTF-8 and upload it again (see {csv_rules.DOCS_PAGE})")
+
+
+def spool(body: Any, path: Path, block: int = 8 << 20) -> int:
+    """Copies a streaming body (an S3 GetObject body) to `path` a block at a time; returns the bytes."""
+    size = 0
+    with path.open("wb") as out:
+        for data in iter(lambda: body.read(block), b""):
+            out.write(data)
+            size += len(data)
+    return size
+
+
+# --------------------------------------------------------------------------- schema
+def infer_schema(csv_file: CsvFile, target: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[Schema, int]:
+    """Reads the whole file once and decides each column's type (csv_rules.ColumnTally); returns
+    the schema and the number of data rows. Refuses a missing target, text columns and a target
+    with fewer than two distinct values among the rows that would be kept."""
+    columns = csv_file.header
+    if target.strip() not in columns:
+        near = [c for c in columns if c.lower() == target.strip().lower()]
+        hint = f" ({near[0]!r} differs only in case)" if near else ""
         raise common.JobFailure(
-            f"target column {target!r} is not in the CSV; columns found: {', '.join(columns)}"
+            f"target column {target!r} is not in the CSV{hint}; columns found: {', '.join(columns)}"
         )
-    problems = []
-    lowered: dict[str, str] = {}
-    for column in columns:
-        if column.lower() in RESERVED_NAMES:
-            problems.append(f"{column!r} is a reserved name")
-        elif not FEATURE_NAME_PATTERN.match(column):
-            problems.append(
-                f"{column!r} is not a valid feature name (letters, digits, - and _, at most 64)"
-            )
-        elif column.lower() in lowered:
-            problems.append(f"{column!r} duplicates {lowered[column.lower()]!r}")
-        lowered.setdefault(column.lower(), column)
-    if problems:
-        raise common.JobFailure("invalid CSV header: " + "; ".join(problems))
-    types: dict[str, str] = {}
-    non_numeric = []
-    for column in columns:
-        text = frame[column].str.strip()
-        present = text[text != ""]
-        numbers = pd.to_numeric(present, errors="coerce").to_numpy(dtype=float)
-        valid = pd.Series(np.isfinite(numbers), index=present.index)
-        if len(present) == 0:
-            non_numeric.append(f"{column} (empty)")
-            continue
-        if valid.sum() * 2 <= len(present):
-            non_numeric.append(f"{column} (e.g. {present[~valid].iloc[0]!r})")
-            continue
-        integral = present[valid].str.fullmatch(INTEGRAL_PATTERN.pattern).all()
-        types[column] = "Integral" if integral else "Fractional"
-    if non_numeric:
+    target = target.strip()
+    target_index = columns.index(target)
+    tallies = [csv_rules.ColumnTally() for _ in columns]
+    distinct_targets: set[float] = set()
+    rows = 0
+    for chunk in csv_file.chunks(chunk_rows):
+        rows += len(chunk.frame) + len(chunk.ragged)
+        for position, name in enumerate(columns):
+            tally = tallies[position]
+            for text, count in chunk.frame[name].value_counts(sort=False).items():
+                cell = csv_rules.parse_cell(text)
+                # value_counts: each distinct text is parsed once, counted as often as it occurs.
+                tally.numbers += count if cell.is_number else 0
+                tally.missing += count if cell.kind == csv_rules.MISSING else 0
+                if cell.kind == csv_rules.BAD:
+                    tally.bad += count
+                    tally.first_bad = tally.first_bad or text.strip()
+                if cell.is_number:
+                    tally.all_integral = tally.all_integral and cell.integral
+                    if position == target_index and len(distinct_targets) < csv_rules.MIN_DISTINCT_TARGET_VALUES:
+                        distinct_targets.add(cell.value)
+    if rows == 0:
+        raise common.JobFailure(f"{csv_file.uri} has a header but no data rows")
+    text_columns = [f"{name!r} (e.g. {tally.first_bad!r})" for name, tally in zip(columns, tallies) if tally.is_text]
+    if text_columns:
         raise common.JobFailure(
-            "only numeric columns can be used; non-numeric columns: " + ", ".join(non_numeric)
+            "only numeric columns can be used; text columns: " + ", ".join(text_columns)
+            + ". Encode categories as numbers or drop those columns "
+            + f"(see {csv_rules.DOCS_PAGE})"
         )
-    return Schema(columns=columns, types=types, target=target)
+    if len(distinct_targets) < csv_rules.MIN_DISTINCT_TARGET_VALUES:
+        only = f"one value ({next(iter(distinct_targets)):g})" if distinct_targets else "no value"
+        raise common.JobFailure(
+            f"the target {target!r} has {only} in all {rows} rows: there is nothing to learn. Check that the "
+            f"right column is the target and that the export kept its values (see {csv_rules.DOCS_PAGE})"
+        )
+    names = csv_rules.feature_store_names(columns)
+    types = {name: tally.feature_type for name, tally in zip(names, tallies)}
+    return Schema(columns=list(columns), feature_names=names, types=types, target=target), rows
 
 
 def effective_group_name(base: str, schema: Schema) -> str:
@@ -111,119 +227,105 @@ def effective_group_name(base: str, schema: Schema) -> str:
     digest = hashlib.sha1(json.dumps(definitions, sort_keys=True).encode("utf-8")).hexdigest()[:8]
     room = FEATURE_GROUP_NAME_MAX - len(digest) - 1
     trimmed = base[:room].rstrip("-_")
-    if not trimmed or not FEATURE_NAME_PATTERN.match(trimmed):
+    if not trimmed or not FEATURE_NAME_PATTERN.fullmatch(trimmed):
         raise common.JobFailure(f"feature group name {base!r} is not valid")
     return f"{trimmed}-{digest}"
 
 
-def prepare_rows(
-    frame: pd.DataFrame, schema: Schema
-) -> tuple[list[tuple[int, list[str]]], list[tuple[int, str]]]:
-    """Splits rows into writable ones (row number, cell values as the feature store wants them)
-    and rejected ones (row number, reason). Row numbers start at 0 for the first data row."""
-    cells = {c: frame[c].str.strip().tolist() for c in schema.columns}
-    good: list[tuple[int, list[str]]] = []
-    rejected: list[tuple[int, str]] = []
-    for row_number in range(len(frame)):
-        values, reason = [], None
-        for column in schema.columns:
-            text = cells[column][row_number]
-            if text == "":
-                reason = f"{column} is empty"
-                break
-            if schema.types[column] == "Integral":
-                if not INTEGRAL_PATTERN.match(text):
-                    reason = f"{column} value {text!r} is not an integer"
-                    break
-                values.append(str(int(text)))
+# --------------------------------------------------------------------------- rows
+def _ragged_outcome(chunk: Chunk, schema: Schema) -> Outcome:
+    outcome = Outcome()
+    for number, fields in chunk.ragged:
+        verdict = csv_rules.row_verdict(fields, schema.columns, schema.target_index)
+        outcome.rejected.append((number, verdict.reason or "malformed row", fields))
+    return outcome
+
+
+def prepare_rows(chunk: Chunk, schema: Schema) -> tuple[list[tuple[int, list[str | None]]], Outcome]:
+    """The chunk's kept rows (row number, each column's value as the feature store wants it, None
+    for a missing cell) and the rows dropped or rejected, by `csv_rules.row_verdict`."""
+    outcome = _ragged_outcome(chunk, schema)
+    good: list[tuple[int, list[str | None]]] = []
+    integral = [schema.types[name] == csv_rules.INTEGRAL for name in schema.feature_names]
+    for number, fields in zip(chunk.frame.index.tolist(), chunk.frame.itertuples(index=False, name=None)):
+        fields = list(fields)
+        verdict = csv_rules.row_verdict(fields, schema.columns, schema.target_index)
+        if verdict.dropped:
+            outcome.dropped.append((number, verdict.reason, fields))
+            continue
+        if not verdict.kept:
+            outcome.rejected.append((number, verdict.reason, fields))
+            continue
+        values: list[str | None] = []
+        for text, is_integral in zip(fields, integral):
+            cell = csv_rules.parse_cell(text)
+            if cell.kind == csv_rules.MISSING:
+                values.append(None)
             else:
-                try:
-                    number = float(text)
-                except ValueError:
-                    reason = f"{column} value {text!r} is not a number"
-                    break
-                if not math.isfinite(number):
-                    reason = f"{column} value {text!r} is not a finite number"
-                    break
-                values.append(repr(number))
-        if reason is None:
-            good.append((row_number, values))
-        else:
-            rejected.append((row_number, reason))
-    return good, rejected
+                values.append(str(int(text.strip())) if is_integral else repr(cell.value))
+        good.append((number, values))
+    return good, outcome
 
 
 @dataclass
 class PreparedColumns:
-    """The writable rows of a CSV as typed columns (the bulk path's `prepare_rows`)."""
+    """The kept rows of a chunk as typed columns (the bulk path's `prepare_rows`)."""
 
     row_numbers: np.ndarray  # int64, ascending: which CSV rows these are
-    values: dict[str, np.ndarray]  # column -> int64 (Integral) or float64 (Fractional) values
+    values: dict[str, pa.Array]  # feature name -> int64 (Integral) or float64 (Fractional), null = missing
 
 
-def prepare_columns(frame: pd.DataFrame, schema: Schema) -> tuple[PreparedColumns, list[tuple[int, str]]]:
-    """`prepare_rows` for large data: the same accept/reject decisions and reasons (the first
-    failing column of a row, in column order), computed a column at a time; values come back typed.
-
-    Cells are parsed with Python's own `int`/`float` (numpy casts of text call them), so a value
-    means exactly what it means on the PutRecord path; an Integral beyond 64 bits, which the
-    feature store refuses there, is rejected here with the reason."""
+def prepare_columns(chunk: Chunk, schema: Schema) -> tuple[PreparedColumns, Outcome]:
+    """`prepare_rows` for large data, a column at a time: the same decisions and reasons (the first
+    failing rule of a row, in `row_verdict`'s order); values come back as Arrow columns."""
+    frame = chunk.frame
     count = len(frame)
+    texts = {name: frame[name].astype(str).str.strip() for name in schema.columns}
+    missing = {name: texts[name].isin(_NA).to_numpy() for name in schema.columns}
+    numeric, parsed = {}, {}
+    for name in schema.columns:
+        well_formed = texts[name].str.fullmatch(_NUMBER).to_numpy(dtype=bool)
+        values = np.zeros(count)
+        values[well_formed] = texts[name].to_numpy()[well_formed].astype(np.float64)
+        numeric[name] = well_formed & np.isfinite(values)
+        parsed[name] = values
     reasons = np.full(count, None, dtype=object)
-    parsed: dict[str, np.ndarray] = {}
-    for column in schema.columns:
-        text = frame[column].str.strip().to_numpy(dtype=object)
-        open_rows = pd.isna(reasons)
-        empty = text == ""
-        _reject(reasons, open_rows & empty, lambda _: f"{column} is empty")
-        if schema.types[column] == "Integral":
-            well_formed = pd.Series(text).str.fullmatch(INTEGRAL_PATTERN.pattern).to_numpy(dtype=bool)
-            _reject(reasons, pd.isna(reasons) & ~empty & ~well_formed,
-                    lambda cell: f"{column} value {cell!r} is not an integer", text)
-            parsed[column] = _parse_integral(column, text, well_formed, reasons)
+    dropped = missing[schema.target]
+    for name in schema.columns:
+        if name == schema.target:
+            continue
+        bad = ~missing[name] & ~numeric[name] & ~dropped & pd.isna(reasons)
+        for index in np.flatnonzero(bad):
+            reasons[index] = csv_rules.bad_cell_reason(name, texts[name].iloc[index])
+    target_text = texts[schema.target]
+    bad_target = ~dropped & ~numeric[schema.target] & pd.isna(reasons)
+    for index in np.flatnonzero(bad_target):
+        reasons[index] = csv_rules.bad_cell_reason(schema.target, target_text.iloc[index])
+    too_large = (~dropped & numeric[schema.target] & pd.isna(reasons)
+                 & (np.abs(parsed[schema.target]) > csv_rules.TARGET_MAGNITUDE_MAX))
+    for index in np.flatnonzero(too_large):
+        reasons[index] = (f"the target {schema.target} value {target_text.iloc[index]!r} is beyond what the model "
+                          "can learn (float32, about 3.4e38)")
+    outcome = _ragged_outcome(chunk, schema)
+    numbers = frame.index.to_numpy(dtype=np.int64)
+    rows = frame.to_numpy(dtype=object)
+    for index in np.flatnonzero(dropped):
+        outcome.dropped.append((int(numbers[index]), f"the target {schema.target} is missing", list(rows[index])))
+    rejected = ~pd.isna(reasons)
+    for index in np.flatnonzero(rejected):
+        outcome.rejected.append((int(numbers[index]), reasons[index], list(rows[index])))
+    keep = ~dropped & ~rejected
+    columns: dict[str, pa.Array] = {}
+    for name, feature in zip(schema.columns, schema.feature_names):
+        mask = missing[name][keep]
+        if schema.types[feature] == csv_rules.INTEGRAL:
+            kept_text = texts[name].to_numpy()[keep]
+            ints = np.zeros(len(kept_text), dtype=np.int64)
+            present = ~mask
+            # Python's int: every number of an Integral column fits 64 bits (infer_schema checked).
+            ints[present] = [int(text) for text in kept_text[present]]
+            columns[feature] = pa.array(ints, type=pa.int64(), mask=mask)
         else:
-            parsed[column] = _parse_fractional(column, text, ~empty, reasons)
-    good = pd.isna(reasons)
-    row_numbers = np.flatnonzero(good).astype(np.int64)
-    rejected = [(int(n), reasons[n]) for n in np.flatnonzero(~good)]
-    return PreparedColumns(row_numbers, {c: v[good] for c, v in parsed.items()}), rejected
+            columns[feature] = pa.array(parsed[name][keep], type=pa.float64(), mask=mask)
+    return PreparedColumns(numbers[keep], columns), outcome
 
-
-def _reject(reasons: np.ndarray, mask: np.ndarray, reason: Callable[[Any], str], cells: np.ndarray | None = None) -> None:
-    for index in np.flatnonzero(mask):
-        reasons[index] = reason(None if cells is None else cells[index])
-
-
-def _parse_integral(column: str, text: np.ndarray, well_formed: np.ndarray, reasons: np.ndarray) -> np.ndarray:
-    values = np.zeros(len(text), dtype=np.int64)
-    candidates = np.where(well_formed, text, "0")
-    try:
-        values[:] = candidates.astype(np.int64)
-    except OverflowError:  # some value needs more than 64 bits: find which, one by one
-        for index in np.flatnonzero(well_formed):
-            number = int(text[index])
-            if feature_store_layout.INT64_MIN <= number <= feature_store_layout.INT64_MAX:
-                values[index] = number
-            elif pd.isna(reasons[index]):
-                reasons[index] = f"{column} value {text[index]!r} does not fit in a 64-bit integer"
-    return values
-
-
-def _parse_fractional(column: str, text: np.ndarray, present: np.ndarray, reasons: np.ndarray) -> np.ndarray:
-    values = np.zeros(len(text), dtype=np.float64)
-    candidates = np.where(present, text, "0")
-    try:
-        values[:] = candidates.astype(np.float64)
-        unparsable = np.zeros(len(text), dtype=bool)
-    except ValueError:  # some cell is not a number: find which, one by one
-        unparsable = np.zeros(len(text), dtype=bool)
-        for index in np.flatnonzero(present):
-            try:
-                values[index] = float(text[index])
-            except ValueError:
-                unparsable[index] = True
-    open_rows = pd.isna(reasons)
-    _reject(reasons, open_rows & unparsable, lambda cell: f"{column} value {cell!r} is not a number", text)
-    _reject(reasons, open_rows & present & ~unparsable & ~np.isfinite(values),
-            lambda cell: f"{column} value {cell!r} is not a finite number", text)
-    return values

@@ -44,7 +44,7 @@ from jobs.model_io import (
     load_model_dir,
 )
 from mlops_shared.artifacts import (
-    SMOKE_PREDICTION_COLUMN,
+    prediction_column_for,
     SMOKE_SAMPLE_FILE,
     ChampionScore,
     Estimate,
@@ -203,7 +203,8 @@ def smoke_sample(model: ServingModel, test: pd.DataFrame, predicted: np.ndarray)
     head = test.iloc[:rows]
     sample = model.preprocessor.unscale_frame(head[model.feature_order])
     sample[model.target] = head[model.target].to_numpy(dtype=float)
-    sample[SMOKE_PREDICTION_COLUMN] = np.asarray(predicted[:rows], dtype=float)
+    # A feature may itself be called `prediction`: the column gets a name no column has.
+    sample[prediction_column_for([*model.feature_order, model.target])] = np.asarray(predicted[:rows], dtype=float)
     return sample.reset_index(drop=True)
 
 
@@ -270,9 +271,10 @@ def evaluate(
         target=target_column,
         plots=plots,
         smoke_sample=SMOKE_SAMPLE_FILE,
+        smoke_prediction_column=prediction_column_for([*challenger.feature_order, target_column]),
     )
     document = report.to_json()
-    (out_dir / EVALUATION_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    (out_dir / EVALUATION_FILE).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     log.info("test rmse %.2f (threshold %.2f, champion limit %.4g)", rmse, rmse_threshold, limit)
     return document
 

@@ -137,12 +137,13 @@ class RecordWriter:
         )
         self.pool = ThreadPoolExecutor(max_workers=max(1, max_concurrency))
 
-    def _put(self, row_number: int, values: Sequence[str]) -> None:
+    def _put(self, row_number: int, values: Sequence[str | None]) -> None:
         record = [
             {"FeatureName": RECORD_IDENTIFIER, "ValueAsString": record_id(self.dataset_version, row_number)},
             {"FeatureName": EVENT_TIME_FEATURE, "ValueAsString": self.event_time_text},
             {"FeatureName": DATASET_VERSION_FEATURE, "ValueAsString": self.dataset_version},
-        ] + [{"FeatureName": n, "ValueAsString": v} for n, v in zip(self.feature_names, values)]
+        # A missing cell is a feature left out of the record: the offline store holds null for it.
+        ] + [{"FeatureName": n, "ValueAsString": v} for n, v in zip(self.feature_names, values) if v is not None]
         call_with_retries(
             lambda: self.client.put_record(
                 FeatureGroupName=self.feature_group_name, Record=record, TargetStores=["OfflineStore"]

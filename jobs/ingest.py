@@ -4,11 +4,14 @@
         --target-column PRICE --feature-group-name fs-housing \
         --offline-store-s3-uri s3://bucket/feature-store --feature-store-role-arn ARN
 
-1. Reads the CSV object at exactly the given version (S3 version id, or the ETag of an object in
-   an unversioned bucket, checked with If-Match), so a later upload to the same key cannot leak in.
-2. Infers the schema (Integral/Fractional per column). The feature group name gets a hash of the
-   feature definitions, so a CSV with another schema gets its own group; the group is created if
-   missing (offline store only).
+1. Streams the CSV object at exactly the given version (S3 version id, or the ETag of an object in
+   an unversioned bucket, checked with If-Match) to local disk, so a later upload to the same key
+   cannot leak in and memory stays bounded whatever the size.
+2. Infers the schema in one pass over the file, by `mlops_shared.csv_rules` (the rules intake
+   applied to a sample): Integral/Fractional per column, and each column's Feature Store name (the
+   user's names are kept in the manifest and everywhere a person sees them). The feature group
+   name gets a hash of the feature definitions, so a CSV with another schema gets its own group;
+   the group is created if missing (offline store only).
 3. Writes the rows in one of two ways (`--ingestion-mode`; `Auto` picks by size):
    * `PutRecord`: Ray actors, each running a bounded pool of concurrent PutRecord calls, retrying
      throttling and server errors with exponential backoff and jitter; then waits until the
@@ -21,9 +24,12 @@
      (the group has none). The service did not write these files, so whatever it keeps about
      its own writes (e.g. the Glue catalog partitions Athena queries use) may need a refresh
      (`MSCK REPAIR TABLE`) before queries see them; this pipeline reads the S3 files directly.
-   Record ids are `<dataset version>-<row number>`, so a re-run overwrites instead of duplicating.
-   Rows that cannot be written are kept in `rejects/rejects.csv` with the reason; too many of them
-   fail the step.
+   Rows are prepared a chunk at a time. Record ids are `<dataset version>-<row number>`, so a re-run
+   overwrites instead of duplicating. A missing feature cell is left out of the record (null in the
+   offline store). Rows without a target value are dropped and counted; malformed rows and bad
+   cells are rejected and counted; both are kept in `rejects/rejects.csv` with the reason. More
+   rejected rows than --max-rejected-rows fail the step (in bulk mode, chunks written before that
+   stay in the offline store under this dataset version: nothing reads them, a re-run overwrites).
 4. Writes `manifest/manifest.json` describing what the next steps should read.
 """
 from __future__ import annotations
@@ -33,23 +39,26 @@ import csv
 import json
 import logging
 import sys
+import tempfile
 import time
+from pathlib import Path
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import boto3
-import pandas as pd
 from botocore.exceptions import ClientError
 
 from jobs import common, ray_cluster
 from jobs.dataset_schema import (
+    CsvFile,
+    Outcome,
     Schema,
     effective_group_name,
     infer_schema,
     prepare_columns,
     prepare_rows,
-    read_frame,
+    spool,
 )
 from jobs.feature_store_layout import EVENT_TIME_FEATURE, RECORD_IDENTIFIER, record_id
 from jobs.feature_store_writers import (
@@ -58,6 +67,7 @@ from jobs.feature_store_writers import (
     write_offline_store_directly,
     write_rows_with_ray,
 )
+from mlops_shared import csv_rules
 from mlops_shared.artifacts import IngestManifest
 from mlops_shared.dataset_reference import read_reference
 from mlops_shared.aws import is_not_found, parse_s3_uri
@@ -74,8 +84,8 @@ MAX_REJECT_REASONS_IN_MESSAGE = 3
 
 
 # --------------------------------------------------------------------------- input
-def read_csv_object(s3: Any, input_uri: str, dataset_version: str) -> bytes:
-    """The bytes of the CSV object at exactly `dataset_version`.
+def open_csv_object(s3: Any, input_uri: str, dataset_version: str) -> Any:
+    """The streaming body of the CSV object at exactly `dataset_version`.
 
     A version id is read with VersionId. An ETag (or "null", the version id of objects written
     before versioning was enabled) is read without VersionId; an ETag is enforced with If-Match so a
@@ -88,7 +98,7 @@ def read_csv_object(s3: Any, input_uri: str, dataset_version: str) -> bytes:
     elif dataset_version and dataset_version != "null":
         kwargs["VersionId"] = dataset_version
     try:
-        return s3.get_object(**kwargs)["Body"].read()
+        return s3.get_object(**kwargs)["Body"]
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
         if code in ("PreconditionFailed", "412"):
@@ -100,6 +110,11 @@ def read_csv_object(s3: Any, input_uri: str, dataset_version: str) -> bytes:
                 f"cannot read {input_uri} at version {dataset_version}: {code}"
             ) from None
         raise
+
+
+def read_csv_object(s3: Any, input_uri: str, dataset_version: str) -> bytes:
+    """The whole object at exactly `dataset_version` (small files and tests; the step streams)."""
+    return open_csv_object(s3, input_uri, dataset_version).read()
 
 
 def resolve_dataset_reference(s3: Any, args: "IngestArgs", dataset_version: str) -> "IngestArgs":
@@ -187,20 +202,30 @@ def choose_ingestion_mode(requested: str, rows: int, direct_write_min_rows: int)
 
 
 # --------------------------------------------------------------------------- outputs
-def write_rejects(
-    frame: pd.DataFrame, schema: Schema, dataset_version: str, rejected: Iterable[tuple[int, str]]
-) -> str:
-    """`rejects/rejects.csv`: row number, record id, reason, then the row as it was in the CSV."""
-    path = common.processing_output("rejects") / "rejects.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["row_number", RECORD_IDENTIFIER, "reason", *schema.columns])
-        for row_number, reason in sorted(rejected):
-            writer.writerow(
-                [row_number, record_id(dataset_version, row_number), reason,
-                 *frame.iloc[row_number][schema.columns].tolist()]
-            )
-    return str(path)
+class RejectsFile:
+    """`rejects/rejects.csv`, written as chunks are prepared: row number, record id, outcome
+    (`rejected`: a bad row, counted against --max-rejected-rows; `dropped`: no target to learn
+    from), reason, then the row's fields as they were in the CSV."""
+
+    def __init__(self, schema: Schema, dataset_version: str):
+        self.path = common.processing_output("rejects") / "rejects.csv"
+        self.dataset_version = dataset_version
+        self._handle = self.path.open("w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._handle)
+        self._writer.writerow(["row_number", RECORD_IDENTIFIER, "outcome", "reason", *schema.columns])
+        self.rejected: list[tuple[int, str]] = []
+        self.dropped = 0
+
+    def add(self, outcome: Outcome) -> None:
+        rows = [(n, "rejected", reason, fields) for n, reason, fields in outcome.rejected]
+        rows += [(n, "dropped", reason, fields) for n, reason, fields in outcome.dropped]
+        for number, kind, reason, fields in sorted(rows, key=lambda row: row[0]):
+            self._writer.writerow([number, record_id(self.dataset_version, number), kind, reason, *fields])
+        self.rejected += [(n, reason) for n, reason, _ in outcome.rejected]
+        self.dropped += len(outcome.dropped)
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 def write_manifest(manifest: dict[str, Any]) -> str:
@@ -211,11 +236,13 @@ def write_manifest(manifest: dict[str, Any]) -> str:
 
 def rejection_message(rejected: list[tuple[int, str]], total: int, limit: int) -> str:
     examples = "; ".join(
-        f"row {n}: {reason}" for n, reason in sorted(rejected)[:MAX_REJECT_REASONS_IN_MESSAGE]
+        f"row {n} (line {n + 2} if the file has no blank lines): {reason}"
+        for n, reason in sorted(rejected)[:MAX_REJECT_REASONS_IN_MESSAGE]
     )
     return (
-        f"ingest rejected {len(rejected)} of {total} rows (at most {limit} allowed); "
-        f"first: {examples}; every rejected row is in rejects/rejects.csv"
+        f"ingest rejected {len(rejected)} of {total} rows (at most {limit} allowed, the MaxRejectedRows "
+        f"parameter); first: {examples}; every rejected row is in rejects/rejects.csv. Fix those rows, or "
+        f"start the pipeline with a larger MaxRejectedRows to train without them (see {csv_rules.DOCS_PAGE})"
     )
 
 
@@ -282,39 +309,64 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
 
     if args.dataset_reference:
         args = resolve_dataset_reference(s3, args, dataset_version)
-    data = read_csv_object(s3, args.input_uri, args.dataset_version)
-    frame = read_frame(data, args.input_uri)
-    schema = infer_schema(frame, args.target_column)
-    log.info("read %d rows, columns %s", len(frame), schema.types)
+    with tempfile.TemporaryDirectory(prefix="ingest-") as workdir:
+        # Streamed to local disk once (bounded memory), then read twice: types, then rows.
+        local_csv = Path(workdir) / "dataset.csv"
+        size = spool(open_csv_object(s3, args.input_uri, args.dataset_version), local_csv)
+        log.info("read %d bytes of %s", size, args.input_uri)
+        csv_file = CsvFile(local_csv, args.input_uri)
+        schema, total_rows = infer_schema(csv_file, args.target_column)
+        return _ingest_rows(args, csv_file, schema, total_rows, dataset_version, s3, sagemaker, featurestore)
 
-    mode = choose_ingestion_mode(args.ingestion_mode, len(frame), args.direct_write_min_rows)
-    log.info("ingestion mode %s (requested %s, %d rows)", mode, args.ingestion_mode, len(frame))
-    if mode == OFFLINE_STORE:
-        prepared, rejected = prepare_columns(frame, schema)
-    else:
-        good_rows, rejected = prepare_rows(frame, schema)
-    if len(rejected) > args.max_rejected_rows:
-        # Too many bad rows already: fail before touching the feature store.
-        write_rejects(frame, schema, dataset_version, rejected)
-        raise common.JobFailure(rejection_message(rejected, len(frame), args.max_rejected_rows))
 
+def _ingest_rows(
+    args: IngestArgs, csv_file: CsvFile, schema: Schema, total_rows: int, dataset_version: str,
+    s3: Any, sagemaker: Any, featurestore: Any,
+) -> dict[str, Any]:
+    log.info("%d rows, columns %s", total_rows,
+             {c: f"{n} ({schema.types[n]})" for c, n in zip(schema.columns, schema.feature_names)})
+    mode = choose_ingestion_mode(args.ingestion_mode, total_rows, args.direct_write_min_rows)
+    log.info("ingestion mode %s (requested %s, %d rows)", mode, args.ingestion_mode, total_rows)
     group_name = effective_group_name(args.feature_group_name, schema)
-    desc = ensure_feature_group(
-        sagemaker, group_name, schema, args.offline_store_s3_uri, args.feature_store_role_arn
-    )
+    rejects = RejectsFile(schema, dataset_version)
+    event_time = round(time.time(), 3)
+    desc: dict[str, Any] | None = None
+    good_rows: list[tuple[int, list[str | None]]] = []
+    written_count = 0
+    try:
+        for chunk in csv_file.chunks():
+            if mode == OFFLINE_STORE:
+                prepared, outcome = prepare_columns(chunk, schema)
+            else:
+                rows, outcome = prepare_rows(chunk, schema)
+                good_rows += rows
+            rejects.add(outcome)
+            if len(rejects.rejected) > args.max_rejected_rows:
+                # Too many bad rows already: fail before (or without more) writing to the feature store.
+                raise common.JobFailure(rejection_message(rejects.rejected, total_rows, args.max_rejected_rows))
+            if mode == OFFLINE_STORE and len(prepared.row_numbers):
+                desc = desc or ensure_feature_group(
+                    sagemaker, group_name, schema, args.offline_store_s3_uri, args.feature_store_role_arn)
+                offline_uri = desc["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]
+                feature_types = {d["FeatureName"]: d["FeatureType"] for d in desc["FeatureDefinitions"]}
+                write_offline_store_directly(s3, offline_uri, feature_types, prepared, dataset_version, event_time)
+                written_count += len(prepared.row_numbers)
+    finally:
+        rejects.close()
+    kept = written_count if mode == OFFLINE_STORE else len(good_rows)
+    if not kept:
+        raise common.JobFailure(
+            f"no row of {args.input_uri} can be trained on ({len(rejects.rejected)} rejected, {rejects.dropped} "
+            f"without a target value); every one is in rejects/rejects.csv")
+    desc = desc or ensure_feature_group(
+        sagemaker, group_name, schema, args.offline_store_s3_uri, args.feature_store_role_arn)
     offline_uri = desc["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]
 
-    event_time = round(time.time(), 3)
-    if mode == OFFLINE_STORE:
-        feature_types = {d["FeatureName"]: d["FeatureType"] for d in desc["FeatureDefinitions"]}
-        if len(prepared.row_numbers):
-            write_offline_store_directly(s3, offline_uri, feature_types, prepared, dataset_version, event_time)
-        written_count = len(prepared.row_numbers)
-    else:
+    if mode == PUT_RECORD:
         written, write_rejected = write_rows_with_ray(
             good_rows,
             feature_group_name=group_name,
-            feature_names=schema.columns,
+            feature_names=schema.feature_names,
             dataset_version=dataset_version,
             event_time=event_time,
             actors=args.actors,
@@ -325,19 +377,24 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
             endpoint_url=featurestore.meta.endpoint_url,
             region_name=featurestore.meta.region_name,
         )
-        rejected += write_rejected
+        if write_rejected:
+            fields = {n: values for n, values in good_rows}
+            with rejects.path.open("a", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                for number, reason in sorted(write_rejected):
+                    writer.writerow([number, record_id(dataset_version, number), "rejected",
+                                     f"the feature store refused the record: {reason}",
+                                     *["" if v is None else v for v in fields[number]]])
+            rejects.rejected += write_rejected
+        if len(rejects.rejected) > args.max_rejected_rows:
+            raise common.JobFailure(rejection_message(rejects.rejected, total_rows, args.max_rejected_rows))
         written_count = len(written)
-    write_rejects(frame, schema, dataset_version, rejected)
-    if len(rejected) > args.max_rejected_rows:
-        raise common.JobFailure(rejection_message(rejected, len(frame), args.max_rejected_rows))
-    if not written_count:
-        raise common.JobFailure(f"no row of {args.input_uri} could be ingested ({len(rejected)} rejected)")
-
-    if mode == PUT_RECORD:
         # Replication to the offline store is asynchronous; direct writes are visible once written.
         expected = {record_id(dataset_version, n) for n in written}
         watcher = OfflineStoreWatcher(s3, offline_uri, dataset_version, event_time)
         wait_for_offline_store(watcher, expected, args.offline_store_timeout_seconds, args.poll_interval_seconds)
+    if rejects.dropped:
+        log.info("dropped %d rows without a target value (in rejects/rejects.csv)", rejects.dropped)
 
     manifest = IngestManifest(
         dataset_version=dataset_version,
@@ -346,16 +403,19 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
         offline_store_uri=offline_uri,
         record_identifier=RECORD_IDENTIFIER,
         event_time_feature=EVENT_TIME_FEATURE,
-        features=list(schema.columns),
+        features=list(schema.feature_names),
         feature_types=dict(schema.types),
-        target=schema.target,
+        target=schema.target_feature,
+        column_names=list(schema.columns),
         row_count=written_count,
-        rejected_rows=len(rejected),
+        rejected_rows=len(rejects.rejected),
+        dropped_rows=rejects.dropped,
         event_time=event_time,
         ingestion_mode=mode,
     ).to_json()
     write_manifest(manifest)
-    log.info("ingested %d rows into %s with %s (%d rejected)", written_count, group_name, mode, len(rejected))
+    log.info("ingested %d rows into %s with %s (%d rejected, %d dropped)", written_count, group_name, mode,
+             len(rejects.rejected), rejects.dropped)
     return manifest
 
 

@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from jobs.scaling import standardize
 from mlops_shared.artifacts import ArtifactFormatError, PreprocessorDocument
+from mlops_shared.csv_rules import NA_SPELLINGS
 
 MODEL_FILE = "model.json"
 PREPROCESSOR_FILE = "preprocessor.json"
@@ -78,7 +80,7 @@ class Preprocessor:
 
     def scale_frame(self, raw: pd.DataFrame) -> pd.DataFrame:
         """Raw feature columns -> scaled float columns (other columns are left out)."""
-        values = (raw[self.feature_order].to_numpy(dtype=float) - self.mean) / self.scale
+        values = standardize(raw[self.feature_order].to_numpy(dtype=float), self.mean, self.scale)
         return pd.DataFrame(values, columns=self.feature_order, index=raw.index)
 
     def unscale_frame(self, scaled: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +104,8 @@ def write_preprocessor(path: str | Path, preprocessor: Mapping[str, Any] | Prepr
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = preprocessor.to_dict() if isinstance(preprocessor, Preprocessor) else dict(preprocessor)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    # Strict JSON: NaN/Infinity are not JSON, and every reader of this file must be able to parse it.
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path
 
 
@@ -160,22 +163,27 @@ class ServingModel:
             raise ModelInputError("no records to predict")
         frame = frame[expected]
         if frame.shape[1] == len(expected) and all(dtype.kind in "biuf" for dtype in frame.dtypes):
-            # Numeric columns (the usual case): one conversion and one finiteness check for the
-            # whole frame; a NaN or inf goes on to the per-column pass below for the error message.
+            # Numeric columns (the usual case): one conversion and one check for the whole frame
+            # (NaN is a missing value, which the model takes); an inf goes on to the per-column
+            # pass below for the error message.
             values = frame.to_numpy(dtype=float, na_value=np.nan)
-            if np.isfinite(values).all():
+            if not np.isinf(values).any():
                 return values
         converted = []
         for column in expected:
-            values = pd.to_numeric(frame[column], errors="coerce")
-            bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+            raw = frame[column]
+            # Missing: null/NaN, or a cell spelled as missing in a CSV (empty, NA, NaN, ...).
+            missing = raw.isna() | raw.map(lambda v: isinstance(v, str) and v.strip() in NA_SPELLINGS)
+            values = pd.to_numeric(raw.where(~missing, np.nan), errors="coerce")
+            numbers = values.to_numpy(dtype=float, na_value=np.nan)
+            bad = (np.isnan(numbers) & ~missing.to_numpy()) | np.isinf(numbers)
             if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
+                row = int(np.flatnonzero(bad)[0])
                 raise ModelInputError(
-                    f"field {column} must be a finite number; record {row} has "
+                    f"field {column} must be a finite number or missing (null); record {row} has "
                     f"{frame[column].iloc[row]!r}"
                 )
-            converted.append(values.to_numpy(dtype=float))
+            converted.append(numbers)
         return np.column_stack(converted)
 
     def predict_scaled(self, scaled: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -190,7 +198,7 @@ class ServingModel:
         """Predictions for raw features (a DataFrame or a list of dicts)."""
         raw = self._raw_matrix(_as_frame(records))
         # Scaled as `Preprocessor.scale_frame` does, without building DataFrames around the matrix.
-        return self.predict_scaled((raw - self.preprocessor.mean) / self.preprocessor.scale)
+        return self.predict_scaled(standardize(raw, self.preprocessor.mean, self.preprocessor.scale))
 
 
 def load_model_dir(path: str | Path) -> ServingModel:

@@ -81,6 +81,9 @@ def _parameters() -> dict:
         ParameterString("DatasetLabel", default_value="s3://mlops-data/incoming/house_pricing.csv"),
         ParameterString("DatasetVersion", default_value="unversioned"),
         ParameterString("TargetColumn", default_value="PRICE"),
+        # TargetColumn as a registry metadata value (registry_label: `Lot (acres)` -> `Lot _acres_`);
+        # the exact name is in evaluation.json and preprocessor.json.
+        ParameterString("TargetLabel", default_value="PRICE"),
         ParameterString("FeatureGroupName", default_value="fs-ray-synthetic-housing-data"),
         ParameterString("ModelPackageGroupName", default_value="ray-mlops-models"),
         ParameterString("ArtifactsS3Uri", default_value="s3://mlops-artifacts/pipeline"),
@@ -309,7 +312,7 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
                 "dataset_uri": p["DatasetLabel"],  # readable; exact when the URI fits the registry's rules
                 "dataset_reference": p["DatasetReferenceUri"],
                 "dataset_version": p["DatasetVersion"],
-                "target_column": p["TargetColumn"],
+                "target_column": p["TargetLabel"],
             },
             description="XGBoost regressor trained on Ray by the ray-mlops training pipeline",
         ),

@@ -11,9 +11,11 @@ Input: `processing/input/manifest/manifest.json`, written by the ingest step.
 3. Keeps the latest write per record id that is not a delete (a re-run of the ingest step rewrites
    records, and the offline store keeps every write), and refuses to go on unless exactly the
    manifest's row count remains: a partial table must never be trained on.
-4. Drops the Feature Store columns, shuffles (seeded) and splits (rounded sizes) with Ray Data,
-   fits a StandardScaler on the train split only (one pass), applies it to every feature but the
-   target.
+4. Drops the Feature Store columns and gives the others back the CSV's own names (the manifest
+   maps them; from here on nobody sees a Feature Store name), shuffles (seeded) and splits (rounded
+   sizes) with Ray Data, fits a StandardScaler on the train split only (one pass; missing values
+   ignored and kept missing, any finite magnitude kept finite: `jobs.scaling`), applies it to
+   every feature but the target.
 5. Writes `processing/output/{train,validation,test}/part-*.parquet` (target column kept under its
    CSV name) and `processing/output/preprocessor/preprocessor.json`.
 
@@ -41,7 +43,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from jobs import common, feature_store_layout, ray_cluster
+from jobs import common, feature_store_layout, ray_cluster, scaling
 from mlops_shared.artifacts import ArtifactFormatError, IngestManifest, PreprocessorDocument, ScalerParameters
 from mlops_shared.aws import parse_s3_uri
 
@@ -212,27 +214,26 @@ def _is_numeric(data_type: Any) -> bool:
     return pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_boolean(data_type)
 
 
-def feature_columns(schema: Any, manifest: IngestManifest, target: str) -> tuple[list[str], list[str]]:
-    """Leaves out the Feature Store columns; returns (features + target in CSV order, feature
-    names), checked against the table's pyarrow schema."""
-    columns = [c for c in schema.names if c not in METADATA_COLUMNS]
-    if target not in columns:
+def feature_columns(schema: Any, manifest: IngestManifest, target: str) -> tuple[list[str], list[str], str]:
+    """The stored columns to read (features + target in CSV order, Feature Store names, checked
+    against the table's pyarrow schema), their CSV names (what the model and everyone after this
+    step use) and the target's CSV name. The Feature Store columns are left out."""
+    csv_names = manifest.csv_names()
+    target = target.strip()
+    if target not in csv_names:
         raise common.JobFailure(
-            f"target column {target!r} is not in the dataset; columns: {', '.join(map(str, columns))}"
+            f"target column {target!r} is not in the dataset; columns: {', '.join(map(str, csv_names))}"
         )
-    csv_columns = list(manifest.features or columns)
-    absent = [c for c in csv_columns if c not in columns]
+    stored = list(manifest.features)
+    absent = [f for f in stored if f not in schema.names]
     if absent:
         raise common.JobFailure(f"the offline store lacks the columns {', '.join(absent)} named in the manifest")
-    if target not in csv_columns:
-        csv_columns.append(target)
-    non_numeric = [c for c in csv_columns if not _is_numeric(schema.field(c).type)]
+    non_numeric = [name for name, f in zip(csv_names, stored) if not _is_numeric(schema.field(f).type)]
     if non_numeric:
         raise common.JobFailure(f"non-numeric columns cannot be scaled: {', '.join(non_numeric)}")
-    features = [c for c in csv_columns if c != target]
-    if not features:
+    if len(stored) < 2:
         raise common.JobFailure(f"the dataset has no feature besides the target {target!r}")
-    return csv_columns, features
+    return stored, csv_names, target
 
 
 def _concat(blocks: list[Any]) -> Any:
@@ -248,54 +249,43 @@ def _slices(table: Any, count: int) -> list[Any]:
 
 # --------------------------------------------------------------------------- scaler
 def batch_moments(batch: Any, features: Sequence[str]) -> dict[str, np.ndarray]:
-    """Count, mean and sum of squared deviations of each feature in one batch (a pyarrow table or a
-    DataFrame), as a one-row batch."""
-    values = np.column_stack([_floats(batch[c]) for c in features]) if len(batch) else np.zeros((0, len(features)))
-    count = len(values)
-    mean = values.mean(axis=0) if count else np.zeros(len(features))
-    m2 = ((values - mean) ** 2).sum(axis=0) if count else np.zeros(len(features))
-    return {"count": np.array([count]), "mean": mean[np.newaxis, :], "m2": m2[np.newaxis, :]}
+    """Per-feature moments of one batch (a pyarrow table or a DataFrame; missing values left out),
+    as a one-row batch (`jobs.scaling.batch_moments`)."""
+    values = (np.column_stack([_floats(batch[c]) for c in features]) if len(batch)
+              else np.zeros((0, len(features))))
+    return scaling.batch_moments(values)
 
 
 def merge_moments(moments: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Merges per-batch moments (rows of `count`, `mean`, `m2`; Chan et al.); returns (mean, scale)
-    like sklearn's StandardScaler (population std, 1 where a feature is constant)."""
-    count, mean, m2 = 0, None, None
-    for row in moments:
-        n_b = int(row["count"])
-        if n_b == 0:
-            continue
-        mean_b, m2_b = np.asarray(row["mean"], dtype=float), np.asarray(row["m2"], dtype=float)
-        if mean is None:
-            count, mean, m2 = n_b, mean_b, m2_b
-            continue
-        total = count + n_b
-        delta = mean_b - mean
-        mean = mean + delta * n_b / total
-        m2 = m2 + m2_b + delta**2 * count * n_b / total
-        count = total
-    if mean is None:
+    """Merges per-batch moments; returns (mean, scale) like sklearn's StandardScaler (population
+    std, 1 where a feature is constant), missing values ignored."""
+    moments = list(moments)
+    if not moments:
         raise common.JobFailure("cannot fit the scaler: the train split is empty")
-    std = np.sqrt(m2 / count)
-    scale = np.where(std > 0, std, 1.0)
+    mean, scale, _ = scaling.merge_moments(moments, np.asarray(moments[0]["mean"]).size)
     return mean, scale
 
 
-def fit_scaler(train: Any, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One Ray Data pass over the train split: moments per block, merged here."""
+def fit_scaler(train: Any, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One Ray Data pass over the train split: moments per block, merged here; returns (mean,
+    scale, present values per feature)."""
     moments = train.map_batches(
         batch_moments, fn_kwargs={"features": list(features)}, batch_format="pyarrow", batch_size=None
     ).take_all()
-    return merge_moments(moments)
+    if not moments:
+        raise common.JobFailure("cannot fit the scaler: the train split is empty")
+    return scaling.merge_moments(moments, len(features))
 
 
 def scale_batch(batch: Any, features: list[str], mean: list[float], scale: list[float]) -> Any:
-    """`(x - mean) / scale` for each feature of a pyarrow batch (as float64); other columns as they are."""
+    """Standardises each feature of a pyarrow batch (as float64; missing stays NaN); other columns
+    as they are."""
     import pyarrow as pa
 
     for name, mu, sigma in zip(features, mean, scale):
         batch = batch.set_column(
-            batch.schema.get_field_index(name), name, pa.array((_floats(batch[name]) - mu) / sigma)
+            batch.schema.get_field_index(name), name,
+            pa.array(scaling.standardize(_floats(batch[name]), np.float64(mu), np.float64(sigma))),
         )
     return batch
 
@@ -335,8 +325,9 @@ def write_splits(blocks: list[Any], bounds: Sequence[int], out_dirs: Sequence[Pa
 # --------------------------------------------------------------------------- step
 def _split_and_scale(
     args: PreprocessArgs, fractions: tuple[float, float, float], manifest: IngestManifest, s3: Any
-) -> tuple[dict[str, int], list[str], np.ndarray, np.ndarray]:
-    """Steps 2-5 but the preprocessor document; returns (split sizes, features, mean, scale)."""
+) -> tuple[dict[str, int], list[str], np.ndarray, np.ndarray, dict[str, float]]:
+    """Steps 2-5 but the preprocessor document; returns (split sizes, features, mean, scale,
+    missing share per feature in the train split)."""
     import ray
 
     version = manifest.dataset_version
@@ -365,13 +356,16 @@ def _split_and_scale(
             f"the offline store {store_uri} holds {table.num_rows} records of dataset version {version}, "
             f"the ingest step wrote {expected}; refusing to train on a partial table"
         )
-    columns, features = feature_columns(table.schema, manifest, args.target_column)
+    stored, columns, target = feature_columns(table.schema, manifest, args.target_column)
+    features = [c for c in columns if c != target]
     rows = table.num_rows
     del blocks, table
 
+    # From here on the columns carry the CSV's own names (Feature Store's are storage only).
+    renamed = dataset.select_columns(stored).rename_columns(dict(zip(stored, columns)))
     # The shuffle keeps the number of blocks: one per CPU, as read, so it and the scaling run in
     # parallel without the per-block overhead of many small blocks.
-    shuffled = dataset.select_columns(columns).random_shuffle(seed=args.seed).materialize()
+    shuffled = renamed.random_shuffle(seed=args.seed).materialize()
     # Rounded sizes (split_proportionately floors cumulative float products: 399 of 2000 for 0.2).
     train_rows = round(rows * fractions[0])
     validation_rows = round(rows * fractions[1])
@@ -385,7 +379,8 @@ def _split_and_scale(
         )
 
     train = shuffled.split_at_indices(bounds)[0]
-    mean, scale = fit_scaler(train, features)
+    mean, scale, present = fit_scaler(train, features)
+    missing_share = {name: round(1 - int(n) / train_rows, 6) for name, n in zip(features, present)}
     # Scaling is row by row, so one pass over the shuffled rows scales all three splits; the splits
     # are then slices of it at the same bounds.
     scaled = shuffled.map_batches(
@@ -396,28 +391,30 @@ def _split_and_scale(
     ).materialize()
     write_splits(_blocks(scaled), bounds, [common.processing_output(name) for name in SPLITS])
 
-    return counts, features, mean, scale
+    return counts, features, mean, scale, missing_share
 
 
 def preprocess(args: PreprocessArgs, s3: Any = None) -> dict[str, Any]:
     """Runs the step (Ray must be connected); returns the preprocessor document it wrote."""
     fractions = validate_fractions(args.train_fraction, args.validation_fraction, args.test_fraction)
     manifest = read_manifest(common.processing_input("manifest") / "manifest.json")
-    if args.target_column not in manifest.features:
+    if args.target_column.strip() not in manifest.csv_names():
         raise common.JobFailure(
             f"target column {args.target_column!r} is not in the dataset; columns: "
-            + ", ".join(manifest.features)
+            + ", ".join(manifest.csv_names())
         )
     if s3 is None:
         import boto3
 
         s3 = boto3.client("s3")
     with ray_data_settings():
-        counts, features, mean, scale = _split_and_scale(args, fractions, manifest, s3)
+        counts, features, mean, scale, missing_share = _split_and_scale(args, fractions, manifest, s3)
 
+    stored_name = dict(zip(manifest.csv_names(), manifest.features))
+    target = args.target_column.strip()
     document = PreprocessorDocument(
         feature_order=features,
-        target=args.target_column,
+        target=target,
         scaler=ScalerParameters(mean=mean.tolist(), scale=scale.tolist()),
         dataset_version=manifest.dataset_version,
         feature_group_name=manifest.feature_group_name,
@@ -425,6 +422,10 @@ def preprocess(args: PreprocessArgs, s3: Any = None) -> dict[str, Any]:
         rows=counts,
         fractions=dict(zip(SPLITS, fractions)),
         seed=args.seed,
+        feature_store_names=[stored_name[name] for name in features],
+        target_feature_store_name=stored_name[target],
+        missing_share=missing_share,
+        dropped_rows=manifest.dropped_rows,
     ).to_json()
     from jobs.model_io import PREPROCESSOR_FILE, write_preprocessor
 

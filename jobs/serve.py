@@ -9,8 +9,11 @@
     `{"instances": [...]}`; a record may also be a list of values in the model's feature order.
   - `text/csv`: rows with a header line (columns by name, any order) or without one (values in
     the model's feature order).
-  The target column is ignored when present (rows copied from a dataset carry it); any other
-  unknown, missing, empty or non-numeric field is a 400 with a JSON body naming the field and row.
+  Fields carry the CSV's own column names (`{"Square Feet": 3100}`), as the model was trained. A
+  missing value — JSON `null`, an empty CSV field, or an NA spelling such as `NaN` — is taken (the
+  model learned a default direction for it). The target column is ignored when present (rows
+  copied from a dataset carry it); an unknown or absent field, a string or an infinite value is a
+  400 with a JSON body naming the field and row.
 
 Port: `--port`, else `SAGEMAKER_BIND_TO_PORT`, else 8080. Host: `--host`, default 0.0.0.0 inside
 the container (the local runtime passes 127.0.0.1). Model: `--model-dir`, else `<SM_CONTAINER_ROOT>/model`.
@@ -20,7 +23,7 @@ in-memory predict call, so a single record is answered in well under a milliseco
 Parsing has two paths. The fast one turns a whole body into a float matrix at once (JSON decoded and
 type-checked by msgspec into fixed-schema records, CSV read by pyarrow into float64 columns) and
 accepts only input the general path would accept with the same values. Anything it does not
-accept — an unknown field, a string, a short row, a non-finite value, a quoted header — goes to the
+accept — an unknown field, a string, a short row, a missing or non-finite value, a quoted header — goes to the
 general path, row by row on the stdlib parsers, which either accepts it too or raises the precise
 400 naming the row and field. Without msgspec installed, JSON always takes the general path.
 """
@@ -46,6 +49,9 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+
+from jobs.scaling import standardize
+from mlops_shared.csv_rules import NA_SPELLINGS
 
 try:  # msgspec decodes and type-checks JSON in C; without it JSON takes the general path
     import msgspec
@@ -265,16 +271,24 @@ def encode_json(payload: dict) -> bytes:
 
 
 def _number(value: Any, name: str, row: int) -> float:
-    if isinstance(value, bool) or value is None:
+    """A cell as the model takes it: a finite number, or NaN for a missing value (JSON null, an
+    empty CSV field or one of the NA spellings the training data may have used)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
         raise RequestError(400, f"field {name} in record {row} must be a number, got {json.dumps(value)}", row=row, field=name)
     if isinstance(value, (int, float)):
         number = float(value)
+        if math.isnan(number):
+            return number
     else:
         text = str(value).strip()
+        if text in NA_SPELLINGS:
+            return math.nan
         try:
             number = float(text)
         except ValueError:
-            raise RequestError(400, f"field {name} in record {row} must be a number, got {text!r}", row=row, field=name) from None
+            raise RequestError(400, f"field {name} in record {row} must be a number or missing, got {text!r}", row=row, field=name) from None
     if not math.isfinite(number):
         raise RequestError(400, f"field {name} in record {row} must be finite, got {value!r}", row=row, field=name)
     return number
@@ -304,7 +318,7 @@ class Predictor:
             raise RequestError(415, f"unsupported content type {content_type!r}; use application/json or text/csv")
         # The matrix is validated floats in feature order already: scale with numpy and predict, no
         # DataFrame round trip (it would cost more than the model itself for one record).
-        return self.model.predict_scaled((matrix - self._mean) / self._scale).tolist()
+        return self.model.predict_scaled(standardize(matrix, self._mean, self._scale)).tolist()
 
 
 def _off_main_thread(function: Callable[..., Any], *args: Any) -> Any:

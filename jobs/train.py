@@ -177,8 +177,15 @@ def train_model(
     from xgboost_ray import train as ray_train
 
     features = [c for c in train_df.columns if c != target]
-    dtrain = RayDMatrix(train_df, label=target)
-    dvalid = RayDMatrix(valid_df[train_df.columns], label=target)
+    # XGBoost refuses feature names with `[`, `]` or `<` and the CSV's names may have them: the
+    # booster is trained on positional names (f0, f1, ...) and preprocessor.json keeps the real
+    # ones in that order, which is how the model is scored.
+    positional = {name: f"f{i}" for i, name in enumerate(features)}
+    label = "label"
+    train_df = train_df[[*features, target]].set_axis([*positional.values(), label], axis=1)
+    valid_df = valid_df[[*features, target]].set_axis([*positional.values(), label], axis=1)
+    dtrain = RayDMatrix(train_df, label=label)
+    dvalid = RayDMatrix(valid_df, label=label)
     evals_result: dict[str, Any] = {}
     additional_results: dict[str, Any] = {}
     booster = ray_train(
@@ -192,8 +199,7 @@ def train_model(
         verbose_eval=False,
         ray_params=RayParams(**ray_params),
     )
-    if booster.feature_names is None:
-        booster.feature_names = features
+    booster.feature_names = None  # positional: preprocessor.json names them
     return booster, evals_result, actor_nodes(additional_results)
 
 

@@ -26,6 +26,16 @@ from typing import Any, Union
 SMOKE_SAMPLE_FILE = "smoke_sample.csv"
 # The smoke sample's last column: what the evaluation predicted for the row.
 SMOKE_PREDICTION_COLUMN = "prediction"
+
+
+def prediction_column_for(columns: "list[str]") -> str:
+    """A name for the prediction next to the dataset's own columns: `prediction`, or
+    `prediction_2`, `prediction_3`, ... when the dataset already has that name."""
+    taken = set(columns)
+    name, counter = SMOKE_PREDICTION_COLUMN, 2
+    while name in taken:
+        name, counter = f"{SMOKE_PREDICTION_COLUMN}_{counter}", counter + 1
+    return name
 # What the pipeline's condition step reads from evaluation.json (`JsonGet` paths).
 RMSE_JSON_PATH = "regression_metrics.rmse.value"
 CHAMPION_LIMIT_JSON_PATH = "gate.champion_rmse_limit"
@@ -94,6 +104,9 @@ class EvaluationReport:
     target: str
     plots: list[str]
     smoke_sample: str
+    # The smoke sample's column holding the evaluation's prediction: `prediction`, unless the
+    # dataset has a column of that name (`prediction_column_for`).
+    smoke_prediction_column: str = SMOKE_PREDICTION_COLUMN
 
     @classmethod
     def from_json(cls, document: Any) -> "EvaluationReport":
@@ -153,13 +166,23 @@ class IngestManifest:
     offline_store_uri: str  # the group's resolved offline store URI
     record_identifier: str
     event_time_feature: str
-    features: list[str]  # the CSV columns in order, the target included
-    feature_types: dict[str, str]  # column -> Integral | Fractional
-    target: str
+    features: list[str]  # the Feature Store name of each CSV column, in order, the target included
+    feature_types: dict[str, str]  # feature name -> Integral | Fractional
+    target: str  # the target's feature name
     row_count: int  # records written
     rejected_rows: int
     event_time: float
     ingestion_mode: str  # PutRecord | OfflineStore
+    # The CSV's own column names, aligned with `features` (csv_rules.feature_store_names maps them);
+    # absent in manifests written before the mapping, whose features were the CSV names.
+    column_names: list[str] | None = None
+    dropped_rows: int = 0  # rows without a target value
+
+    def csv_names(self) -> list[str]:
+        return list(self.column_names or self.features)
+
+    def csv_name_of(self, feature: str) -> str:
+        return dict(zip(self.features, self.csv_names()))[feature]
 
     @classmethod
     def from_json(cls, document: Any) -> "IngestManifest":
@@ -183,8 +206,8 @@ class PreprocessorDocument:
     """The raw feature columns in the order the booster expects them and the StandardScaler fitted
     on the training split (the model server applies it, so callers send raw features)."""
 
-    feature_order: list[str]
-    target: str
+    feature_order: list[str]  # the CSV's own column names (what callers send)
+    target: str  # the target's CSV name
     scaler: ScalerParameters
     # Where the model's data came from (written by Preprocess; absent in hand-made artifacts).
     dataset_version: str | None = None
@@ -193,6 +216,13 @@ class PreprocessorDocument:
     rows: dict[str, int] | None = None
     fractions: dict[str, float] | None = None
     seed: int | None = None
+    # How the data was stored: the Feature Store name of each feature in feature_order, and of the
+    # target (csv_rules.feature_store_names), so a model can be traced back to its feature group.
+    feature_store_names: list[str] | None = None
+    target_feature_store_name: str | None = None
+    # Share of missing cells per feature in the training split (XGBoost learns a default direction).
+    missing_share: dict[str, float] | None = None
+    dropped_rows: int | None = None  # rows without a target value, left out by Ingest
 
     @classmethod
     def from_json(cls, document: Any) -> "PreprocessorDocument":

@@ -197,6 +197,7 @@ def pipeline_parameters(
         "DatasetLabel": registry_label(uri),
         "DatasetVersion": dataset.version,
         "TargetColumn": target.column,
+        "TargetLabel": registry_label(target.column),
         # The ingest job derives the group for this schema (base name + schema hash): a group's
         # feature definitions are fixed, and only ingest knows the inferred feature types.
         "FeatureGroupName": settings.feature_group_base_name,

@@ -19,7 +19,7 @@ from typing import Any
 
 import boto3
 
-from mlops_shared.artifacts import SMOKE_PREDICTION_COLUMN, EvaluationReport
+from mlops_shared.artifacts import EvaluationReport
 from mlops_shared.aws import parse_s3_uri
 
 
@@ -78,17 +78,22 @@ def run_smoke_test(endpoint_name: str, model_package_arn: str, *, max_rows: int 
     header, rows = load_sample(s3, bucket, sample_key, max_rows)
     if not rows:
         raise SmokeTestFailed(f"the smoke sample s3://{bucket}/{sample_key} has no rows")
-    if SMOKE_PREDICTION_COLUMN not in header or target not in header:
-        raise SmokeTestFailed(f"the smoke sample lacks the {SMOKE_PREDICTION_COLUMN!r} or target {target!r} column")
-    features = [name for name in header if name not in (SMOKE_PREDICTION_COLUMN, target)]
-    raw = [[float(row[name]) for name in features] for row in rows]
-    expected = [float(row[SMOKE_PREDICTION_COLUMN]) for row in rows]
+    prediction_column = evaluation.smoke_prediction_column
+    if prediction_column not in header or target not in header:
+        raise SmokeTestFailed(f"the smoke sample lacks the {prediction_column!r} or target {target!r} column")
+    features = [name for name in header if name not in (prediction_column, target)]
+    # An empty cell is a missing feature value (the model takes those): null in JSON, empty in CSV.
+    raw = [[float(row[name]) if row[name].strip() else None for name in features] for row in rows]
+    expected = [float(row[prediction_column]) for row in rows]
     actual = [float(row[target]) for row in rows]
 
     records = [dict(zip(features, values)) for values in raw]
     json_predictions = _invoke(runtime, endpoint_name, "application/json", json.dumps({"instances": records}))
-    csv_body = ",".join(features) + "\n" + "\n".join(",".join(repr(v) for v in values) for values in raw) + "\n"
-    csv_predictions = _invoke(runtime, endpoint_name, "text/csv", csv_body)
+    csv_body = io.StringIO()
+    writer = csv.writer(csv_body, lineterminator="\n")  # quotes names with commas or quotes
+    writer.writerow(features)
+    writer.writerows(["" if v is None else repr(v) for v in values] for values in raw)
+    csv_predictions = _invoke(runtime, endpoint_name, "text/csv", csv_body.getvalue())
     for name, predictions in (("JSON", json_predictions), ("CSV", csv_predictions)):
         if len(predictions) != len(rows):
             raise SmokeTestFailed(f"{name} request with {len(rows)} rows got {len(predictions)} predictions")

@@ -208,7 +208,7 @@ def test_predict_raw_checks_its_input_and_matches_the_scaled_path(root, challeng
         model.predict_raw([{k: v for k, v in records[0].items() if k != "DECK"}])
     with pytest.raises(ModelInputError, match="unknown fields: POOL"):
         model.predict_raw([{**records[0], "POOL": 1}])
-    with pytest.raises(ModelInputError, match="field LOT_ACRES must be a finite number; record 1"):
+    with pytest.raises(ModelInputError, match=r"field LOT_ACRES must be a finite number or missing \(null\); record 1"):
         model.predict_raw([records[0], {**records[1], "LOT_ACRES": "big"}])
     with pytest.raises(ModelInputError, match="no records"):
         model.predict_raw([])

@@ -107,6 +107,18 @@ def latest_view(offline: pd.DataFrame, dataset_version: str) -> pd.DataFrame:
     return rows.sort_values(["event_time", "write_time"]).drop_duplicates("record_id", keep="last")
 
 
+def csv_of(frame: pd.DataFrame) -> dataset_schema.CsvFile:
+    return dataset_schema.CsvFile(frame.to_csv(index=False).encode("utf-8"), "s3://data/test.csv")
+
+
+def schema_of(frame: pd.DataFrame, target: str = "PRICE") -> dataset_schema.Schema:
+    return dataset_schema.infer_schema(csv_of(frame), target)[0]
+
+
+def chunk_of(frame: pd.DataFrame) -> dataset_schema.Chunk:
+    return next(csv_of(frame).chunks())
+
+
 def failure_reason(root) -> str:
     return (root / "output" / "message").read_text().strip()
 
@@ -116,7 +128,7 @@ def failure_reason(root) -> str:
 def test_ingest_writes_every_row_and_a_manifest(ray_local, container_root, buckets, feature_store):
     feature_store()
     frame = generate_housing(300, seed=3).astype(str)
-    frame.loc[17, "SQUARE_FEET"] = "n/a"  # one bad row, allowed by --max-rejected-rows 1
+    frame.loc[17, "SQUARE_FEET"] = "lots"  # one bad row, allowed by --max-rejected-rows 1
     uri, version = upload(buckets, frame)
 
     assert ingest.main(argv(uri, version, actors=2, max_rejected_rows=1)) == 0
@@ -146,7 +158,7 @@ def test_ingest_writes_every_row_and_a_manifest(ray_local, container_root, bucke
     with (container_root / "processing/output/rejects/rejects.csv").open() as handle:
         rejects = list(csv.DictReader(handle))
     assert [(r["row_number"], r["record_id"]) for r in rejects] == [("17", f"{version}-17")]
-    assert "SQUARE_FEET" in rejects[0]["reason"] and rejects[0]["SQUARE_FEET"] == "n/a"
+    assert "SQUARE_FEET" in rejects[0]["reason"] and rejects[0]["SQUARE_FEET"] == "lots"
 
 
 @pytest.mark.slow
@@ -195,12 +207,16 @@ def test_too_many_bad_rows_fail_with_numbers_and_rejects(container_root, buckets
         ingest.main(argv(uri, version, max_rejected_rows=2))
     assert exit_info.value.code == 1
     reason = failure_reason(container_root)
-    assert "rejected 4 of 40 rows (at most 2 allowed)" in reason
-    assert "row 3: LOT_ACRES value 'lots' is not a number" in reason
+    # The row without a price is dropped (nothing to learn from), not counted as rejected.
+    assert "rejected 3 of 40 rows (at most 2 allowed, the MaxRejectedRows parameter)" in reason
+    assert "row 3 (line 5 if the file has no blank lines): LOT_ACRES value 'lots' is not a number" in reason
+    assert "larger MaxRejectedRows" in reason and "docs/csv-format.md" in reason
     with (container_root / "processing/output/rejects/rejects.csv").open() as handle:
         rejects = list(csv.DictReader(handle))
     assert [int(r["row_number"]) for r in rejects] == [3, 8, 21, 30]
-    assert rejects[3]["reason"] == "PRICE is empty"
+    assert [r["outcome"] for r in rejects] == ["rejected", "rejected", "rejected", "dropped"]
+    assert rejects[3]["reason"] == "the target PRICE is missing"
+    assert rejects[0]["LOT_ACRES"] == "lots"  # the row as it was in the CSV
 
 
 def test_missing_target_names_the_columns_found(container_root, buckets, feature_store):
@@ -220,7 +236,7 @@ def test_non_numeric_column_fails_clearly(container_root, buckets, feature_store
     uri, version = upload(buckets, frame)
     with pytest.raises(SystemExit):
         ingest.main(argv(uri, version))
-    assert "non-numeric columns: CITY (e.g. 'Seattle')" in failure_reason(container_root)
+    assert "text columns: 'CITY' (e.g. 'Seattle')" in failure_reason(container_root)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -244,19 +260,21 @@ def test_reads_by_etag_and_refuses_a_changed_object(buckets):
 
 def test_schema_and_group_name_follow_the_columns():
     frame = generate_housing(50, seed=2).astype(str)
-    schema = dataset_schema.infer_schema(frame, "PRICE")
+    schema = schema_of(frame)
     assert schema.types["YEAR_BUILT"] == "Integral" and schema.types["SQUARE_FEET"] == "Fractional"
     assert schema.types["NUM_BATHROOMS"] == "Fractional"
     name = dataset_schema.effective_group_name("fs-housing", schema)
-    assert name == dataset_schema.effective_group_name("fs-housing", dataset_schema.infer_schema(frame.copy(), "PRICE"))
+    assert name == dataset_schema.effective_group_name("fs-housing", schema_of(frame.copy()))
     reordered = frame[list(reversed(frame.columns))]
-    assert dataset_schema.effective_group_name("fs-housing", dataset_schema.infer_schema(reordered, "PRICE")) == name
-    other = dataset_schema.infer_schema(frame.drop(columns=["DECK"]), "PRICE")
+    assert dataset_schema.effective_group_name("fs-housing", schema_of(reordered)) == name
+    other = schema_of(frame.drop(columns=["DECK"]))
     assert dataset_schema.effective_group_name("fs-housing", other) != name
     long_name = dataset_schema.effective_group_name("x" * 80, schema)
     assert len(long_name) == 64
-    with pytest.raises(common.JobFailure, match="reserved name"):
-        dataset_schema.infer_schema(frame.rename(columns={"DECK": "event_time"}), "PRICE")
+    # A column named like one of Feature Store's own is stored under another name, kept as written.
+    reserved = schema_of(frame.rename(columns={"DECK": "event_time"}))
+    assert "event_time" in reserved.columns
+    assert reserved.feature_names[reserved.columns.index("event_time")] == "event_time_2"
 
 
 def test_retries_throttling_with_backoff_and_gives_up_on_validation():
@@ -294,7 +312,7 @@ def test_retries_throttling_with_backoff_and_gives_up_on_validation():
 def test_record_writer_counts_what_the_feature_store_refuses(buckets, feature_store):
     feature_store()
     frame = generate_housing(20, seed=4).astype(str)
-    schema = dataset_schema.infer_schema(frame, "PRICE")
+    schema = schema_of(frame)
     sagemaker = boto3.client("sagemaker")
     desc = ingest.ensure_feature_group(
         sagemaker, "writer-check", schema, f"s3://{STORE_BUCKET}/offline", ROLE
@@ -302,15 +320,15 @@ def test_record_writer_counts_what_the_feature_store_refuses(buckets, feature_st
     assert desc["FeatureGroupStatus"] == "Created"
     # A second call finds the group instead of failing.
     assert ingest.ensure_feature_group(sagemaker, "writer-check", schema, f"s3://{STORE_BUCKET}/offline", ROLE)
-    rows, rejected = dataset_schema.prepare_rows(frame, schema)
-    assert rejected == [] and len(rows) == 20
+    rows, outcome = dataset_schema.prepare_rows(chunk_of(frame), schema)
+    assert outcome.rejected == outcome.dropped == [] and len(rows) == 20
     client = boto3.client("sagemaker-featurestore-runtime")
 
-    good = feature_store_writers.RecordWriter("writer-check", schema.columns, "v1", 1.0, max_concurrency=4, client=client)
+    good = feature_store_writers.RecordWriter("writer-check", schema.feature_names, "v1", 1.0, max_concurrency=4, client=client)
     assert good.write(rows[:5]) == {"written": [0, 1, 2, 3, 4], "rejected": []}
     good.close()
 
-    renamed = ["AREA" if c == "SQUARE_FEET" else c for c in schema.columns]
+    renamed = ["AREA" if c == "SQUARE_FEET" else c for c in schema.feature_names]
     bad = feature_store_writers.RecordWriter("writer-check", renamed, "v1", 1.0, max_concurrency=4, client=client)
     result = bad.write(rows[5:8])
     bad.close()
@@ -347,33 +365,38 @@ def messy_frame(rows: int = 20) -> pd.DataFrame:
 
 def test_bulk_preparation_decides_exactly_like_the_put_record_path():
     frame = messy_frame()
-    schema = dataset_schema.infer_schema(frame, "PRICE")
-    assert schema.types["NUM_BEDROOMS"] == "Integral" and schema.types["SQUARE_FEET"] == "Fractional"
-    rows, row_rejects = dataset_schema.prepare_rows(frame, schema)
-    prepared, column_rejects = dataset_schema.prepare_columns(frame, schema)
+    schema = schema_of(frame)
+    # An integer beyond 64 bits (row 5) is still a number: the column is Fractional.
+    assert schema.types["NUM_BEDROOMS"] == "Fractional" and schema.types["YEAR_BUILT"] == "Integral"
+    chunk = chunk_of(frame)
+    rows, row_outcome = dataset_schema.prepare_rows(chunk, schema)
+    prepared, column_outcome = dataset_schema.prepare_columns(chunk, schema)
 
-    # Same rows refused for the same first reason. The one difference by design: an integer beyond
-    # 64 bits (row 5), which PutRecord sends and the feature store refuses, is refused up front.
-    assert column_rejects[[n for n, _ in column_rejects].index(5)] == (
-        5, "NUM_BEDROOMS value '99999999999999999999' does not fit in a 64-bit integer")
-    assert [r for r in column_rejects if r[0] != 5] == row_rejects
-    assert [n for n, _ in row_rejects] == [1, 2, 6, 7, 8, 12, 13, 15]
-    assert dict(row_rejects)[2] == "YEAR_BUILT is empty"  # the first failing column wins
-    assert dict(row_rejects)[7] == "SQUARE_FEET value 'nan' is not a finite number"
+    # Same rows dropped and refused, for the same first reason, with the same fields.
+    assert sorted(column_outcome.rejected) == sorted(row_outcome.rejected)
+    assert column_outcome.dropped == row_outcome.dropped
+    rejected = {n: reason for n, reason, _ in row_outcome.rejected}
+    assert sorted(rejected) == [1, 2, 6, 8, 10, 12, 15]
+    assert rejected[2] == "SQUARE_FEET value 'abc' is not a number"  # YEAR_BUILT is only missing there
+    assert rejected[8] == "SQUARE_FEET value '-inf' is infinite, not a measurement"
+    assert rejected[10] == "SQUARE_FEET value '1_000.5' is not a number"
+    assert rejected[15] == "PRICE value '12abc' is not a number"
+    assert [(n, reason) for n, reason, _ in row_outcome.dropped] == [(13, "the target PRICE is missing")]
 
-    # Same values: what PutRecord sends as text is what the bulk path writes as numbers.
-    put_rows = [(n, values) for n, values in rows if n != 5]
-    assert prepared.row_numbers.tolist() == [n for n, _ in put_rows]
-    for position, column in enumerate(schema.columns):
-        sent = [values[position] for _, values in put_rows]
-        written = prepared.values[column].tolist()
-        if schema.types[column] == "Integral":
-            assert prepared.values[column].dtype.kind == "i" and written == [int(v) for v in sent]
+    # Same values: what PutRecord sends as text is what the bulk path writes as numbers; a missing
+    # cell is left out of the record (None) and null in the bulk columns.
+    assert prepared.row_numbers.tolist() == [n for n, _ in rows]
+    for position, feature in enumerate(schema.feature_names):
+        sent = [values[position] for _, values in rows]
+        written = prepared.values[feature].to_pylist()
+        if schema.types[feature] == "Integral":
+            assert written == [None if v is None else int(v) for v in sent]
         else:
-            assert written == [float(v) for v in sent]
-    row_3 = prepared.row_numbers.tolist().index(3)
-    assert prepared.values["NUM_BEDROOMS"][row_3] == 4
-    assert prepared.values["SQUARE_FEET"][prepared.row_numbers.tolist().index(10)] == 1000.5
+            assert written == [None if v is None else float(v) for v in sent]
+    kept = prepared.row_numbers.tolist()
+    assert prepared.values["NUM_BEDROOMS"][kept.index(3)].as_py() == 4
+    assert prepared.values["SQUARE_FEET"][kept.index(7)].as_py() is None  # 'nan': missing
+    assert prepared.values["SQUARE_FEET"][kept.index(9)].as_py() == 1000.0
 
 
 def test_auto_mode_goes_direct_from_the_threshold():
@@ -396,25 +419,26 @@ def test_bulk_mode_writes_the_offline_store_without_put_record(container_root, b
         raise AssertionError("the bulk mode must not call PutRecord")
 
     monkeypatch.setattr(ingest, "write_rows_with_ray", no_put_record)
-    assert ingest.main(argv(uri, version, ingestion_mode="OfflineStore", max_rejected_rows=9)) == 0
+    assert ingest.main(argv(uri, version, ingestion_mode="OfflineStore", max_rejected_rows=7)) == 0
 
     manifest = json.loads((container_root / "processing/output/manifest/manifest.json").read_text())
     assert manifest["ingestion_mode"] == "OfflineStore"
-    assert manifest["row_count"] == 31 and manifest["rejected_rows"] == 9
+    assert manifest["row_count"] == 32 and manifest["rejected_rows"] == 7 and manifest["dropped_rows"] == 1
     bucket, prefix = parse_s3_uri(manifest["offline_store_uri"])
     keys = [o["Key"] for o in buckets.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
     assert len(keys) == 1 and "/data/year=" in keys[0] and keys[0].endswith(".parquet")
 
     offline = read_offline(buckets, manifest["offline_store_uri"])
-    assert len(offline) == 31 and offline.record_id.is_unique
+    assert len(offline) == 32 and offline.record_id.is_unique
     assert (offline.event_time == manifest["event_time"]).all() and not offline.is_deleted.any()
     assert str(offline.write_time.dtype) == "datetime64[us, UTC]"
     got = offline.assign(row=offline.record_id.str.rsplit("-", n=1).str[1].astype(int)).set_index("row").sort_index()
-    good = [n for n in range(40) if n not in (1, 2, 5, 6, 7, 8, 12, 13, 15)]
+    good = [n for n in range(40) if n not in (1, 2, 6, 8, 10, 12, 13, 15)]
     assert got.index.tolist() == good
-    assert got.loc[3, "NUM_BEDROOMS"] == 4 and got.loc[10, "SQUARE_FEET"] == 1000.5
+    assert got.loc[3, "NUM_BEDROOMS"] == 4 and got.loc[9, "SQUARE_FEET"] == 1000.0
+    assert pd.isna(got.loc[7, "SQUARE_FEET"]) and not pd.isna(got.loc[22, "SQUARE_FEET"])
     with (container_root / "processing/output/rejects/rejects.csv").open() as handle:
-        assert [int(r["row_number"]) for r in csv.DictReader(handle)] == [1, 2, 5, 6, 7, 8, 12, 13, 15]
+        assert [int(r["row_number"]) for r in csv.DictReader(handle)] == [1, 2, 6, 8, 10, 12, 13, 15]
 
 
 def test_the_dataset_reference_names_the_exact_object_whatever_its_key(container_root, buckets, feature_store,
@@ -488,9 +512,9 @@ def test_both_modes_write_the_same_offline_files(ray_local, container_root, buck
 
 def test_bulk_write_splits_big_data_into_files_and_fills_features_the_csv_lacks(buckets):
     frame = generate_housing(31, seed=10).astype(str)
-    schema = dataset_schema.infer_schema(frame, "PRICE")
-    prepared, rejected = dataset_schema.prepare_columns(frame, schema)
-    assert rejected == []
+    schema = schema_of(frame)
+    prepared, outcome = dataset_schema.prepare_columns(chunk_of(frame), schema)
+    assert outcome.rejected == outcome.dropped == []
     # The group was created from a CSV with one more column: this CSV leaves it empty.
     group_types = {d["FeatureName"]: d["FeatureType"] for d in schema.feature_definitions()}
     group_types["POOL"] = "Integral"

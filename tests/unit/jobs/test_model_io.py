@@ -45,18 +45,36 @@ def test_bool_and_nullable_integer_columns_are_numbers(trained):
 
 
 @pytest.mark.parametrize("column, bad, shown", [
-    ("LOT_ACRES", np.nan, r"np.float64\(nan\)"),
     ("LOT_ACRES", np.inf, r"np.float64\(inf\)"),
-    ("GARAGE_SPACES", pd.NA, "<NA>"),
     ("SQUARE_FEET", "big", "'big'"),
+    ("SQUARE_FEET", "inf", "'inf'"),
 ])
 def test_a_bad_value_in_a_frame_names_its_field_and_record(trained, column, bad, shown):
     model = trained["model"]
     rows = trained["test"].iloc[:50].copy()
-    if bad is pd.NA:
-        rows[column] = rows[column].astype("Int64")
-    elif isinstance(bad, str):
+    if isinstance(bad, str):
         rows[column] = rows[column].astype(object)
     rows.loc[rows.index[37], column] = bad
-    with pytest.raises(ModelInputError, match=f"field {column} must be a finite number; record 37 has {shown}"):
+    with pytest.raises(ModelInputError,
+                       match=f"field {column} must be a finite number or missing \\(null\\); record 37 has {shown}"):
         model.predict_raw(rows)
+
+
+@pytest.mark.parametrize("column, missing", [
+    ("LOT_ACRES", np.nan), ("GARAGE_SPACES", pd.NA), ("SQUARE_FEET", None), ("SQUARE_FEET", ""), ("SQUARE_FEET", "NA"),
+])
+def test_a_missing_value_is_scored_as_xgboost_scores_missing(trained, column, missing):
+    """XGBoost learned a default direction for missing values: the model scores them, exactly as
+    the booster does for NaN."""
+    model = trained["model"]
+    rows = trained["test"].iloc[:50].copy()
+    if missing is pd.NA:
+        rows[column] = rows[column].astype("Int64")
+    elif not isinstance(missing, float):
+        rows[column] = rows[column].astype(object)
+    rows.loc[rows.index[37], column] = missing
+    predictions = model.predict_raw(rows)
+    assert np.isfinite(predictions).all()
+    as_nan = trained["test"].iloc[:50].copy().astype({column: float})
+    as_nan.loc[as_nan.index[37], column] = np.nan
+    np.testing.assert_allclose(predictions, expected_predictions(trained, as_nan), rtol=1e-6)

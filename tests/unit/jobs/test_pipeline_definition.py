@@ -10,7 +10,7 @@ import pytest
 from jobs import pipeline
 
 CONTRACT_PARAMETERS = {
-    "InputDataUri", "DatasetReferenceUri", "DatasetLabel", "DatasetVersion", "TargetColumn", "FeatureGroupName", "ModelPackageGroupName",
+    "InputDataUri", "DatasetReferenceUri", "DatasetLabel", "DatasetVersion", "TargetColumn", "TargetLabel", "FeatureGroupName", "ModelPackageGroupName",
     "ArtifactsS3Uri", "JobImageUri", "RMSEThreshold", "ChampionTolerance", "TrainFraction",
     "ValidationFraction", "TestFraction", "MaxRejectedRows", "IngestActors", "IngestActorCpus",
     "OfflineStoreTimeoutSeconds", "IngestionMode", "ProcessingInstanceType", "ProcessingInstanceCount",
