@@ -114,11 +114,11 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
         report(not_measured(KEY, measure, "rows/s", TARGET, f"jobs.ingest cannot be imported: {error}"))
         return
 
-    frame = housing(rows).astype(str)
-    schema = dataset_schema.infer_schema(frame, "PRICE")
-    good_rows, rejected = dataset_schema.prepare_rows(frame, schema)
-    if rejected:
-        raise RuntimeError(f"the generated data has {len(rejected)} rows the ingest step rejects")
+    csv_file = dataset_schema.CsvFile(housing(rows).to_csv(index=False).encode(), "s3://bench/houses.csv")
+    schema, _ = dataset_schema.infer_schema(csv_file, "PRICE")
+    good_rows, outcome = dataset_schema.prepare_rows(next(csv_file.chunks()), schema)
+    if outcome.rejected or outcome.dropped:
+        raise RuntimeError(f"the generated data has {len(outcome.rejected)} rows the ingest step rejects")
 
     with patched_environ(local_aws_env()), \
             GatewayProcess(log_path=workdir / "gateway.log") as gateway, \
@@ -135,13 +135,13 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
 
         # The reference first: whatever warms up in the service (definition cache, connection
         # pools) then favours ours less than the other way round.
-        base_frame = reference_frame(good_rows, schema.columns, "bench-reference", event_time)
+        base_frame = reference_frame(good_rows, schema.feature_names, "bench-reference", event_time)
         base_seconds, base_written = timed(run_reference, base_frame, groups["reference"], gateway.url)
         ours_seconds, (written, write_rejected) = timed(
             feature_store_writers.write_rows_with_ray,
             good_rows,
             feature_group_name=groups["ours"],
-            feature_names=schema.columns,
+            feature_names=schema.feature_names,
             dataset_version="bench-ours",
             event_time=event_time,
             actors=ACTORS,
@@ -182,19 +182,23 @@ def measure_bulk(rows: int, s3, sagemaker) -> tuple[int, float, int]:
     """(rows, seconds, files) of the ingest step's direct offline-store write of `rows` rows."""
     from jobs import dataset_schema, feature_store_writers, ingest
 
-    frame = housing(rows).astype(str)
-    schema = dataset_schema.infer_schema(frame, "PRICE")
+    csv_file = dataset_schema.CsvFile(housing(rows).to_csv(index=False).encode(), "s3://bench/houses.csv")
+    schema, _ = dataset_schema.infer_schema(csv_file, "PRICE")
     name = dataset_schema.effective_group_name("bench-bulk", schema)
     desc = ingest.ensure_feature_group(sagemaker, name, schema, f"s3://{BUCKET}/bulk", ROLE_ARN, poll_seconds=0.2)
     offline_uri = desc["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]
     feature_types = {d["FeatureName"]: d["FeatureType"] for d in desc["FeatureDefinitions"]}
 
     def bulk_write() -> list[str]:
-        prepared, rejected = dataset_schema.prepare_columns(frame, schema)
-        if rejected:
-            raise RuntimeError(f"the generated data has {len(rejected)} rows the ingest step rejects")
-        return feature_store_writers.write_offline_store_directly(s3, offline_uri, feature_types, prepared, "bench-bulk",
-                                                   round(time.time(), 3))
+        # As the step does: the file a chunk at a time, each chunk prepared and written.
+        files = []
+        for chunk in csv_file.chunks():
+            prepared, outcome = dataset_schema.prepare_columns(chunk, schema)
+            if outcome.rejected or outcome.dropped:
+                raise RuntimeError(f"the generated data has {len(outcome.rejected)} rows the ingest step rejects")
+            files += feature_store_writers.write_offline_store_directly(
+                s3, offline_uri, feature_types, prepared, "bench-bulk", round(time.time(), 3))
+        return files
 
     seconds, files = timed(bulk_write)
     return rows, seconds, len(files)

@@ -82,7 +82,9 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> RegressionM
     return RegressionMetrics(
         rmse=Estimate(value=rmse, standard_deviation=rmse_sd),
         mae=Estimate(value=mae, standard_deviation=mae_sd),
-        r2=R2(value=finite_or_none(r2) if r2 is not None else None),
+        r2=R2(value=finite_or_none(r2) if r2 is not None else None,
+              note=None if r2 is not None else
+              "undefined: every test row has the same target value, so there is no variance to explain"),
     )
 
 
@@ -272,6 +274,8 @@ def evaluate(
         plots=plots,
         smoke_sample=SMOKE_SAMPLE_FILE,
         smoke_prediction_column=prediction_column_for([*challenger.feature_order, target_column]),
+        missing_share=challenger.preprocessor.extra.get("missing_share"),
+        dropped_rows=challenger.preprocessor.extra.get("dropped_rows"),
     )
     document = report.to_json()
     (out_dir / EVALUATION_FILE).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -112,7 +112,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             else:
                 metrics = result["metrics"]
                 _say(f"4. registered {result['model_package_arn']}")
-                _say(f"   test metrics: rmse {metrics['rmse']:,.0f}  mae {metrics['mae']:,.0f}  r2 {metrics['r2']:.4f}")
+                r2 = "undefined" if metrics["r2"] is None else f"{metrics['r2']:.4f}"
+                _say(f"   test metrics: rmse {metrics['rmse']:,.0f}  mae {metrics['mae']:,.0f}  r2 {r2}")
                 _say("5. the approver's email, and a click on its Approve link:")
                 args.approve = True
                 result = decide(session, result)

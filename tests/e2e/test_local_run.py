@@ -69,11 +69,29 @@ def one_json_line(stdout: str) -> dict:
     return json.loads(lines[0])
 
 
+# Column names as people write them (spaces, parentheses, unicode, dots, a name the smoke sample
+# uses itself); the file name as people save it.
+HUMAN_NAMES = {"YEAR_BUILT": "Year Built", "SQUARE_FEET": "Square Feet", "NUM_BEDROOMS": "Bedrooms (#)",
+               "NUM_BATHROOMS": "Baths.", "LOT_ACRES": "Lot (acres)", "GARAGE_SPACES": "größe_garage_m²",
+               "FRONT_PORCH": "year", "DECK": "prediction", "PRICE": "Sale Price"}
+
+
+def human_houses(rows: int, seed: int):
+    frame = generate_housing(rows, seed).rename(columns=HUMAN_NAMES)
+    frame = frame.astype({"Lot (acres)": object, "Square Feet": object})
+    frame.loc[frame.index[::9], "Lot (acres)"] = ""  # missing feature cells are data
+    frame.loc[frame.index[5::13], "Square Feet"] = "NaN"
+    frame.loc[frame.index[[7, 70]], "Sale Price"] = None  # rows without a target: dropped
+    return frame
+
+
 @pytest.mark.slow
 def test_a_csv_reaches_a_deployed_endpoint_that_predicts_raw_features(tmp_path):
+    """A CSV as people have it — human column names, blanks, an ordinary file name — reaches a
+    deployed endpoint that takes the same names and blanks."""
     state, marker = tmp_path / "state", uuid.uuid4().hex
-    path = tmp_path / "houses.csv"
-    generate_housing(3000, seed=21).to_csv(path, index=False)
+    path = tmp_path / "My Houses (2024) #1 & co's, größe.csv"
+    human_houses(3000, seed=21).to_csv(path, index=False)
     env = cli_env(marker)
     # Two tuning trials on 3,000 rows keep this short; they do not reach the template's 15,000 gate.
     up_log = (tmp_path / "up.log").open("w")
@@ -87,8 +105,8 @@ def test_a_csv_reaches_a_deployed_endpoint_that_predicts_raw_features(tmp_path):
             assert time.monotonic() < deadline, "the local cloud did not come up"
             time.sleep(1)
 
-        run = subprocess.run([*MLOPS, "local", "run", str(path), "--approve", "--json", "--state-dir", str(state),
-                              "--timeout", "1200"],
+        run = subprocess.run([*MLOPS, "local", "run", str(path), "--target", "Sale Price", "--approve", "--json",
+                              "--state-dir", str(state), "--timeout", "1200"],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
         assert run.returncode == 0, run.stderr[-3000:]
         result = one_json_line(run.stdout)
@@ -104,17 +122,19 @@ def test_a_csv_reaches_a_deployed_endpoint_that_predicts_raw_features(tmp_path):
         for before, after in [("approval email", "approved by"), ("approved by", "deployed to endpoint")]:
             assert run.stderr.index(before) < run.stderr.index(after)
 
-        # A house the model never saw, raw features as a user has them (no PRICE, no scaling).
-        house = generate_housing(1, seed=4242).iloc[0]
+        # A house the model never saw, raw features as a user has them: their names, no price, no
+        # scaling, the lot size unknown (null).
+        house = generate_housing(1, seed=4242).rename(columns=HUMAN_NAMES).iloc[0]
         features = {name: (int(value) if float(value).is_integer() else float(value))
-                    for name, value in house.drop(labels=["PRICE"]).items()}
+                    for name, value in house.drop(labels=["Sale Price"]).items()}
+        features["Lot (acres)"] = None
         predict = subprocess.run([*MLOPS, "predict", result["endpoint_name"], "--json", json.dumps(features),
                                   "--state-dir", str(state)],
                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert predict.returncode == 0, predict.stderr
         [prediction] = json.loads(predict.stdout)["predictions"]
         assert math.isfinite(prediction)
-        assert abs(prediction - float(house["PRICE"])) < 4 * result["metrics"]["rmse"], (prediction, house["PRICE"])
+        assert abs(prediction - float(house["Sale Price"])) < 4 * result["metrics"]["rmse"], (prediction, house)
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)  # Ctrl-C

@@ -56,7 +56,11 @@ class Estimate:
 
 @dataclasses.dataclass(frozen=True)
 class R2:
+    """1 - (sum of squared errors) / (sum of squared deviations of the target from its mean), on the
+    test split."""
+
     value: float | None  # undefined (None) when the test target has no variance
+    note: str | None = None  # why it is undefined
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +111,10 @@ class EvaluationReport:
     # The smoke sample's column holding the evaluation's prediction: `prediction`, unless the
     # dataset has a column of that name (`prediction_column_for`).
     smoke_prediction_column: str = SMOKE_PREDICTION_COLUMN
+    # The data behind the model, as Preprocess saw it: share of missing cells per feature (train
+    # split) and rows Ingest left out for having no target value.
+    missing_share: dict[str, float] | None = None
+    dropped_rows: int | None = None
 
     @classmethod
     def from_json(cls, document: Any) -> "EvaluationReport":
