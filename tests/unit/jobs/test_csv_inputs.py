@@ -242,7 +242,7 @@ def test_rows_are_decided_alike_by_intake_rules_and_both_ingest_paths():
     assert [n for n, _ in rows] == prepared.row_numbers.tolist() == [n for n, v in enumerate(verdicts) if v.kept]
 
 
-def test_a_header_naming_only_missing_cells_is_still_a_feature(container_root):
+def test_a_column_of_only_missing_cells_is_still_a_feature():
     text = "PRICE,empty\n" + "".join(f"{i},\n" for i in range(10))
     schema, _ = dataset_schema.infer_schema(dataset_schema.CsvFile(text.encode(), "s3://b/k.csv"), "PRICE")
     assert schema.types == {"PRICE": "Integral", "empty": "Fractional"}
