@@ -333,13 +333,21 @@ def _ingest_rows(
     desc: dict[str, Any] | None = None
     good_rows: list[tuple[int, list[str | None]]] = []
     written_count = 0
+    # The first distinct target values among the rows kept: one value alone teaches nothing.
+    targets: set[float] = set()
     try:
         for chunk in csv_file.chunks():
             if mode == OFFLINE_STORE:
                 prepared, outcome = prepare_columns(chunk, schema)
+                if len(targets) < csv_rules.MIN_DISTINCT_TARGET_VALUES:
+                    targets.update(prepared.values[schema.target_feature].unique().to_pylist())
             else:
                 rows, outcome = prepare_rows(chunk, schema)
                 good_rows += rows
+                for _, values in rows:
+                    if len(targets) >= csv_rules.MIN_DISTINCT_TARGET_VALUES:
+                        break
+                    targets.add(float(values[schema.target_index]))
             rejects.add(outcome)
             if len(rejects.rejected) > args.max_rejected_rows:
                 # Too many bad rows already: fail before (or without more) writing to the feature store.
@@ -358,6 +366,10 @@ def _ingest_rows(
         raise common.JobFailure(
             f"no row of {args.input_uri} can be trained on ({len(rejects.rejected)} rejected, {rejects.dropped} "
             f"without a target value); every one is in rejects/rejects.csv")
+    if len(targets) < csv_rules.MIN_DISTINCT_TARGET_VALUES:
+        raise common.JobFailure(
+            f"the target {schema.target!r} has one value ({next(iter(targets)):g}) in all {kept} rows kept: there "
+            f"is nothing to learn. Check that the right column is the target (see {csv_rules.DOCS_PAGE})")
     desc = desc or ensure_feature_group(
         sagemaker, group_name, schema, args.offline_store_s3_uri, args.feature_store_role_arn)
     offline_uri = desc["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]
