@@ -171,3 +171,47 @@ def test_absent_target_column_fails_with_the_columns_found(local, first_run):
     failed = [s for s in steps.values() if s["StepStatus"] == "Failed"]
     assert [s["StepName"] for s in failed] == ["Ingest"]
     assert "SALE_PRICE" in failed[0]["FailureReason"] and "SQUARE_FEET" in failed[0]["FailureReason"]
+
+
+MESSY_NAMES = {"YEAR_BUILT": "Year Built", "SQUARE_FEET": "Square Feet", "NUM_BEDROOMS": "Bedrooms [#]",
+               "LOT_ACRES": "Lot (acres)", "GARAGE_SPACES": "größe_m²", "FRONT_PORCH": "hour", "DECK": "prediction",
+               "PRICE": "Sale Price"}
+
+
+def test_a_csv_as_people_have_it_is_registered_under_its_own_names(local, first_run):
+    """Human and reserved column names, blanks, NA spellings, rows without a target, a malformed row
+    far down the file and an ordinary file name: the real steps train on it and register it; every
+    artifact a person reads speaks the CSV's names."""
+    executor, s3, sm, _ = local
+    frame = generate_housing(ROWS, seed=8, noise_std=0.0).rename(columns=MESSY_NAMES).astype(object)
+    frame.loc[frame.index[::8], "Lot (acres)"] = ""
+    frame.loc[frame.index[3::11], "Square Feet"] = "NaN"
+    frame.loc[frame.index[[5, 500]], "Sale Price"] = "NA"
+    lines = frame.to_csv(index=False).splitlines()
+    lines[2500] += ",17"  # one field too many, far past any sample: one rejected row
+    key = "incoming/My Houses (2024) #3 & co's, größe.csv"
+    s3.put_object(Bucket="it-data", Key=key, Body=("\n".join(lines) + "\n").encode("utf-8"))
+    etag = s3.head_object(Bucket="it-data", Key=key)["ETag"].strip('"')
+    arn, described, steps = execute(local, key, etag, "people-csv", TargetColumn="Sale Price",
+                                    TargetLabel=registry_label("Sale Price"), MaxRejectedRows="1",
+                                    # Blanks in two features cost accuracy on this small a set.
+                                    RMSEThreshold="60000")
+    assert described["PipelineExecutionStatus"] == "Succeeded", {n: s.get("FailureReason") for n, s in steps.items()}
+
+    execution_id = arn.rsplit("/", 1)[1]
+    base = f"pipeline/{execution_id}"
+    manifest = json.loads(s3.get_object(Bucket="it-artifacts", Key=f"{base}/Ingest/manifest/manifest.json")["Body"].read())
+    assert manifest["column_names"] == list(frame.columns)
+    assert manifest["features"][manifest["column_names"].index("hour")] == "hour_2"
+    assert (manifest["rejected_rows"], manifest["dropped_rows"], manifest["row_count"]) == (1, 2, ROWS - 3)
+    report = json.loads(s3.get_object(Bucket="it-artifacts", Key=f"{base}/Evaluate/evaluation/evaluation.json")["Body"].read())
+    features = [c for c in frame.columns if c != "Sale Price"]
+    assert report["target"] == "Sale Price" and sorted(report["feature_importance"]) == sorted(features)
+    assert report["smoke_prediction_column"] == "prediction_2"
+    assert 0.1 < report["missing_share"]["Lot (acres)"] < 0.15
+    sample = s3.get_object(Bucket="it-artifacts", Key=f"{base}/Evaluate/evaluation/smoke_sample.csv")["Body"].read()
+    assert sample.decode("utf-8").splitlines()[0].split(",")[-2:] == ["Sale Price", "prediction_2"]
+    package_arn = steps["RegisterModel-RegisterModel"]["Metadata"]["RegisterModel"]["Arn"]
+    metadata = sm.describe_model_package(ModelPackageName=package_arn)["CustomerMetadataProperties"]
+    assert metadata["target_column"] == "Sale Price"
+    assert read_reference(s3, metadata["dataset_reference"]).key == key
