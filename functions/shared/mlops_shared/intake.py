@@ -15,7 +15,7 @@ from urllib.parse import unquote_plus
 import boto3
 from botocore.exceptions import ClientError
 
-from . import notifications, quarantine
+from . import csv_rules, notifications, quarantine
 from .artifacts import DatasetReference
 from .aws import is_not_found
 from .config import StartPipelineSettings
@@ -238,11 +238,16 @@ def process_dataset(
 
     sample = read_sample(dataset, settings.sample_bytes, s3)
     result = validate_csv_sample(
-        sample, object_size=dataset.size or 0, target_column=target.column, min_data_rows=settings.min_data_rows
+        sample, object_size=dataset.size or 0, target_column=target.column, min_data_rows=settings.min_data_rows,
+        max_rejected_rows=settings.max_rejected_rows,
     )
     if result.issue:
         return _quarantine(dataset, result.issue, result.profile, target, settings, s3, sns)
     return _start(dataset, target, result.profile, settings, sagemaker, s3)
+
+
+def renamed_columns(profile: CsvProfile) -> dict[str, str]:
+    return {column: feature for column, feature in profile.feature_names.items() if column != feature}
 
 
 def _start(
@@ -278,6 +283,8 @@ def _start(
         "target_column": target.column,
         "target_source": target.source,
         "estimated_rows": profile.estimated_rows,
+        # Columns stored in Feature Store under another name; people keep using the CSV's names.
+        "renamed_columns": renamed_columns(profile),
         "parameters": {p["Name"]: p["Value"] for p in parameters},
         "client_request_token": token,
     }
@@ -305,6 +312,7 @@ def _quarantine(
         profile=profile,
         location=location,
         target_source=target.source if target else None,
+        docs=settings.docs_link(csv_rules.DOCS_PAGE),
     )
     quarantine.quarantine_object(
         bucket=dataset.bucket, key=dataset.key, version_id=dataset.version_id, reason=reason, location=location, s3=s3
@@ -320,6 +328,7 @@ def _quarantine(
         f"The file is unchanged where you uploaded it; a copy is in {location.uri}",
         f"and the full diagnosis in {location.reason_uri}.",
         "Upload the corrected file to the incoming/ folder again to start training.",
+        f"What a CSV may look like, and every reason code with its fix: {settings.docs_link(csv_rules.DOCS_PAGE)}",
     ])
     message_id = notifications.publish(
         notifications.Notification(
@@ -340,4 +349,5 @@ def _quarantine(
         "quarantine_uri": location.uri,
         "reason_uri": location.reason_uri,
         "notification_message_id": message_id,
+        "docs": settings.docs_link(csv_rules.DOCS_PAGE),
     }

@@ -52,12 +52,14 @@ def build_reason(
     profile: CsvProfile | None,
     location: QuarantineLocation,
     target_source: str | None = None,
+    docs: str | None = None,
 ) -> dict[str, Any]:
     version = f"?versionId={version_id}" if version_id else ""
     return {
         "code": issue.code,
         "message": issue.message,
         "fix": issue.fix,
+        "docs": docs,  # the page explaining what a CSV may look like and every code
         "details": issue.details,
         "source": {
             "bucket": bucket,
@@ -75,6 +77,8 @@ def build_reason(
             "delimiter": profile.delimiter if profile else None,
             "target_column": profile.target_column if profile else None,
             "target_source": target_source,
+            # CSV column -> its Feature Store name (csv_rules.feature_store_names).
+            "feature_names": profile.feature_names if profile else {},
             "rows_in_sample": profile.rows_in_sample if profile else 0,
             "estimated_rows": profile.estimated_rows if profile else None,
             "object_size": profile.object_size if profile else None,

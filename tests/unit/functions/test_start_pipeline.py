@@ -173,10 +173,12 @@ BAD_FILES = {
     "empty_column_name": ("houses.csv", to_csv([""] + HEADER, [[i] + r for i, r in enumerate(house_rows(150))])),
     "duplicate_column_name": ("houses.csv", to_csv(HEADER + ["DECK"], [r + [1] for r in house_rows(150)])),
     "missing_target": ("houses.csv", to_csv(["COST"] + HEADER[1:], house_rows(150))),
-    "ragged_rows": ("houses.csv", VALID_CSV + "100000,1990,2000\n"),
+    "ragged_row": ("houses.csv", VALID_CSV + "100000,1990,2000\n"),
+    "bad_cell": ("houses.csv", VALID_CSV + "100000,1990,2 000,3,2,1,1,0,0\n"),
     "non_numeric_value": ("houses.csv", to_csv(HEADER + ["POOL"], [r + ["yes"] for r in house_rows(150)])),
-    "missing_value": ("houses.csv", to_csv(HEADER, [r[:2] + [""] + r[3:] if i == 3 else r
-                                                    for i, r in enumerate(house_rows(150))])),
+    "non_numeric_target": ("houses.csv", to_csv(HEADER, [[f"${r[0]}"] + r[1:] for r in house_rows(150)])),
+    "no_header_row": ("houses.csv", to_csv([str(v) for v in house_rows(1, seed=3)[0]], house_rows(150))),
+    "constant_target": ("houses.csv", to_csv(HEADER, [[100] + r[1:] for r in house_rows(250)])),
     "too_few_rows": ("houses.csv", to_csv(HEADER, house_rows(20))),
 }
 EXPECTED_CODE = {
@@ -185,8 +187,9 @@ EXPECTED_CODE = {
     "latin1": "unsupported_encoding", "semicolon": "wrong_delimiter", "tab": "wrong_delimiter",
     "pipe": "wrong_delimiter", "empty_column_name": "empty_column_name",
     "duplicate_column_name": "duplicate_column_name", "missing_target": "missing_target",
-    "ragged_rows": "ragged_rows", "non_numeric_value": "non_numeric_value", "missing_value": "missing_value",
-    "too_few_rows": "too_few_rows",
+    "ragged_row": "rejected_rows", "bad_cell": "rejected_rows", "non_numeric_value": "non_numeric_value",
+    "non_numeric_target": "non_numeric_target", "no_header_row": "no_header_row",
+    "constant_target": "constant_target", "too_few_rows": "too_few_rows",
 }
 
 
@@ -223,6 +226,9 @@ def test_bad_file_is_quarantined_with_reason_and_notification(stack: Stack, case
     assert code in notification["Subject"] and file_name in notification["Subject"]
     assert reason["message"] in notification["Message"]
     assert reason["fix"] in notification["Message"]
+    # And where the rules are: every reason and notice points at the page.
+    assert reason["docs"] == "docs/csv-format.md"
+    assert "docs/csv-format.md" in notification["Message"]
     assert notification["MessageAttributes"]["event_type"]["Value"] == "dataset_quarantined"
     # And no money was spent.
     assert stack.executions() == []
@@ -257,6 +263,10 @@ VALID_EDGE_CASES = {
     "reordered_columns": to_csv(HEADER[::-1], [r[::-1] for r in house_rows(150)]).encode(),
     "trailing_blank_lines": (VALID_CSV + "\n\n\r\n\n").encode(),
     "exactly_minimum_rows": to_csv(HEADER, house_rows(100)).encode(),
+    # Missing feature cells are data (any NA spelling); a row without a target is dropped, not refused.
+    "missing_feature_cells": to_csv(HEADER, [r[:2] + [["", "NA", "null"][i % 3]] + r[3:] if i % 10 == 3 else r
+                                             for i, r in enumerate(house_rows(150))]).encode(),
+    "rows_without_target": to_csv(HEADER, house_rows(150) + [[""] + r[1:] for r in house_rows(5, seed=9)]).encode(),
 }
 
 
@@ -433,3 +443,51 @@ def test_every_parameter_sent_is_declared_by_the_pipeline_definition(stack: Stac
     assert set(result["parameters"]) <= declared, set(result["parameters"]) - declared
     assert {"InputDataUri", "DatasetVersion", "TargetColumn", "FeatureGroupName", "ModelPackageGroupName",
             "ArtifactsS3Uri", "JobImageUri", "RMSEThreshold"} <= set(result["parameters"])
+
+
+def test_rejected_rows_up_to_max_rejected_rows_start_the_run(stack: Stack, monkeypatch):
+    body = VALID_CSV + "100000,1990,2000\n" + "100000,1990,2 000,3,2,1,1,0,0\n"
+    refused = stack.invoke(stack.upload("incoming/refused.csv", body))
+    assert refused["status"] == "quarantined" and refused["reason"] == "rejected_rows"
+    assert "line 152" in refused["message"] and "line 153" in refused["message"]
+    reason = stack.read_json("quarantine/refused.csv.reason.json")
+    assert [row["line"] for row in reason["details"]["rows"]] == [152, 153]
+
+    monkeypatch.setenv("MAX_REJECTED_ROWS", "2")
+    stack.handler = load_handler("start_pipeline")
+    result = stack.invoke(stack.upload("incoming/accepted.csv", body))
+    assert result["status"] == "started", result
+    # The run gets the limit intake applied.
+    assert stack.parameters(result["execution_arn"])["MaxRejectedRows"] == "2"
+
+
+def test_intake_applies_the_pipelines_default_max_rejected_rows():
+    from mlops_shared.config import DEFAULT_MAX_REJECTED_ROWS
+
+    definition = json.loads((ROOT / "jobs" / "pipeline_definition.json").read_text())
+    [declared] = [p for p in definition["Parameters"] if p["Name"] == "MaxRejectedRows"]
+    assert declared["DefaultValue"] == DEFAULT_MAX_REJECTED_ROWS
+
+
+def test_renamed_columns_are_reported_and_kept_in_the_reason(stack: Stack):
+    header = ["Sale Price", "Year Built"] + HEADER[2:]
+    result = stack.invoke(stack.upload("incoming/named.csv", to_csv(header, house_rows(150)), target="Sale Price"))
+    assert result["status"] == "started", result
+    assert result["renamed_columns"] == {"Sale Price": "Sale_Price", "Year Built": "Year_Built"}
+    assert stack.parameters(result["execution_arn"])["TargetColumn"] == "Sale Price"
+
+    stack.invoke(stack.upload("incoming/named-few.csv", to_csv(header, house_rows(20)), target="Sale Price"))
+    reason = stack.read_json("quarantine/named-few.csv.reason.json")
+    assert reason["code"] == "too_few_rows"
+    assert reason["detected"]["feature_names"]["Year Built"] == "Year_Built"
+
+
+def test_docs_link_follows_the_docs_base_url(stack: Stack, monkeypatch):
+    monkeypatch.setenv("DOCS_BASE_URL", "https://example.com/org/repo/blob/main/")
+    stack.handler = load_handler("start_pipeline")
+    result = stack.invoke(stack.upload("incoming/empty.csv", b""))
+    link = "https://example.com/org/repo/blob/main/docs/csv-format.md"
+    assert result["docs"] == link
+    assert stack.read_json("quarantine/empty.csv.reason.json")["docs"] == link
+    [notification] = stack.notifications()
+    assert link in notification["Message"]
