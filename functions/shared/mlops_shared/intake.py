@@ -225,6 +225,10 @@ def process_dataset(
                 "dataset_version": dataset.version}
     dataset, head = found
 
+    if (dataset.size or 0) > settings.max_dataset_bytes:
+        return _quarantine(dataset, file_too_large(dataset.size or 0, settings.max_dataset_bytes), None, None,
+                           settings, s3, sns, copy=False)
+
     try:
         target = resolve_target(dataset, head.get("Metadata", {}), settings.default_target_column, s3)
     except DatasetConfigError as exc:
@@ -248,6 +252,28 @@ def process_dataset(
 
 def renamed_columns(profile: CsvProfile) -> dict[str, str]:
     return {column: feature for column, feature in profile.feature_names.items() if column != feature}
+
+
+def human_bytes(size: int) -> str:
+    """1536 -> "1.5 KiB", 10737418240 -> "10 GiB"."""
+    value, unit = float(size), "bytes"
+    for next_unit in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, next_unit
+    return f"{size} bytes" if unit == "bytes" else f"{value:.1f}".removesuffix(".0") + f" {unit}"
+
+
+def file_too_large(size: int, limit: int) -> ValidationIssue:
+    return ValidationIssue(
+        "file_too_large",
+        f"The file is {human_bytes(size)} ({size} bytes); this stack trains on files of at most "
+        f"{human_bytes(limit)} ({limit} bytes, stack parameter MaxDatasetBytes).",
+        f"Make the file smaller than {human_bytes(limit)} (drop columns the model does not need, keep a random "
+        "sample of the rows, write fewer decimals) and upload it again, or ask the stack's operator to raise "
+        "MaxDatasetBytes.",
+        {"object_size": size, "max_dataset_bytes": limit},
+    )
 
 
 def _start(
@@ -298,7 +324,12 @@ def _quarantine(
     settings: StartPipelineSettings,
     s3: Any,
     sns: Any,
+    *,
+    copy: bool = True,
 ) -> dict[str, Any]:
+    """Puts the file aside with the reason and says so once. `copy=False` writes the reason only: a file
+    refused for its size is not copied (that copy could outlast the function), it stays unchanged where
+    it was uploaded."""
     location = quarantine.QuarantineLocation(
         dataset.bucket,
         quarantine.quarantine_key(dataset.key, settings.incoming_prefix, settings.quarantine_prefix),
@@ -313,9 +344,11 @@ def _quarantine(
         location=location,
         target_source=target.source if target else None,
         docs=settings.docs_link(csv_rules.DOCS_PAGE),
+        copied=copy,
     )
     quarantine.quarantine_object(
-        bucket=dataset.bucket, key=dataset.key, version_id=dataset.version_id, reason=reason, location=location, s3=s3
+        bucket=dataset.bucket, key=dataset.key, version_id=dataset.version_id, reason=reason, location=location, s3=s3,
+        copy=copy,
     )
     file_name = dataset.key.rsplit("/", 1)[-1]
     body = "\n".join([
@@ -325,7 +358,8 @@ def _quarantine(
         "",
         f"Reason code: {issue.code}",
         f"Checked version: {dataset.version}",
-        f"The file is unchanged where you uploaded it; a copy is in {location.uri}",
+        (f"The file is unchanged where you uploaded it; a copy is in {location.uri}" if copy
+         else "The file is unchanged where you uploaded it (too large to copy aside);"),
         f"and the full diagnosis in {location.reason_uri}.",
         "Upload the corrected file to the incoming/ folder again to start training.",
         f"What a CSV may look like, and every reason code with its fix: {settings.docs_link(csv_rules.DOCS_PAGE)}",
@@ -346,7 +380,7 @@ def _quarantine(
         "fix": issue.fix,
         "input_data_uri": dataset.s3_uri,
         "dataset_version": dataset.version,
-        "quarantine_uri": location.uri,
+        "quarantine_uri": location.uri if copy else None,
         "reason_uri": location.reason_uri,
         "notification_message_id": message_id,
         "docs": settings.docs_link(csv_rules.DOCS_PAGE),

@@ -53,6 +53,7 @@ def build_reason(
     location: QuarantineLocation,
     target_source: str | None = None,
     docs: str | None = None,
+    copied: bool = True,
 ) -> dict[str, Any]:
     version = f"?versionId={version_id}" if version_id else ""
     return {
@@ -69,7 +70,7 @@ def build_reason(
             "s3_uri": f"s3://{bucket}/{key}",
             "s3_uri_with_version": f"s3://{bucket}/{key}{version}",
         },
-        "quarantined_copy": location.uri,
+        "quarantined_copy": location.uri if copied else None,
         "detected": {
             "header": profile.header if profile else [],
             "encoding": profile.encoding if profile else None,
@@ -97,14 +98,17 @@ def quarantine_object(
     reason: dict[str, Any],
     location: QuarantineLocation,
     s3: Any = None,
+    copy: bool = True,
 ) -> QuarantineLocation:
-    """Copies the exact version that was checked next to its reason; the source is left untouched."""
+    """Copies the exact version that was checked next to its reason (`copy=False`: the reason only);
+    the source is left untouched."""
     s3 = s3 or boto3.client("s3")
     source: dict[str, str] = {"Bucket": bucket, "Key": key}
     if version_id:
         source["VersionId"] = version_id
-    # The managed copy switches to multipart above 5 GB, where a single CopyObject would fail.
-    s3.copy(source, location.bucket, location.key)
+    if copy:
+        # The managed copy switches to multipart above 5 GB, where a single CopyObject would fail.
+        s3.copy(source, location.bucket, location.key)
     s3.put_object(
         Bucket=location.bucket,
         Key=location.reason_key,

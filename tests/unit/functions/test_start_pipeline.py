@@ -491,3 +491,34 @@ def test_docs_link_follows_the_docs_base_url(stack: Stack, monkeypatch):
     assert stack.read_json("quarantine/empty.csv.reason.json")["docs"] == link
     [notification] = stack.notifications()
     assert link in notification["Message"]
+
+
+def test_file_larger_than_max_dataset_bytes_is_refused_before_reading_it(stack: Stack, monkeypatch):
+    monkeypatch.setenv("MAX_DATASET_BYTES", str(len(VALID_CSV) - 1))
+    stack.handler = load_handler("start_pipeline")
+    key = "incoming/huge.csv"
+    event = stack.upload(key, VALID_CSV)
+    result = stack.invoke(event)
+    assert result["status"] == "quarantined" and result["reason"] == "file_too_large"
+    assert f"{len(VALID_CSV)} bytes" in result["message"] and "MaxDatasetBytes" in result["message"]
+    assert "smaller than" in result["fix"]
+    # The original stays; only the reason is written (a copy of a huge file could outlast the function).
+    assert stack.keys("quarantine/") == ["quarantine/huge.csv.reason.json"]
+    reason = stack.read_json("quarantine/huge.csv.reason.json")
+    assert reason["quarantined_copy"] is None
+    assert reason["details"] == {"object_size": len(VALID_CSV), "max_dataset_bytes": len(VALID_CSV) - 1}
+    assert stack.s3.get_object(Bucket=DATA_BUCKET, Key=key)["Body"].read() == VALID_CSV.encode()
+    [notification] = stack.notifications()
+    assert "file_too_large" in notification["Subject"]
+    assert stack.executions() == []
+
+    monkeypatch.setenv("MAX_DATASET_BYTES", str(len(VALID_CSV)))
+    stack.handler = load_handler("start_pipeline")
+    assert stack.invoke(stack.upload("incoming/just-fits.csv", VALID_CSV))["status"] == "started"
+
+
+def test_sizes_read_as_people_write_them():
+    from mlops_shared.intake import human_bytes
+
+    assert [human_bytes(n) for n in (0, 1023, 1536, 10 * 1024**3, 5 * 1024**4 + 1)] == [
+        "0 bytes", "1023 bytes", "1.5 KiB", "10 GiB", "5 TiB"]
