@@ -5,7 +5,6 @@ call idempotent on the dataset identity (bucket, key, version or ETag).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -16,15 +15,17 @@ import boto3
 from botocore.exceptions import ClientError
 
 from . import csv_rules, notifications, quarantine
-from .artifacts import DatasetReference
+from .artifacts import DatasetConfigVersion, DatasetReference
 from .aws import is_not_found
 from .config import StartPipelineSettings
+from .dataset_config import CONFIG_NAME, DatasetConfig, DatasetConfigError, read_dataset_config
+from .dataset_config import config_key as dataset_config_key
 from .dataset_reference import identity_digest, registry_label, write_reference
 from .dataset_version import dataset_version, normalize_dataset_version, normalize_version_id
 from .csv_validation import CsvProfile, ValidationIssue, validate_csv_sample
 
 TARGET_METADATA_KEY = "target"  # S3 user metadata (x-amz-meta-target); S3 lower-cases metadata keys
-DATASET_CONFIG_NAME = "dataset.json"
+DATASET_CONFIG_NAME = CONFIG_NAME
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,7 @@ class DatasetRef:
 class TargetChoice:
     column: str
     source: str  # "metadata" | "dataset.json" | "default"
-
-
-class DatasetConfigError(ValueError):
-    """dataset.json next to the file exists but cannot be used."""
+    config: DatasetConfig | None = None  # the dataset.json read, when one was
 
 
 def client_request_token(dataset: DatasetRef) -> str:
@@ -137,37 +135,18 @@ def read_sample(dataset: DatasetRef, sample_bytes: int, s3: Any) -> bytes:
     return s3.get_object(**arguments)["Body"].read(sample_bytes)
 
 
-def dataset_config_key(key: str) -> str:
-    folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-    return folder + DATASET_CONFIG_NAME
-
-
 def resolve_target(
     dataset: DatasetRef, metadata: dict[str, str], default_target: str, s3: Any
 ) -> TargetChoice:
-    """Object metadata ``target`` -> ``dataset.json`` next to the file -> the stack default."""
+    """Object metadata ``target`` -> ``dataset.json`` next to the file -> the stack default.
+    DatasetConfigError when a dataset.json is there but cannot be used."""
     from_metadata = (metadata or {}).get(TARGET_METADATA_KEY, "").strip()
     if from_metadata:
         return TargetChoice(from_metadata, "metadata")
-    config_key = dataset_config_key(dataset.key)
-    try:
-        body = s3.get_object(Bucket=dataset.bucket, Key=config_key)["Body"].read()
-    except ClientError as error:
-        if is_not_found(error):
-            return TargetChoice(default_target, "default")
-        raise
-    try:
-        config = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetConfigError(f"s3://{dataset.bucket}/{config_key} is not valid JSON: {exc}") from exc
-    target = config.get("target") if isinstance(config, dict) else None
-    if target is None:
-        return TargetChoice(default_target, "default")
-    if not isinstance(target, str) or not target.strip():
-        raise DatasetConfigError(
-            f"s3://{dataset.bucket}/{config_key} has \"target\": {json.dumps(target)}; it must be a column name"
-        )
-    return TargetChoice(target.strip(), DATASET_CONFIG_NAME)
+    config = read_dataset_config(dataset.bucket, dataset.key, s3)
+    if config is None or config.target is None:
+        return TargetChoice(default_target, "default", config)
+    return TargetChoice(config.target, DATASET_CONFIG_NAME, config)
 
 
 # StartPipelineExecution: a parameter value holds at most 1024 characters.
@@ -180,9 +159,13 @@ def input_data_uri_parameter(uri: str) -> str:
 
 
 def dataset_reference(dataset: DatasetRef, target: TargetChoice) -> DatasetReference:
+    config = None
+    if target.source == DATASET_CONFIG_NAME and target.config is not None:
+        config = DatasetConfigVersion(key=target.config.key, version_id=target.config.version_id,
+                                      etag=target.config.etag)
     return DatasetReference(bucket=dataset.bucket, key=dataset.key, version=dataset.version,
                             version_id=dataset.version_id, etag=dataset.etag,
-                            target_column=target.column, target_source=target.source)
+                            target_column=target.column, target_source=target.source, dataset_config=config)
 
 
 def pipeline_parameters(
@@ -235,8 +218,10 @@ def process_dataset(
         issue = ValidationIssue(
             "invalid_dataset_config",
             str(exc),
-            'Fix dataset.json to be a JSON object such as {"target": "PRICE"} (or delete it to use the '
-            "default target), then upload the CSV again.",
+            'Make dataset.json a small UTF-8 JSON object with only the key "target", such as '
+            '{"target": "PRICE"} (or delete it to use the default target, or name the target in the upload\'s '
+            "metadata), then upload the CSV again.",
+            {"dataset_config_key": dataset_config_key(dataset.key)},
         )
         return _quarantine(dataset, issue, None, None, settings, s3, sns)
 

@@ -233,3 +233,12 @@ def test_constant_target_in_a_partial_sample_is_left_to_the_ingest_step():
     assert result.ok, result.issue
     assert not result.profile.sample_is_whole_file
     assert result.profile.distinct_target_values == 1
+
+
+def test_nesting_depth_counts_brackets_outside_strings_only():
+    from mlops_shared.dataset_config import nesting_depth
+
+    assert nesting_depth('{"target": "[[[{{{"}') == 1
+    assert nesting_depth('{"a": [{"b": "\\"[["}]}') == 3
+    assert nesting_depth("[" * 5000) == 5000
+    assert nesting_depth("1") == 0

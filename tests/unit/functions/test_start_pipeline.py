@@ -245,13 +245,76 @@ def test_wrong_delimiter_names_the_delimiter(stack: Stack):
     assert reason["details"]["detected_delimiter"] == ";"
 
 
-def test_invalid_dataset_config_is_quarantined(stack: Stack):
-    stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/team-b/dataset.json", Body=b"{target: PRICE")
+HOSTILE_DATASET_CONFIGS = {
+    "invalid_json": (b"{target: PRICE", "is not valid JSON"),
+    "too_large": (b'{"target": "PRICE"' + b" " * (64 * 1024) + b"}", "at most 65536 bytes"),
+    # Would make json.loads raise RecursionError; fits in the size limit.
+    "deeply_nested": (b"[" * 30000 + b"]" * 30000, "nests 30000 levels deep"),
+    "deep_inside_an_object": (b'{"target": ' + b"[" * 40 + b"]" * 40 + b"}", "nests 41 levels deep"),
+    "array": (b'["PRICE"]', "is a JSON array; it must be an object"),
+    "string": (b'"PRICE"', "is a JSON string"),
+    "null": (b"null", "is a JSON null"),
+    "target_number": (b'{"target": 5}', '"target": 5; it must be a column name'),
+    "target_empty": (b'{"target": "  "}', "it must be a column name"),
+    "target_list": (b'{"target": ["PRICE"]}', "it must be a column name"),
+    "target_too_long": (b'{"target": "' + b"x" * 2000 + b'"}', "2000 characters"),
+    "unknown_key": (b'{"traget": "PRICE"}', "unknown key(s) 'traget' (did you mean 'target'?)"),
+    "duplicate_key": (b'{"target": "PRICE", "target": "VALUE"}', "gives the key 'target' more than once"),
+    "huge_integer": (b'{"target": ' + b"9" * 5000 + b"}", "is not valid JSON"),
+    "binary": (gzip.compress(b'{"target": "PRICE"}'), "is not UTF-8 text"),
+    "utf16": ('{"target": "PRICE"}'.encode("utf-16"), "is not UTF-8 text"),
+    "empty": (b"", "is empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_DATASET_CONFIGS))
+def test_unusable_dataset_config_is_quarantined_with_one_notification(stack: Stack, case: str):
+    body, words = HOSTILE_DATASET_CONFIGS[case]
+    stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/team-b/dataset.json", Body=body)
     result = stack.invoke(stack.upload("incoming/team-b/houses.csv", VALID_CSV))
-    assert result["status"] == "quarantined"
+    assert result["status"] == "quarantined", result
     assert result["reason"] == "invalid_dataset_config"
-    assert "dataset.json" in result["message"]
+    assert f"s3://{DATA_BUCKET}/incoming/team-b/dataset.json" in result["message"]
+    assert words in result["message"]
+    assert '{"target": "PRICE"}' in result["fix"]
+    assert stack.keys("quarantine/") == ["quarantine/team-b/houses.csv", "quarantine/team-b/houses.csv.reason.json"]
+    [notification] = stack.notifications()
+    assert "invalid_dataset_config" in notification["Subject"]
     assert stack.executions() == []
+
+
+def test_dataset_config_version_read_is_recorded_in_the_dataset_reference(stack: Stack):
+    body = to_csv(["VALUE"] + HEADER[1:], house_rows(150))
+    put = stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/team-e/dataset.json", Body=b'{"target": "VALUE"}')
+    result = stack.invoke(stack.upload("incoming/team-e/houses.csv", body))
+    assert result["status"] == "started", result
+    # Replaced after the run started: the reference still names the version that chose the target.
+    stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/team-e/dataset.json", Body=b'{"target": "PRICE"}')
+    bucket, key = result["dataset_reference_uri"].removeprefix("s3://").split("/", 1)
+    reference = json.loads(stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert reference["target_source"] == "dataset.json"
+    assert reference["dataset_config"] == {"key": "incoming/team-e/dataset.json", "version_id": put["VersionId"],
+                                           "etag": put["ETag"].strip('"')}
+
+
+def test_dataset_config_in_an_unversioned_bucket_is_pinned_by_etag(stack: Stack):
+    stack.s3.put_bucket_versioning(Bucket=DATA_BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    body = to_csv(["VALUE"] + HEADER[1:], house_rows(150))
+    put = stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/team-f/dataset.json", Body=b'{"target": "VALUE"}')
+    result = stack.invoke(stack.upload("incoming/team-f/houses.csv", body, event_file="s3_object_created_unversioned.json"))
+    assert result["status"] == "started", result
+    bucket, key = result["dataset_reference_uri"].removeprefix("s3://").split("/", 1)
+    reference = json.loads(stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert reference["dataset_config"] == {"key": "incoming/team-f/dataset.json", "version_id": None,
+                                           "etag": put["ETag"].strip('"')}
+
+
+def test_a_default_target_records_no_dataset_config(stack: Stack):
+    stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/team-g/dataset.json", Body=b"{}")
+    result = stack.invoke(stack.upload("incoming/team-g/houses.csv", VALID_CSV))
+    assert result["status"] == "started" and result["target_source"] == "default"
+    bucket, key = result["dataset_reference_uri"].removeprefix("s3://").split("/", 1)
+    assert json.loads(stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read())["dataset_config"] is None
 
 
 VALID_EDGE_CASES = {
