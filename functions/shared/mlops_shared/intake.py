@@ -6,6 +6,7 @@ call idempotent on the dataset identity (bucket, key, version or ETag).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -80,7 +81,9 @@ def execution_display_name(key: str, when: datetime) -> str:
     if stem.lower().endswith(".csv"):
         stem = stem[:-4]
     stamp = when.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-") or "dataset"
+    # Letters with accents keep their base letter (Häuser -> Hauser); other characters separate words.
+    ascii_stem = unicodedata.normalize("NFKD", stem.replace("ß", "ss")).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", ascii_stem).strip("-") or "dataset"
     slug = slug[: 82 - len(stamp) - 1].rstrip("-")
     return f"{slug}-{stamp}"
 
@@ -113,6 +116,10 @@ def head_dataset(dataset: DatasetRef, s3: Any) -> tuple[DatasetRef, dict[str, An
             if is_not_found(error):
                 continue
             raise
+        if (not dataset.version_id and dataset.etag and len(candidates) > 1
+                and normalize_dataset_version(head.get("ETag", "")) != normalize_dataset_version(dataset.etag)):
+            # Both spellings name an object (`a+b.csv` and `a b.csv`): the event's ETag says which one.
+            continue
         resolved = DatasetRef(
             bucket=dataset.bucket,
             key=key,
@@ -225,6 +232,10 @@ def process_dataset(
         )
         return _quarantine(dataset, issue, None, None, settings, s3, sns)
 
+    issue = target_name_issue(target)
+    if issue:
+        return _quarantine(dataset, issue, None, target, settings, s3, sns)
+
     sample = read_sample(dataset, settings.sample_bytes, s3)
     result = validate_csv_sample(
         sample, object_size=dataset.size or 0, target_column=target.column, min_data_rows=settings.min_data_rows,
@@ -235,8 +246,50 @@ def process_dataset(
     return _start(dataset, target, result.profile, settings, sagemaker, s3)
 
 
+# The result is stored by the idempotency layer (DynamoDB: 400 KB an item) and the notice goes
+# through SNS (256 KB): a message quoting column names, which may be of any length, is cut there
+# (reason.json keeps it whole), and the result names at most this many renamed columns.
+MESSAGE_MAX = 4000
+RESULT_RENAMED_MAX = 100
+
+
+_CUT_NOTE = " ... (the whole message is in reason.json)"
+
+
+def brief(text: str, limit: int = MESSAGE_MAX) -> str:
+    return text if len(text) <= limit else text[:limit - len(_CUT_NOTE)] + _CUT_NOTE
+
+
 def renamed_columns(profile: CsvProfile) -> dict[str, str]:
     return {column: feature for column, feature in profile.feature_names.items() if column != feature}
+
+
+# Characters a `.*` pattern (SageMaker's, Java regular expressions) does not match: an S3 key may
+# hold them, a pipeline execution description may not.
+_LINE_BREAKS = re.compile(r"[\n\r\u0085\u2028\u2029]")
+
+
+def single_line(text: str) -> str:
+    """`text` as a value SageMaker's `.*` fields take: each line break written as its escape (`\\n`)."""
+    return _LINE_BREAKS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+# The target name is a job argument (ContainerArguments: at most 256 characters, `.*`).
+TARGET_NAME_MAX = 256
+
+
+def target_name_issue(target: TargetChoice) -> ValidationIssue | None:
+    if len(target.column) <= TARGET_NAME_MAX and not _LINE_BREAKS.search(target.column):
+        return None
+    return ValidationIssue(
+        "unusable_target_name",
+        f"The target column name (from {target.source}) has {len(target.column)} characters"
+        f"{' and a line break' if _LINE_BREAKS.search(target.column) else ''}; the pipeline's jobs take a "
+        f"target name of at most {TARGET_NAME_MAX} characters on one line.",
+        f"Rename the target column to a shorter name on one line (at most {TARGET_NAME_MAX} characters) in the "
+        "file and where you name it (metadata `target` or dataset.json), then upload the file again.",
+        {"target_length": len(target.column), "target_source": target.source},
+    )
 
 
 def human_bytes(size: int) -> str:
@@ -271,7 +324,7 @@ def _start(
     reference_uri = write_reference(s3, settings.artifacts_s3_uri, dataset_reference(dataset, target))
     parameters = pipeline_parameters(dataset, target, profile.header, settings, reference_uri)
     version = f" version {dataset.version_id}" if dataset.version_id else f" ETag {dataset.version}"
-    description = (
+    description = single_line(
         f"Training on {dataset.s3_uri}{version}; target {target.column} (from {target.source}); "
         f"about {profile.estimated_rows} rows, {len(profile.feature_columns)} features."
     )
@@ -295,7 +348,7 @@ def _start(
         "target_source": target.source,
         "estimated_rows": profile.estimated_rows,
         # Columns stored in Feature Store under another name; people keep using the CSV's names.
-        "renamed_columns": renamed_columns(profile),
+        "renamed_columns": dict(list(renamed_columns(profile).items())[:RESULT_RENAMED_MAX]),
         "parameters": {p["Name"]: p["Value"] for p in parameters},
         "client_request_token": token,
     }
@@ -330,14 +383,17 @@ def _quarantine(
         target_source=target.source if target else None,
         docs=settings.docs_link(csv_rules.DOCS_PAGE),
         copied=copy,
+        shortened=quarantine.is_shortened(dataset.key, location.key, settings.incoming_prefix,
+                                          settings.quarantine_prefix),
     )
     quarantine.quarantine_object(
         bucket=dataset.bucket, key=dataset.key, version_id=dataset.version_id, reason=reason, location=location, s3=s3,
         copy=copy,
     )
     file_name = dataset.key.rsplit("/", 1)[-1]
+    message = brief(issue.message)
     body = "\n".join([
-        f"The dataset {dataset.s3_uri} was not used for training: {issue.message}",
+        f"The dataset {dataset.s3_uri} was not used for training: {message}",
         "",
         f"How to fix it: {issue.fix}",
         "",
@@ -361,7 +417,7 @@ def _quarantine(
     return {
         "status": "quarantined",
         "reason": issue.code,
-        "message": issue.message,
+        "message": message,
         "fix": issue.fix,
         "input_data_uri": dataset.s3_uri,
         "dataset_version": dataset.version,

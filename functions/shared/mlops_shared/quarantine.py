@@ -6,6 +6,7 @@ versioned, so even a later overwrite keeps it), which means a quarantine can nev
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ import boto3
 from .csv_validation import CsvProfile, ValidationIssue
 
 REASON_SUFFIX = ".reason.json"
+S3_KEY_MAX_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,32 @@ class QuarantineLocation:
 
 
 def quarantine_key(key: str, incoming_prefix: str = "incoming/", quarantine_prefix: str = "quarantine/") -> str:
-    """``incoming/x/y.csv`` -> ``quarantine/x/y.csv`` (a key outside incoming/ keeps its whole path)."""
+    """``incoming/x/y.csv`` -> ``quarantine/x/y.csv`` (a key outside incoming/ keeps its whole path).
+
+    S3 keys hold at most 1024 bytes (UTF-8) and ``quarantine/`` is longer than ``incoming/``, with the
+    reason's suffix longer still: when the copy or its reason would not fit, the name is cut at a
+    character boundary and a digest of the whole original key keeps cut names apart (reason.json
+    holds the original key)."""
     relative = key[len(incoming_prefix):] if key.startswith(incoming_prefix) else key
-    return quarantine_prefix + relative
+    candidate = quarantine_prefix + relative
+    if _utf8_length(candidate + REASON_SUFFIX) <= S3_KEY_MAX_BYTES:
+        return candidate
+    extension = relative[-4:] if relative.lower().endswith(".csv") else ""
+    tail = f"-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:16]}{extension}"
+    budget = S3_KEY_MAX_BYTES - _utf8_length(quarantine_prefix + tail + REASON_SUFFIX)
+    stem = relative[:len(relative) - len(extension)]
+    cut = stem.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
+    return quarantine_prefix + cut + tail
+
+
+def is_shortened(key: str, location_key: str, incoming_prefix: str = "incoming/",
+                 quarantine_prefix: str = "quarantine/") -> bool:
+    relative = key[len(incoming_prefix):] if key.startswith(incoming_prefix) else key
+    return location_key != quarantine_prefix + relative
+
+
+def _utf8_length(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 def build_reason(
@@ -54,6 +79,7 @@ def build_reason(
     target_source: str | None = None,
     docs: str | None = None,
     copied: bool = True,
+    shortened: bool = False,
 ) -> dict[str, Any]:
     version = f"?versionId={version_id}" if version_id else ""
     return {
@@ -71,6 +97,8 @@ def build_reason(
             "s3_uri_with_version": f"s3://{bucket}/{key}{version}",
         },
         "quarantined_copy": location.uri if copied else None,
+        # Cut (with a digest) when the original key would make the copy's too long for S3.
+        "quarantine_key_shortened": shortened,
         "detected": {
             "header": profile.header if profile else [],
             "encoding": profile.encoding if profile else None,

@@ -8,11 +8,13 @@ import gzip
 import io
 import json
 import random
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote_plus
 
 import boto3
 import pytest
@@ -585,3 +587,109 @@ def test_sizes_read_as_people_write_them():
 
     assert [human_bytes(n) for n in (0, 1023, 1536, 10 * 1024**3, 5 * 1024**4 + 1)] == [
         "0 bytes", "1023 bytes", "1.5 KiB", "10 GiB", "5 TiB"]
+
+
+def _key_of_bytes(prefix: str, total: int) -> str:
+    """A key of exactly `total` UTF-8 bytes: `prefix`, two-byte letters, one ASCII letter if odd, `.csv`."""
+    room = total - len(prefix.encode()) - len(".csv")
+    return prefix + "ä" * (room // 2) + "x" * (room % 2) + ".csv"
+
+
+ORDINARY_KEYS = {
+    "spaces": "incoming/house prices 2024.csv",
+    "parentheses": "incoming/House Pricing (v2).csv",
+    "punctuation": "incoming/Häuser & Preise, 'Q1' #3.csv",
+    "unicode": "incoming/données/日本の住宅価格.csv",
+    "plus_and_percent": "incoming/a+b 100%.csv",
+    "longest": _key_of_bytes("incoming/team ä/", 1024),
+}
+DISPLAY_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,81}")
+
+
+@pytest.mark.parametrize("encoded", [True, False], ids=["url-encoded", "raw"])
+@pytest.mark.parametrize("case", sorted(ORDINARY_KEYS))
+def test_any_key_s3_allows_trains_and_quarantines(stack: Stack, case: str, encoded: bool):
+    key = ORDINARY_KEYS[case]
+    assert len(key.encode()) <= 1024
+    event = stack.upload(key, VALID_CSV)
+    if encoded:  # S3 notifications: `+` for a space, %XX for the rest of UTF-8
+        event["detail"]["object"]["key"] = quote_plus(key, safe="/")
+    result = stack.invoke(event)
+    assert result["status"] == "started", result
+    assert DISPLAY_NAME.fullmatch(result["display_name"])
+    parameters = stack.parameters(result["execution_arn"])
+    uri = f"s3://{DATA_BUCKET}/{key}"
+    assert parameters["InputDataUri"] == (uri if len(uri) <= 1024 else uri[:1021] + "...")
+    assert len(parameters["DatasetLabel"]) <= 256
+    bucket, reference_key = result["dataset_reference_uri"].removeprefix("s3://").split("/", 1)
+    reference = json.loads(stack.s3.get_object(Bucket=bucket, Key=reference_key)["Body"].read())
+    assert reference["key"] == key  # the exact object, whatever the parameters could carry
+
+    bad = b"PRICE;YEAR\n1;2\n"
+    refused = stack.invoke(stack.upload(key, bad))
+    assert refused["status"] == "quarantined" and refused["reason"] == "wrong_delimiter"
+    copy_key = refused["quarantine_uri"].removeprefix(f"s3://{DATA_BUCKET}/")
+    reason_key = refused["reason_uri"].removeprefix(f"s3://{DATA_BUCKET}/")
+    assert stack.keys("quarantine/") == sorted([copy_key, reason_key])
+    assert len(reason_key.encode()) <= 1024
+    assert stack.s3.get_object(Bucket=DATA_BUCKET, Key=copy_key)["Body"].read() == bad
+    reason = stack.read_json(reason_key)
+    assert reason["source"]["key"] == key
+    assert reason["quarantine_key_shortened"] == (case == "longest")
+    if case != "longest":
+        assert copy_key == "quarantine/" + key.removeprefix("incoming/")
+
+
+def test_a_key_too_long_for_quarantine_is_cut_deterministically_and_kept_apart():
+    from mlops_shared.quarantine import REASON_SUFFIX, quarantine_key
+
+    first, second = _key_of_bytes("incoming/a/", 1024), _key_of_bytes("incoming/a/", 1023)
+    cut_first, cut_second = quarantine_key(first), quarantine_key(second)
+    assert cut_first == quarantine_key(first) and cut_first != cut_second
+    for cut in (cut_first, cut_second):
+        assert cut.startswith("quarantine/a/ää") and cut.endswith(".csv")
+        assert len((cut + REASON_SUFFIX).encode()) <= 1024
+        cut.encode().decode("utf-8")  # cut between characters, never inside one
+    assert quarantine_key("incoming/a/b.csv") == "quarantine/a/b.csv"
+
+
+def test_the_event_etag_tells_apart_two_spellings_of_one_encoded_key(stack: Stack):
+    stack.s3.put_bucket_versioning(Bucket=DATA_BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    stack.s3.put_object(Bucket=DATA_BUCKET, Key="incoming/a+b.csv", Body=b"not the uploaded file")
+    event = stack.upload("incoming/a b.csv", VALID_CSV, event_file="s3_object_created_unversioned.json")
+    event["detail"]["object"]["key"] = "incoming/a+b.csv"  # how S3 encodes "a b.csv"
+    result = stack.invoke(event)
+    assert result["status"] == "started", result
+    assert stack.parameters(result["execution_arn"])["InputDataUri"] == f"s3://{DATA_BUCKET}/incoming/a b.csv"
+
+
+def test_a_target_name_no_job_can_take_is_refused_before_the_run(stack: Stack):
+    target = "P" * 300
+    result = stack.invoke(stack.upload("incoming/houses.csv", to_csv([target] + HEADER[1:], house_rows(150)),
+                                       target=target))
+    assert result["status"] == "quarantined" and result["reason"] == "unusable_target_name"
+    assert "300 characters" in result["message"] and "at most 256" in result["fix"]
+    assert stack.executions() == []
+
+
+def test_display_names_and_descriptions_take_any_key():
+    from datetime import datetime, timezone
+
+    from mlops_shared.intake import execution_display_name, single_line
+
+    when = datetime(2024, 5, 1, 12, 30, 45, tzinfo=timezone.utc)
+    assert execution_display_name("incoming/Häuser & Preise, 'Q1'.csv", when) == "Hauser-Preise-Q1-20240501-123045"
+    assert execution_display_name("incoming/日本.csv", when) == "dataset-20240501-123045"
+    assert single_line("s3://b/incoming/a\nb\u2028c.csv") == "s3://b/incoming/a\\nb\\u2028c.csv"
+
+
+def test_a_message_quoting_huge_column_names_is_cut_in_the_notice_not_in_the_reason(stack: Stack):
+    names = [f"{'C' * 60_000}{i}" for i in range(3)]
+    body = to_csv(HEADER + names, [r + ["text"] * 3 for r in house_rows(150)])
+    result = stack.invoke(stack.upload("incoming/wide.csv", body))
+    assert result["status"] == "quarantined" and result["reason"] == "non_numeric_value"
+    assert len(result["message"]) <= 4000
+    reason = stack.read_json("quarantine/wide.csv.reason.json")
+    assert len(reason["message"]) > 180_000
+    [notification] = stack.notifications()
+    assert len(notification["Message"]) < 10_000
