@@ -5,8 +5,15 @@ when an earlier one failed (there is no header to look at in a gzip file). Each 
 stable ``code`` (for programs and metrics), a ``message`` saying what is wrong with the numbers
 involved, and a ``fix`` telling the person who uploaded the file what to do.
 
+What a CSV may look like is defined once in ``csv_rules`` (header problems, cells, row verdicts,
+text columns, the Feature Store name of each column), which the ingest step applies to every row:
+this module applies the same rules to the sample, so a file it lets through is not refused later
+for something it could have seen. What people read about it is docs/csv-format.md.
+
 Only a sample is read (``DEFAULT_SAMPLE_BYTES``). When the object is larger than the sample, the
 last, possibly cut, line is ignored and the number of rows is estimated from the bytes per row.
+Rejected rows in the sample are a lower bound for the whole file, so exceeding MaxRejectedRows there
+is final; a target with one value in a partial sample is left for the ingest step to judge.
 """
 from __future__ import annotations
 
@@ -451,7 +458,7 @@ def _judge_rows(
         f"(MaxRejectedRows): {examples}{more}.",
         f"Fix those lines: every row needs exactly {len(header)} values (quote values that contain commas), "
         "each a number or empty, without units or thousands separators. Or, if losing those rows is fine, "
-        "start the run with a higher MaxRejectedRows (the stack parameter, or `mlops pipeline run --param "
+        "start the run with a higher MaxRejectedRows (the stack parameter, or `mlops pipeline run FILE --parameter "
         "MaxRejectedRows=N`).",
         {"rejected_rows": len(rejected), "max_rejected_rows": max_rejected_rows,
          "expected_fields": len(header), "rows": profile.rejected_examples},

@@ -7,7 +7,7 @@ import codecs
 
 import pytest
 
-from mlops_shared.csv_validation import validate_csv_sample
+from mlops_shared.csv_validation import _MAGIC_NUMBERS, validate_csv_sample
 from mlops_shared.intake import (
     DatasetRef,
     client_request_token,
@@ -242,3 +242,18 @@ def test_nesting_depth_counts_brackets_outside_strings_only():
     assert nesting_depth('{"a": [{"b": "\\"[["}]}') == 3
     assert nesting_depth("[" * 5000) == 5000
     assert nesting_depth("1") == 0
+
+
+def test_every_quarantine_code_is_explained_in_the_docs_page():
+    """A code people can receive that docs/csv-format.md does not explain fails here."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    shared = root / "functions" / "shared" / "mlops_shared"
+    sources = "".join((shared / name).read_text() for name in ("csv_validation.py", "csv_rules.py", "intake.py"))
+    codes = set(re.findall(r'(?:ValidationIssue|HeaderProblem)\(\s*"([a-z_]+)"', sources))
+    codes |= {code for _, code, _ in _MAGIC_NUMBERS}
+    assert {"no_header_row", "rejected_rows", "file_too_large", "invalid_dataset_config"} <= codes
+    page = (root / "docs" / "csv-format.md").read_text()
+    assert not {code for code in codes if f"| `{code}` |" not in page}
