@@ -101,36 +101,43 @@ def head_dataset(dataset: DatasetRef, s3: Any) -> tuple[DatasetRef, dict[str, An
     """HEADs the exact version; returns the (possibly key-corrected) reference and the response.
 
     S3 notifications may URL-encode keys, so the decoded form is tried when the key as received does
-    not exist. ``None`` when the object is gone.
+    not exist. When both spellings name an object (`a+b.csv` and `a b.csv`, unversioned), the one
+    with the event's ETag is taken. ``None`` when the object is gone.
     """
     candidates = [dataset.key]
     if unquote_plus(dataset.key) != dataset.key:
         candidates.append(unquote_plus(dataset.key))
+    found: list[tuple[str, dict[str, Any]]] = []
     for key in candidates:
         arguments: dict[str, str] = {"Bucket": dataset.bucket, "Key": key}
         if dataset.version_id:
             arguments["VersionId"] = dataset.version_id
         try:
-            head = s3.head_object(**arguments)
+            found.append((key, s3.head_object(**arguments)))
         except ClientError as error:
-            if is_not_found(error):
-                continue
-            raise
-        if (not dataset.version_id and dataset.etag and len(candidates) > 1
-                and normalize_dataset_version(head.get("ETag", "")) != normalize_dataset_version(dataset.etag)):
-            # Both spellings name an object (`a+b.csv` and `a b.csv`): the event's ETag says which one.
+            if not is_not_found(error):
+                raise
             continue
-        resolved = DatasetRef(
-            bucket=dataset.bucket,
-            key=key,
-            version_id=dataset.version_id or normalize_version_id(head.get("VersionId")),
-            etag=normalize_dataset_version(dataset.etag or head.get("ETag", "")),
-            size=head.get("ContentLength", dataset.size),
-            sequencer=dataset.sequencer,
-            event_time=dataset.event_time,
-        )
-        return resolved, head
-    return None
+        # A version id names one object; without one, only the ETag can tell the spellings apart.
+        if dataset.version_id or not dataset.etag:
+            break
+    if not found:
+        return None
+    key, head = found[0]
+    if len(found) > 1:
+        wanted = normalize_dataset_version(dataset.etag)
+        key, head = next(((k, h) for k, h in found if normalize_dataset_version(h.get("ETag", "")) == wanted),
+                         found[0])
+    resolved = DatasetRef(
+        bucket=dataset.bucket,
+        key=key,
+        version_id=dataset.version_id or normalize_version_id(head.get("VersionId")),
+        etag=normalize_dataset_version(dataset.etag or head.get("ETag", "")),
+        size=head.get("ContentLength", dataset.size),
+        sequencer=dataset.sequencer,
+        event_time=dataset.event_time,
+    )
+    return resolved, head
 
 
 def read_sample(dataset: DatasetRef, sample_bytes: int, s3: Any) -> bytes:
