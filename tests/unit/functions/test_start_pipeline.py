@@ -693,3 +693,17 @@ def test_a_message_quoting_huge_column_names_is_cut_in_the_notice_not_in_the_rea
     assert len(reason["message"]) > 180_000
     [notification] = stack.notifications()
     assert len(notification["Message"]) < 10_000
+
+
+def test_max_rejected_rows_comes_from_what_the_run_is_sent():
+    from dataclasses import replace
+
+    from mlops_shared.config import ConfigurationError, StartPipelineSettings
+
+    settings = StartPipelineSettings("p", "d", "a", "t", "PRICE", "fs")
+    assert settings.max_rejected_rows == 0
+    # `mlops pipeline run --parameter MaxRejectedRows=7` rides on the stack parameters.
+    assert replace(settings, stack_parameters={"MaxRejectedRows": "7"}).max_rejected_rows == 7
+    for wrong in ("seven", "-1"):
+        with pytest.raises(ConfigurationError, match="MaxRejectedRows"):
+            replace(settings, stack_parameters={"MaxRejectedRows": wrong}).max_rejected_rows
