@@ -173,7 +173,8 @@ def _check(
         return _encoding_issue(sample, exc)
 
     profile.line_ending = "CRLF" if "\r\n" in text else ("CR" if "\r" in text and "\n" not in text else "LF")
-    header_line = re.split(r"\r\n|\n|\r", text, maxsplit=1)[0]
+    # Blank lines are skipped (csv_rules), those before the header too.
+    header_line = next((line for line in re.split(r"\r\n|\n|\r", text) if line.strip()), "")
 
     issue = _check_delimiter(header_line)
     if issue:
@@ -182,7 +183,7 @@ def _check(
 
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=ALLOWED_DELIMITER, strict=True)
     try:
-        raw_header = next(reader)
+        raw_header = next((row for row in reader if not _is_blank(row)), None)
         rows = [(reader.line_num, row) for row in reader if not _is_blank(row)]
     except csv.Error as exc:
         return ValidationIssue(
@@ -190,6 +191,12 @@ def _check(
             f"The CSV cannot be parsed near line {reader.line_num}: {exc}.",
             "Check the quoting on that line: every opening double quote needs a closing one.",
             {"line": reader.line_num},
+        )
+    if raw_header is None:  # a sample of blank lines, the rest of a large file beyond it
+        return ValidationIssue(
+            "empty_file",
+            f"The first {len(sample)} bytes hold only blank lines: no header and no rows.",
+            "Remove the blank lines before the header and upload the file again.",
         )
     header = [name.strip() for name in raw_header]
     profile.header = header

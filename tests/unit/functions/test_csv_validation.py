@@ -89,11 +89,13 @@ def test_problem_has_specific_code_message_and_fix(data, code, words):
         "\ufeff" + csv_text(),
         csv_text(newline="\r\n"),
         csv_text() + "\n\n  \n",
+        "\n  \r\n" + csv_text(),
         csv_text(header="NUM_BEDROOMS,PRICE,SQUARE_FEET"),
         '"PRICE","SQUARE_FEET","NUM_BEDROOMS"\n' + "".join(f'"{i}","{i}.5","-1e3"\n' for i in range(100)),
         csv_text(rows=100),
     ],
-    ids=["plain", "bom", "crlf", "trailing-blank-lines", "reordered", "quoted-numbers", "exactly-minimum"],
+    ids=["plain", "bom", "crlf", "trailing-blank-lines", "leading-blank-lines", "reordered", "quoted-numbers",
+         "exactly-minimum"],
 )
 def test_valid_edge_cases_pass(data):
     result = check(data)
@@ -257,3 +259,9 @@ def test_every_quarantine_code_is_explained_in_the_docs_page():
     assert {"no_header_row", "rejected_rows", "file_too_large", "invalid_dataset_config"} <= codes
     page = (root / "docs" / "csv-format.md").read_text()
     assert not {code for code in codes if f"| `{code}` |" not in page}
+
+
+def test_a_sample_of_blank_lines_says_so():
+    text = b"\n" * 5000 + csv_text().encode()
+    result = validate_csv_sample(text[:4096], object_size=len(text), target_column="PRICE")
+    assert result.issue.code == "empty_file" and "only blank lines" in result.issue.message
