@@ -134,7 +134,10 @@ def validate_csv_sample(
 def _check(
     sample: bytes, profile: CsvProfile, target: str, min_data_rows: int, max_rejected_rows: int
 ) -> ValidationIssue | None:
-    if profile.object_size == 0 or not sample.removeprefix(UTF8_BOM).strip():
+    blank = not sample.removeprefix(UTF8_BOM).strip()
+    if blank and profile.object_size > len(sample):
+        return _only_blank_lines(len(sample))
+    if profile.object_size == 0 or blank:
         return ValidationIssue(
             "empty_file",
             f"The file is empty ({profile.object_size} bytes, no header and no rows).",
@@ -192,12 +195,8 @@ def _check(
             "Check the quoting on that line: every opening double quote needs a closing one.",
             {"line": reader.line_num},
         )
-    if raw_header is None:  # a sample of blank lines, the rest of a large file beyond it
-        return ValidationIssue(
-            "empty_file",
-            f"The first {len(sample)} bytes hold only blank lines: no header and no rows.",
-            "Remove the blank lines before the header and upload the file again.",
-        )
+    if raw_header is None:  # blank lines up to the sample's last whole line
+        return _only_blank_lines(len(sample))
     header = [name.strip() for name in raw_header]
     profile.header = header
 
@@ -256,6 +255,14 @@ def _check(
             {"target": target, "value": value, "rows": profile.kept_rows},
         )
     return None
+
+
+def _only_blank_lines(sample_bytes: int) -> ValidationIssue:
+    return ValidationIssue(
+        "empty_file",
+        f"The first {sample_bytes} bytes hold only blank lines: no header and no rows.",
+        "Remove the blank lines before the header and upload the file again.",
+    )
 
 
 def _check_binary(sample: bytes) -> ValidationIssue | None:

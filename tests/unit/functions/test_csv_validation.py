@@ -261,7 +261,8 @@ def test_every_quarantine_code_is_explained_in_the_docs_page():
     assert not {code for code in codes if f"| `{code}` |" not in page}
 
 
-def test_a_sample_of_blank_lines_says_so():
-    text = b"\n" * 5000 + csv_text().encode()
+@pytest.mark.parametrize("blank_lines", [5000, 4090], ids=["sample-all-blank", "sample-ends-in-the-header"])
+def test_a_sample_of_blank_lines_says_so(blank_lines):
+    text = b"\n" * blank_lines + csv_text().encode()
     result = validate_csv_sample(text[:4096], object_size=len(text), target_column="PRICE")
     assert result.issue.code == "empty_file" and "only blank lines" in result.issue.message
