@@ -161,8 +161,12 @@ def test_function_environments_feed_the_handlers(template):
 
     functions = template["Resources"]
     start_env = functions["StartPipelineFunction"]["Properties"]["Environment"]["Variables"]
-    settings = StartPipelineSettings.from_env({k: "x" if not isinstance(v, str) else v for k, v in start_env.items()})
+    # A reference (!Ref, !Sub) stands in as "1": every variable, the numeric ones too, takes it.
+    settings = StartPipelineSettings.from_env({k: "1" if not isinstance(v, str) else v for k, v in start_env.items()})
     assert set(settings.stack_parameters) == set(STACK_PIPELINE_PARAMETERS)
+    assert refers_to(start_env["MAX_REJECTED_ROWS"], "MaxRejectedRows")
+    assert refers_to(start_env["MAX_DATASET_BYTES"], "MaxDatasetBytes")
+    assert refers_to(start_env["DOCS_BASE_URL"], "DocsBaseUrl")
     assert refers_to(start_env["PIPELINE_NAME"], "TrainingPipeline")
     assert refers_to(start_env["IDEMPOTENCY_TABLE"], "IdempotencyTable")
     assert refers_to(start_env["NOTIFICATION_TOPIC_ARN"], "NotificationTopic")

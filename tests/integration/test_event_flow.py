@@ -84,7 +84,8 @@ def test_bad_files_are_quarantined_with_the_original_kept_and_no_execution(make_
     good = housing_csv(150, seed=1).decode()
     bad_files = {
         "no-target.csv": (good.replace("PRICE", "COST", 1).encode(), "missing_target"),
-        "words.csv": (good.replace("\n", "\nabc,1990,2000,3,2.0,1.0,1,0,1\n", 1).encode(), "non_numeric_value"),
+        # A word where a number belongs: a rejected row, and the run accepts none (MaxRejectedRows 0).
+        "words.csv": (good.replace("\n", "\nabc,1990,2000,3,2.0,1.0,1,0,1\n", 1).encode(), "rejected_rows"),
         "empty.csv": (b"", "empty_file"),
     }
     versions = {name: upload(cloud, name, body)["VersionId"] for name, (body, _) in bad_files.items()}

@@ -132,6 +132,15 @@ class EvaluationReport:
 # datasets/<identity>.json
 # ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
+class DatasetConfigVersion:
+    """The exact dataset.json intake read the target from (it may change after the upload)."""
+
+    key: str
+    version_id: str | None
+    etag: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetReference:
     """The exact object one pipeline execution trains on.
 
@@ -148,6 +157,8 @@ class DatasetReference:
     etag: str | None
     target_column: str
     target_source: str  # metadata | dataset.json | default
+    # Set when target_source is dataset.json: which version of it named the target.
+    dataset_config: DatasetConfigVersion | None = None
 
     @property
     def s3_uri(self) -> str:

@@ -17,6 +17,12 @@ TRACED_MODULES = ("botocore",)
 
 DEFAULT_MIN_DATA_ROWS = 100
 DEFAULT_SAMPLE_BYTES = 256 * 1024
+# jobs/pipeline.py ParameterInteger("MaxRejectedRows", default_value=0): what a run gets when the
+# stack sends no value (a test keeps the two equal).
+DEFAULT_MAX_REJECTED_ROWS = 0
+# The largest object intake starts a run on: beyond it a file is quarantined (file_too_large) before
+# any paid step. Template parameter MaxDatasetBytes.
+DEFAULT_MAX_DATASET_BYTES = 10 * 1024**3
 
 # Pipeline parameters that come straight from the stack configuration, in the order they are sent.
 # Keys are the parameter names agreed in docs/contracts.md; values the environment variables holding
@@ -32,6 +38,8 @@ STACK_PIPELINE_PARAMETERS: dict[str, str] = {
     "TrainingInstanceCount": "TRAINING_INSTANCE_COUNT",
     "MaxTuningJobs": "MAX_TUNING_JOBS",
     "MaxParallelTuningJobs": "MAX_PARALLEL_TUNING_JOBS",
+    # Intake applies it to the sample too (StartPipelineSettings.max_rejected_rows).
+    "MaxRejectedRows": "MAX_REJECTED_ROWS",
 }
 
 
@@ -74,6 +82,10 @@ class StartPipelineSettings:
     stack_parameters: dict[str, str] = field(default_factory=dict)
     min_data_rows: int = DEFAULT_MIN_DATA_ROWS
     sample_bytes: int = DEFAULT_SAMPLE_BYTES
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
+    # Where docs/csv-format.md is published (e.g. the repository's web address); empty: quarantine
+    # messages name the page by its path in the repository.
+    docs_base_url: str = ""
     incoming_prefix: str = "incoming/"
     quarantine_prefix: str = "quarantine/"
     artifacts_prefix: str = "pipeline"
@@ -81,6 +93,27 @@ class StartPipelineSettings:
     @property
     def artifacts_s3_uri(self) -> str:
         return f"s3://{self.artifacts_bucket}/{self.artifacts_prefix}"
+
+    @property
+    def max_rejected_rows(self) -> int:
+        """The MaxRejectedRows the run gets: the value sent (stack or `mlops pipeline run --param`),
+        else the pipeline's default."""
+        raw = str(self.stack_parameters.get("MaxRejectedRows", "")).strip()
+        if not raw:
+            return DEFAULT_MAX_REJECTED_ROWS
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"pipeline parameter MaxRejectedRows must be an integer, got {raw!r}") from exc
+        if value < 0:
+            raise ConfigurationError(f"pipeline parameter MaxRejectedRows must be >= 0, got {value}")
+        return value
+
+    def docs_link(self, page: str) -> str:
+        """`page` (a path in the repository, e.g. docs/csv-format.md) as a link a person can follow."""
+        if not self.docs_base_url:
+            return page
+        return f"{self.docs_base_url.rstrip('/')}/{page}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StartPipelineSettings:
@@ -100,6 +133,8 @@ class StartPipelineSettings:
             stack_parameters=stack_parameters,
             min_data_rows=int_env(env, "MIN_DATA_ROWS", DEFAULT_MIN_DATA_ROWS, 1),
             sample_bytes=int_env(env, "VALIDATION_SAMPLE_BYTES", DEFAULT_SAMPLE_BYTES, 1),
+            max_dataset_bytes=int_env(env, "MAX_DATASET_BYTES", DEFAULT_MAX_DATASET_BYTES, 1),
+            docs_base_url=env.get("DOCS_BASE_URL", "").strip(),
         )
 
 

@@ -5,22 +5,31 @@ when an earlier one failed (there is no header to look at in a gzip file). Each 
 stable ``code`` (for programs and metrics), a ``message`` saying what is wrong with the numbers
 involved, and a ``fix`` telling the person who uploaded the file what to do.
 
+What a CSV may look like is defined once in ``csv_rules`` (header problems, cells, row verdicts,
+text columns, the Feature Store name of each column), which the ingest step applies to every row:
+this module applies the same rules to the sample, so a file it lets through is not refused later
+for something it could have seen. What people read about it is docs/csv-format.md.
+
 Only a sample is read (``DEFAULT_SAMPLE_BYTES``). When the object is larger than the sample, the
 last, possibly cut, line is ignored and the number of rows is estimated from the bytes per row.
+Rejected rows in the sample are a lower bound for the whole file, so exceeding MaxRejectedRows there
+is final; a target with one value in a partial sample is left for the ingest step to judge.
 """
 from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ALLOWED_DELIMITER = ","
+from . import csv_rules
+
+ALLOWED_DELIMITER = csv_rules.DELIMITER
 OTHER_DELIMITERS = {";": "semicolon (;)", "\t": "tab", "|": "pipe (|)"}
 UTF8_BOM = b"\xef\xbb\xbf"
 MAX_REPORTED = 5  # examples quoted in a message: enough to find the problem, short enough to read
+REJECTED_EXAMPLES = 50  # rejected lines kept in the profile (reason.json)
 
 # Signatures of formats people upload by mistake instead of a plain CSV: (magic, code, description).
 _MAGIC_NUMBERS: tuple[tuple[bytes, str, str], ...] = (
@@ -45,7 +54,6 @@ _UNICODE_BOMS: tuple[tuple[bytes, str], ...] = (
     (b"\xfe\xff", "UTF-16 (big endian)"),
 )
 _HTML_STARTS = ("<!doctype html", "<html", "<head", "<body", "<!--")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -71,8 +79,18 @@ class CsvProfile:
     header: list[str] = field(default_factory=list)
     target_column: str | None = None
     feature_columns: list[str] = field(default_factory=list)
-    rows_in_sample: int = 0
-    estimated_rows: int | None = None
+    # CSV column -> the Feature Store name it is stored under (csv_rules.feature_store_names); the
+    # CSV names stay the names people use, at the endpoint too.
+    feature_names: dict[str, str] = field(default_factory=dict)
+    missing_cells: dict[str, int] = field(default_factory=dict)  # per column, in the sample
+    rows_in_sample: int = 0  # data rows read (not blank)
+    kept_rows: int = 0  # rows to train on
+    dropped_rows: int = 0  # no target value: cannot teach, not counted as rejected
+    rejected_rows: int = 0  # wrong field count or a bad cell: counted against MaxRejectedRows
+    rejected_examples: list[dict[str, Any]] = field(default_factory=list)
+    max_rejected_rows: int = 0
+    distinct_target_values: int = 0  # among the kept rows of the sample
+    estimated_rows: int | None = None  # rows to train on in the whole file
 
 
 @dataclass
@@ -94,11 +112,14 @@ def validate_csv_sample(
     object_size: int,
     target_column: str,
     min_data_rows: int = 100,
+    max_rejected_rows: int = 0,
 ) -> ValidationResult:
     """Validates the first bytes of a CSV object of ``object_size`` bytes.
 
     ``sample`` is the object's beginning (the whole object when it is small). The result's ``issue``
-    is ``None`` when the file is fit for training on ``target_column``.
+    is ``None`` when the file is fit for training on ``target_column``. ``max_rejected_rows`` is the
+    MaxRejectedRows the pipeline run will get: a sample rejecting more rows is refused here, before
+    any paid step.
     """
     profile = CsvProfile(
         object_size=object_size,
@@ -106,12 +127,17 @@ def validate_csv_sample(
         sample_is_whole_file=len(sample) >= object_size,
         target_column=target_column,
     )
-    issue = _check(sample, profile, target_column, min_data_rows)
+    issue = _check(sample, profile, target_column, min_data_rows, max_rejected_rows)
     return ValidationResult(profile=profile, issue=issue)
 
 
-def _check(sample: bytes, profile: CsvProfile, target: str, min_data_rows: int) -> ValidationIssue | None:
-    if profile.object_size == 0 or not sample.removeprefix(UTF8_BOM).strip():
+def _check(
+    sample: bytes, profile: CsvProfile, target: str, min_data_rows: int, max_rejected_rows: int
+) -> ValidationIssue | None:
+    blank = not sample.removeprefix(UTF8_BOM).strip()
+    if blank and profile.object_size > len(sample):
+        return _only_blank_lines(len(sample))
+    if profile.object_size == 0 or blank:
         return ValidationIssue(
             "empty_file",
             f"The file is empty ({profile.object_size} bytes, no header and no rows).",
@@ -150,7 +176,8 @@ def _check(sample: bytes, profile: CsvProfile, target: str, min_data_rows: int) 
         return _encoding_issue(sample, exc)
 
     profile.line_ending = "CRLF" if "\r\n" in text else ("CR" if "\r" in text and "\n" not in text else "LF")
-    header_line = re.split(r"\r\n|\n|\r", text, maxsplit=1)[0]
+    # Blank lines are skipped (csv_rules), those before the header too.
+    header_line = next((line for line in re.split(r"\r\n|\n|\r", text) if line.strip()), "")
 
     issue = _check_delimiter(header_line)
     if issue:
@@ -159,7 +186,7 @@ def _check(sample: bytes, profile: CsvProfile, target: str, min_data_rows: int) 
 
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=ALLOWED_DELIMITER, strict=True)
     try:
-        header = next(reader)
+        raw_header = next((row for row in reader if not _is_blank(row)), None)
         rows = [(reader.line_num, row) for row in reader if not _is_blank(row)]
     except csv.Error as exc:
         return ValidationIssue(
@@ -168,15 +195,20 @@ def _check(sample: bytes, profile: CsvProfile, target: str, min_data_rows: int) 
             "Check the quoting on that line: every opening double quote needs a closing one.",
             {"line": reader.line_num},
         )
+    if raw_header is None:  # blank lines up to the sample's last whole line
+        return _only_blank_lines(len(sample))
+    header = [name.strip() for name in raw_header]
     profile.header = header
 
-    issue = _check_header(header)
-    if issue:
-        return issue
+    problem = csv_rules.header_problem(raw_header, rows[0][1] if rows else None)
+    if problem:
+        return ValidationIssue(problem.code, problem.message, problem.fix, {"header": header})
+    profile.feature_names = dict(zip(header, csv_rules.feature_store_names(header)))
 
     issue = _check_target(header, target)
     if issue:
         return issue
+    target_index = header.index(target)
     profile.feature_columns = [name for name in header if name != target]
     if not profile.feature_columns:
         return ValidationIssue(
@@ -186,29 +218,51 @@ def _check(sample: bytes, profile: CsvProfile, target: str, min_data_rows: int) 
             {"header": header},
         )
 
-    issue = _check_ragged(header, rows)
+    issue = _check_text_columns(header, rows, target_index, profile)
     if issue:
         return issue
 
-    issue = _check_numeric(header, rows)
+    issue = _judge_rows(header, rows, target_index, profile, max_rejected_rows)
     if issue:
         return issue
 
     profile.rows_in_sample = len(rows)
     if profile.sample_is_whole_file:
-        profile.estimated_rows = len(rows)
+        profile.estimated_rows = profile.kept_rows
     else:
-        profile.estimated_rows = int(len(rows) * profile.object_size / max(len(sample), 1))
+        profile.estimated_rows = int(profile.kept_rows * profile.object_size / max(len(sample), 1))
     if profile.estimated_rows < min_data_rows:
         qualifier = "" if profile.sample_is_whole_file else "about "
+        not_kept = _not_kept_note(profile)
         return ValidationIssue(
             "too_few_rows",
-            f"The file has {qualifier}{profile.estimated_rows} data rows; at least {min_data_rows} are needed to "
-            "split it into training, validation and test sets.",
-            f"Add more rows (at least {min_data_rows}) and upload the file again.",
-            {"rows": profile.estimated_rows, "minimum": min_data_rows, "estimated": not profile.sample_is_whole_file},
+            f"The file has {qualifier}{profile.estimated_rows} data rows to train on{not_kept}; at least "
+            f"{min_data_rows} are needed to split it into training, validation and test sets.",
+            f"Add more rows with a {target} value (at least {min_data_rows}) and upload the file again.",
+            {"rows": profile.estimated_rows, "minimum": min_data_rows, "estimated": not profile.sample_is_whole_file,
+             "dropped_rows": profile.dropped_rows, "rejected_rows": profile.rejected_rows},
+        )
+
+    # A partial sample may show one target value where the whole file has many: only the whole file
+    # is judged here, the ingest step judges every row of a larger one.
+    if profile.sample_is_whole_file and profile.distinct_target_values < csv_rules.MIN_DISTINCT_TARGET_VALUES:
+        value = _first_kept_target(rows, header, target_index)
+        return ValidationIssue(
+            "constant_target",
+            f"The target {target} has one value ({value}) in all {profile.kept_rows} rows: there is nothing to learn.",
+            f"Upload rows whose {target} values differ (check the export did not fill the column with one value), "
+            "or name another column as the target.",
+            {"target": target, "value": value, "rows": profile.kept_rows},
         )
     return None
+
+
+def _only_blank_lines(sample_bytes: int) -> ValidationIssue:
+    return ValidationIssue(
+        "empty_file",
+        f"The first {sample_bytes} bytes hold only blank lines: no header and no rows.",
+        "Remove the blank lines before the header and upload the file again.",
+    )
 
 
 def _check_binary(sample: bytes) -> ValidationIssue | None:
@@ -313,34 +367,6 @@ def _check_delimiter(header_line: str) -> ValidationIssue | None:
     )
 
 
-def _check_header(header: list[str]) -> ValidationIssue | None:
-    empty = [index + 1 for index, name in enumerate(header) if not name.strip()]
-    if empty:
-        return ValidationIssue(
-            "empty_column_name",
-            f"Header column(s) {', '.join(map(str, empty[:MAX_REPORTED]))} have no name "
-            f"(header: {','.join(header)[:200]!r}).",
-            "Give every column a name in the first line (an unnamed first column is often a saved index: "
-            "export with `index=False`), and remove trailing commas.",
-            {"positions": empty, "header": header},
-        )
-    seen: dict[str, int] = {}
-    duplicates = []
-    for name in (n.strip() for n in header):
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] == 2:
-            duplicates.append(name)
-    if duplicates:
-        return ValidationIssue(
-            "duplicate_column_name",
-            f"Column name(s) {', '.join(repr(d) for d in duplicates[:MAX_REPORTED])} appear more than once "
-            "in the header.",
-            "Rename the columns so every name is unique, then upload the file again.",
-            {"duplicates": duplicates, "header": header},
-        )
-    return None
-
-
 def _check_target(header: list[str], target: str) -> ValidationIssue | None:
     if target in header:
         return None
@@ -365,50 +391,106 @@ def _is_blank(row: list[str]) -> bool:
     return not row or (len(row) == 1 and not row[0].strip())
 
 
-def _check_ragged(header: list[str], rows: list[tuple[int, list[str]]]) -> ValidationIssue | None:
-    bad = [(line, len(row)) for line, row in rows if len(row) != len(header)]
-    if not bad:
-        return None
-    examples = ", ".join(f"line {line} has {n}" for line, n in bad[:MAX_REPORTED])
-    return ValidationIssue(
-        "ragged_rows",
-        f"{len(bad)} row(s) in the checked part do not have the header's {len(header)} fields: {examples}.",
-        "Make every row have exactly one value per header column; quote values that contain commas.",
-        {"expected_fields": len(header), "rows": [{"line": line, "fields": n} for line, n in bad[:50]]},
-    )
+def _well_formed(header: list[str], rows: list[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
+    return [(line, row) for line, row in rows if len(row) == len(header)]
 
 
-def _is_number(value: str) -> bool:
-    return bool(_NUMBER.fullmatch(value)) and math.isfinite(float(value))
-
-
-def _check_numeric(header: list[str], rows: list[tuple[int, list[str]]]) -> ValidationIssue | None:
-    non_numeric: dict[str, tuple[int, str]] = {}
-    missing: dict[str, int] = {}
-    for line, row in rows:
-        for name, raw in zip(header, row):
-            value = raw.strip()
-            if not value:
-                missing.setdefault(name, line)
-            elif name not in non_numeric and not _is_number(value):
-                non_numeric[name] = (line, raw)
-    if non_numeric:
+def _check_text_columns(
+    header: list[str], rows: list[tuple[int, list[str]]], target_index: int, profile: CsvProfile
+) -> ValidationIssue | None:
+    """Tallies every column (csv_rules.ColumnTally) over the rows with the header's field count and
+    refuses text columns: the model takes numbers only."""
+    tallies = [csv_rules.ColumnTally() for _ in header]
+    first_bad_line: dict[int, int] = {}
+    for line, row in _well_formed(header, rows):
+        for position, text in enumerate(row):
+            if tallies[position].add(text).kind == csv_rules.BAD:
+                first_bad_line.setdefault(position, line)
+    profile.missing_cells = {name: tally.missing for name, tally in zip(header, tallies)}
+    text_columns = [position for position, tally in enumerate(tallies) if tally.is_text]
+    if target_index in text_columns:
+        tally = tallies[target_index]
+        target = header[target_index]
+        return ValidationIssue(
+            "non_numeric_target",
+            f"The target {target} holds text, not numbers: {tally.bad} of its {tally.bad + tally.numbers} values "
+            f"are not numbers, e.g. {tally.first_bad!r} on line {first_bad_line[target_index]}. The model "
+            "predicts a number (regression).",
+            f"Make {target} a number in every row (encode categories as numbers, drop units and thousands "
+            "separators), or name a numeric column as the target.",
+            {"target": target, "value": tally.first_bad, "line": first_bad_line[target_index],
+             "not_numbers": tally.bad, "numbers": tally.numbers},
+        )
+    if text_columns:
         examples = "; ".join(
-            f"{name!r} has {value!r} on line {line}" for name, (line, value) in list(non_numeric.items())[:MAX_REPORTED]
+            f"{header[position]!r} has {tallies[position].first_bad!r} on line {first_bad_line[position]}"
+            for position in text_columns[:MAX_REPORTED]
         )
         return ValidationIssue(
             "non_numeric_value",
-            f"{len(non_numeric)} column(s) contain values that are not numbers: {examples}.",
+            f"{len(text_columns)} column(s) hold text, not numbers (more than half of their values are not "
+            f"numbers): {examples}.",
             "Make every column numeric: encode categories as numbers (e.g. yes/no as 1/0), drop text columns, "
             "and write numbers without thousands separators or units, with '.' as the decimal mark.",
-            {"columns": {name: {"line": line, "value": value} for name, (line, value) in non_numeric.items()}},
-        )
-    if missing:
-        examples = "; ".join(f"{name!r} on line {line}" for name, line in list(missing.items())[:MAX_REPORTED])
-        return ValidationIssue(
-            "missing_value",
-            f"{len(missing)} column(s) have empty values: {examples}.",
-            "Fill in the empty cells or remove the incomplete rows, then upload the file again.",
-            {"columns": {name: {"line": line} for name, line in missing.items()}},
+            {"columns": {header[position]: {"line": first_bad_line[position], "value": tallies[position].first_bad,
+                                            "not_numbers": tallies[position].bad,
+                                            "numbers": tallies[position].numbers}
+                         for position in text_columns}},
         )
     return None
+
+
+def _judge_rows(
+    header: list[str], rows: list[tuple[int, list[str]]], target_index: int, profile: CsvProfile,
+    max_rejected_rows: int,
+) -> ValidationIssue | None:
+    """Counts kept, dropped (no target) and rejected rows with csv_rules.row_verdict; refuses the file
+    when the sample alone rejects more rows than the pipeline's MaxRejectedRows lets through."""
+    rejected: list[tuple[int, str]] = []
+    distinct_targets: set[float] = set()
+    for line, row in rows:
+        verdict = csv_rules.row_verdict(row, header, target_index)
+        if verdict.kept:
+            profile.kept_rows += 1
+            distinct_targets.add(csv_rules.parse_cell(row[target_index]).value)
+        elif verdict.dropped:
+            profile.dropped_rows += 1
+        else:
+            rejected.append((line, verdict.reason or "rejected"))
+    profile.rejected_rows = len(rejected)
+    profile.rejected_examples = [{"line": line, "reason": reason} for line, reason in rejected[:REJECTED_EXAMPLES]]
+    profile.distinct_target_values = len(distinct_targets)
+    profile.max_rejected_rows = max_rejected_rows
+    if len(rejected) <= max_rejected_rows:
+        return None
+    examples = "; ".join(f"line {line}: {reason}" for line, reason in rejected[:MAX_REPORTED])
+    more = f" (and {len(rejected) - MAX_REPORTED} more)" if len(rejected) > MAX_REPORTED else ""
+    scope = "" if profile.sample_is_whole_file else f" in the first {profile.sample_bytes} bytes"
+    return ValidationIssue(
+        "rejected_rows",
+        f"{len(rejected)} row(s){scope} cannot be used and the pipeline accepts at most {max_rejected_rows} "
+        f"(MaxRejectedRows): {examples}{more}.",
+        f"Fix those lines: every row needs exactly {len(header)} values (quote values that contain commas), "
+        "each a number or empty, without units or thousands separators. Or, if losing those rows is fine, "
+        "start the run with a higher MaxRejectedRows (the stack parameter, or `mlops pipeline run FILE --parameter "
+        "MaxRejectedRows=N`).",
+        {"rejected_rows": len(rejected), "max_rejected_rows": max_rejected_rows,
+         "expected_fields": len(header), "rows": profile.rejected_examples},
+    )
+
+
+def _not_kept_note(profile: CsvProfile) -> str:
+    parts = []
+    if profile.dropped_rows:
+        parts.append(f"{profile.dropped_rows} row(s) without a {profile.target_column} value dropped")
+    if profile.rejected_rows:
+        parts.append(f"{profile.rejected_rows} row(s) rejected")
+    scope = "" if profile.sample_is_whole_file else " in the sample"
+    return f" ({', '.join(parts)}{scope})" if parts else ""
+
+
+def _first_kept_target(rows: list[tuple[int, list[str]]], header: list[str], target_index: int) -> str:
+    for _, row in rows:
+        if csv_rules.row_verdict(row, header, target_index).kept:
+            return row[target_index].strip()
+    return "none"

@@ -6,6 +6,7 @@ versioned, so even a later overwrite keeps it), which means a quarantine can nev
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ import boto3
 from .csv_validation import CsvProfile, ValidationIssue
 
 REASON_SUFFIX = ".reason.json"
+S3_KEY_MAX_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,32 @@ class QuarantineLocation:
 
 
 def quarantine_key(key: str, incoming_prefix: str = "incoming/", quarantine_prefix: str = "quarantine/") -> str:
-    """``incoming/x/y.csv`` -> ``quarantine/x/y.csv`` (a key outside incoming/ keeps its whole path)."""
+    """``incoming/x/y.csv`` -> ``quarantine/x/y.csv`` (a key outside incoming/ keeps its whole path).
+
+    S3 keys hold at most 1024 bytes (UTF-8) and ``quarantine/`` is longer than ``incoming/``, with the
+    reason's suffix longer still: when the copy or its reason would not fit, the name is cut at a
+    character boundary and a digest of the whole original key keeps cut names apart (reason.json
+    holds the original key)."""
     relative = key[len(incoming_prefix):] if key.startswith(incoming_prefix) else key
-    return quarantine_prefix + relative
+    candidate = quarantine_prefix + relative
+    if _utf8_length(candidate + REASON_SUFFIX) <= S3_KEY_MAX_BYTES:
+        return candidate
+    extension = relative[-4:] if relative.lower().endswith(".csv") else ""
+    tail = f"-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:16]}{extension}"
+    budget = S3_KEY_MAX_BYTES - _utf8_length(quarantine_prefix + tail + REASON_SUFFIX)
+    stem = relative[:len(relative) - len(extension)]
+    cut = stem.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
+    return quarantine_prefix + cut + tail
+
+
+def is_shortened(key: str, location_key: str, incoming_prefix: str = "incoming/",
+                 quarantine_prefix: str = "quarantine/") -> bool:
+    relative = key[len(incoming_prefix):] if key.startswith(incoming_prefix) else key
+    return location_key != quarantine_prefix + relative
+
+
+def _utf8_length(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 def build_reason(
@@ -52,12 +77,16 @@ def build_reason(
     profile: CsvProfile | None,
     location: QuarantineLocation,
     target_source: str | None = None,
+    docs: str | None = None,
+    copied: bool = True,
+    shortened: bool = False,
 ) -> dict[str, Any]:
     version = f"?versionId={version_id}" if version_id else ""
     return {
         "code": issue.code,
         "message": issue.message,
         "fix": issue.fix,
+        "docs": docs,  # the page explaining what a CSV may look like and every code
         "details": issue.details,
         "source": {
             "bucket": bucket,
@@ -67,7 +96,9 @@ def build_reason(
             "s3_uri": f"s3://{bucket}/{key}",
             "s3_uri_with_version": f"s3://{bucket}/{key}{version}",
         },
-        "quarantined_copy": location.uri,
+        "quarantined_copy": location.uri if copied else None,
+        # Cut (with a digest) when the original key would make the copy's too long for S3.
+        "quarantine_key_shortened": shortened,
         "detected": {
             "header": profile.header if profile else [],
             "encoding": profile.encoding if profile else None,
@@ -75,6 +106,8 @@ def build_reason(
             "delimiter": profile.delimiter if profile else None,
             "target_column": profile.target_column if profile else None,
             "target_source": target_source,
+            # CSV column -> its Feature Store name (csv_rules.feature_store_names).
+            "feature_names": profile.feature_names if profile else {},
             "rows_in_sample": profile.rows_in_sample if profile else 0,
             "estimated_rows": profile.estimated_rows if profile else None,
             "object_size": profile.object_size if profile else None,
@@ -93,14 +126,17 @@ def quarantine_object(
     reason: dict[str, Any],
     location: QuarantineLocation,
     s3: Any = None,
+    copy: bool = True,
 ) -> QuarantineLocation:
-    """Copies the exact version that was checked next to its reason; the source is left untouched."""
+    """Copies the exact version that was checked next to its reason (`copy=False`: the reason only);
+    the source is left untouched."""
     s3 = s3 or boto3.client("s3")
     source: dict[str, str] = {"Bucket": bucket, "Key": key}
     if version_id:
         source["VersionId"] = version_id
-    # The managed copy switches to multipart above 5 GB, where a single CopyObject would fail.
-    s3.copy(source, location.bucket, location.key)
+    if copy:
+        # The managed copy switches to multipart above 5 GB, where a single CopyObject would fail.
+        s3.copy(source, location.bucket, location.key)
     s3.put_object(
         Bucket=location.bucket,
         Key=location.reason_key,

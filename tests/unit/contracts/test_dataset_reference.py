@@ -8,7 +8,7 @@ import pytest
 from moto import mock_aws
 
 from local.aws.strict.service_constraints import check
-from mlops_shared.artifacts import ArtifactFormatError, DatasetReference
+from mlops_shared.artifacts import ArtifactFormatError, DatasetConfigVersion, DatasetReference
 from mlops_shared.dataset_reference import (
     METADATA_VALUE_MAX, identity_digest, read_reference, reference_uri, registry_label, write_reference,
 )
@@ -83,3 +83,16 @@ def test_a_reference_missing_a_field_is_refused_by_name():
     with pytest.raises(ArtifactFormatError, match="key"):
         DatasetReference.from_json({"bucket": "b", "version": "v", "version_id": None, "etag": None,
                                     "target_column": "PRICE", "target_source": "default"})
+
+
+def test_the_dataset_config_version_survives_the_document_and_older_documents_have_none():
+    reference = DatasetReference(bucket="data", key="incoming/a.csv", version="v1", version_id="v1", etag="e",
+                                 target_column="VALUE", target_source="dataset.json",
+                                 dataset_config=DatasetConfigVersion(key="incoming/dataset.json", version_id="c1",
+                                                                     etag="ce"))
+    assert DatasetReference.from_json(reference.to_json()) == reference
+    older = {name: value for name, value in reference.to_json().items() if name != "dataset_config"}
+    assert DatasetReference.from_json(older).dataset_config is None
+    with pytest.raises(ArtifactFormatError, match="dataset_config.key"):
+        DatasetReference.from_json({**reference.to_json(), "dataset_config": {"key": 1, "version_id": None,
+                                                                               "etag": None}})
