@@ -33,7 +33,7 @@ def _at(component: str, principal: str, where: str) -> Caller:
 
 
 # -- functions/ (each handler runs with its function's role) -------------------------------------
-INTAKE = _at("start_pipeline", START_PIPELINE_ROLE, "functions/shared/mlops_shared/intake.py")
+INTAKE = _at("start_pipeline", START_PIPELINE_ROLE, "functions/shared/mlops_shared/intake.py, dataset_config.py")
 QUARANTINE = _at("start_pipeline", START_PIPELINE_ROLE, "functions/shared/mlops_shared/quarantine.py (s3.copy)")
 INTAKE_IDEMPOTENCY = _at("start_pipeline", START_PIPELINE_ROLE, "functions/start_pipeline/app.py (Powertools idempotency)")
 INTAKE_NOTIFY = _at("start_pipeline", START_PIPELINE_ROLE, "functions/shared/mlops_shared/notifications.py")
