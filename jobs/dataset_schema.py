@@ -174,7 +174,8 @@ def infer_schema(csv_file: CsvFile, target: str, chunk_rows: int = DEFAULT_CHUNK
         near = [c for c in columns if c.lower() == target.strip().lower()]
         hint = f" ({near[0]!r} differs only in case)" if near else ""
         raise common.JobFailure(
-            f"target column {target!r} is not in the CSV{hint}; columns found: {', '.join(columns)}"
+            f"target column {target!r} is not in the CSV{hint}; columns found: {', '.join(columns)}. Name the "
+            f"column to predict in the upload's `target` metadata or a dataset.json (see {csv_rules.DOCS_PAGE})"
         )
     target = target.strip()
     target_index = columns.index(target)
@@ -198,7 +199,7 @@ def infer_schema(csv_file: CsvFile, target: str, chunk_rows: int = DEFAULT_CHUNK
                     if position == target_index and len(distinct_targets) < csv_rules.MIN_DISTINCT_TARGET_VALUES:
                         distinct_targets.add(cell.value)
     if rows == 0:
-        raise common.JobFailure(f"{csv_file.uri} has a header but no data rows")
+        raise common.JobFailure(f"{csv_file.uri} has a header but no data rows; add the rows and upload it again")
     text_columns = [f"{name!r} (e.g. {tally.first_bad!r})" for name, tally in zip(columns, tallies) if tally.is_text]
     if text_columns:
         raise common.JobFailure(
