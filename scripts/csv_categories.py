@@ -124,7 +124,7 @@ CATEGORIES = [
     Category("missing target cells", "no price sometimes.csv", missing_targets, "registered"),
     Category("huge finite magnitudes", "huge.csv", huge_magnitudes, "registered"),
     Category("malformed row past the sample", "malformed late.csv", malformed_row_far_past_the_sample, "failed",
-             reason_mentions="row 38000"),
+             reason_mentions="row 37999"),  # data row 37999 is line 38001
     Category("infinite cell in the head", "inf.csv", infinite_cell_in_the_head, "quarantined",
              reason_mentions="LOT_ACRES"),
     Category("no header row", "no header.csv", no_header_row, "quarantined", reason_mentions="no_header_row"),
