@@ -5,7 +5,8 @@ A token names one decision that one approver may take once: the model package, t
 (single use is enforced by recording the nonce when the decision is taken) and an expiry.
 
 Wire format: ``<base64url(JSON payload)>.<base64url(HMAC-SHA256(key, payload bytes))>`` with the
-padding stripped, so the token sits in a URL path segment or a Slack button value unescaped.
+padding stripped, so the token sits in a URL path segment or a Slack button value unescaped. Only
+that exact spelling is accepted (no padding, whitespace, standard alphabet or stray trailing bits).
 """
 from __future__ import annotations
 
@@ -63,8 +64,23 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_URLSAFE_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The bytes of `text`, only when `text` is exactly how `_b64encode` writes them.
+
+    base64 decoders accept many spellings of the same bytes (padding, standard-alphabet `+/`,
+    whitespace, non-zero trailing bits); one token must have one spelling, or a used link could be
+    replayed as a "different" string (caches, logs, rate limits key on the text). So the decoded
+    bytes are re-encoded and must give back the input.
+    """
+    if not text or not set(text) <= _URLSAFE_ALPHABET:
+        raise ValueError("not unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64encode(data) != text:
+        raise ValueError("not the canonical encoding")
+    return data
 
 
 def _signature(key: bytes, payload_bytes: bytes) -> bytes:

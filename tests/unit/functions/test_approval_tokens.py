@@ -44,6 +44,51 @@ def test_altered_tokens_are_refused(mutate):
         verify_token(KEY, mutate(make()))
 
 
+def _standard_alphabet(part: str) -> str:
+    return part.replace("-", "+").replace("_", "/")
+
+
+def _token_with_both_alphabets() -> str:
+    """A token whose payload or signature holds `-` or `_`, so the standard alphabet spells it differently."""
+    for _ in range(200):
+        token = make()
+        if _standard_alphabet(token) != token:
+            return token
+    raise AssertionError("no token with a url-safe-only character in 200 tries")
+
+
+def _with_nonzero_trailing_bits(part: str) -> str:
+    """The same bytes with the unused low bits of the last character set: decoders ignore them."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused_bits = {2: 4, 3: 2}.get(len(part) % 4)
+    assert unused_bits, "a part whose length is a multiple of 4 has no unused bits"
+    last = alphabet.index(part[-1])
+    return part[:-1] + alphabet[last | 1]
+
+
+@pytest.mark.parametrize("variant", [
+    "padded payload", "padded signature", "standard alphabet", "leading space", "trailing newline",
+    "inner whitespace", "trailing bits", "percent-encoded",
+])
+def test_only_the_canonical_spelling_of_a_token_is_accepted(variant):
+    token = _token_with_both_alphabets()
+    payload, signature = token.split(".")
+    spelled = {
+        "padded payload": f"{payload}{'=' * (-len(payload) % 4) or '=='}.{signature}",
+        "padded signature": f"{payload}.{signature}=",
+        "standard alphabet": _standard_alphabet(token),
+        "leading space": " " + token,
+        "trailing newline": token + "\n",
+        "inner whitespace": f"{payload[:5]} {payload[5:]}.{signature}",
+        "trailing bits": f"{payload}.{_with_nonzero_trailing_bits(signature)}",
+        "percent-encoded": token.replace("-", "%2D", 1) if "-" in token else token.replace("_", "%5F", 1),
+    }[variant]
+    assert spelled != token
+    verify_token(KEY, token)  # the canonical one is fine
+    with pytest.raises(TokenError, match="malformed"):
+        verify_token(KEY, spelled)
+
+
 def test_other_key_is_refused_and_expiry_is_enforced():
     with pytest.raises(TokenError, match="signature"):
         verify_token("another-key-that-is-long-enough-987654", make())
