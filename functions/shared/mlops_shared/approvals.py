@@ -6,6 +6,11 @@ decision. A decision happens at most once per token and at most once per model p
 concurrent requests: both are claimed with one conditional DynamoDB transaction before the
 package's status changes, and the claim is taken only once every other check has passed, so a
 refused request consumes nothing.
+
+A claim is a lease (`CLAIM_LEASE_SECONDS`), not a lock: when the function dies between the claim
+and `UpdateModelPackage` (timeout, crash), nobody releases it, and a retry after the lease has run
+out takes it over. Once the package's status has changed the claim is marked `decided` for good, so
+a used link stays refused.
 """
 from __future__ import annotations
 
@@ -38,6 +43,11 @@ PENDING = "PendingManualApproval"
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 # The per-package decision record is kept long after the tokens expire, as an audit trail.
 DECISION_RECORD_TTL_SECONDS = 400 * 24 * 3600
+# How long a claim stays another request's "being processed": longer than the approval function's
+# timeout (29 s in template.yaml, the API Gateway limit), so a live decider always finishes within
+# its lease, and short enough that a person retrying after a crash waits two minutes, not forever.
+CLAIM_LEASE_SECONDS = 120
+CLAIMED, DECIDED = "claimed", "decided"
 
 
 class Refusal(Exception):
@@ -297,33 +307,74 @@ def check_token(token: str, *, channel: str, settings: ApprovalSettings, token_k
         raise Refusal(403, "This model package does not belong to the group these approvals are for.")
     used = dynamodb.get_item(TableName=settings.nonce_table, Key={"id": {"S": f"nonce#{claims.nonce}"}},
                              ConsistentRead=True).get("Item")
-    if used:
-        raise Refusal(409, f"This approval link was already used ({used.get('description', {}).get('S', 'earlier')}).")
+    current = time.time() if now is None else now
+    if used and not _lease_expired(used, current):
+        raise _claimed_refusal(used, current, "This approval link")
     if package.get("ModelApprovalStatus") != PENDING:
         raise _not_pending_refusal(package)
     return claims, package, approver.strip().lower()
 
 
+def _lease_expired(item: dict, now: float) -> bool:
+    """True for a claim whose decider stopped without deciding or releasing it (its lease ran out)."""
+    return item.get("state", {}).get("S") == CLAIMED and float(item.get("lease_expires_at", {}).get("N", "0")) <= now
+
+
+def _claimed_refusal(item: dict, now: float, what: str) -> Refusal:
+    """Why an existing claim item stops this request: decided for good, or still being decided."""
+    if item.get("state", {}).get("S") == CLAIMED:
+        wait = max(1, int(float(item.get("lease_expires_at", {}).get("N", "0")) - now + 0.999))
+        return Refusal(409, f"{what} is being processed right now; if that does not finish, retry in {wait} s.")
+    # Items without a state were written before claims became leases: they are decisions.
+    return Refusal(409, f"{what} was already used ({item.get('description', {}).get('S', 'earlier')}).")
+
+
+def _claim_condition(now: float) -> dict:
+    """Free, or claimed by a decider whose lease ran out."""
+    return {"ConditionExpression": "attribute_not_exists(id) OR (#state = :claimed AND lease_expires_at <= :now)",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": {":claimed": {"S": CLAIMED}, ":now": {"N": str(int(now))}}}
+
+
+def _claim_items(table: str, claims: ApprovalToken, arn: str, description: str, now: float, state: str) -> list:
+    """The nonce item and the package's decision item, in `state`."""
+    common = {"description": {"S": description}, "decided_at": {"N": str(int(now))}, "state": {"S": state}}
+    if state == CLAIMED:
+        common["lease_expires_at"] = {"N": str(int(now) + CLAIM_LEASE_SECONDS)}
+    return [
+        {"TableName": table, "Item": {"id": {"S": f"nonce#{claims.nonce}"}, "model_package_arn": {"S": arn},
+                                      "expires_at": {"N": str(claims.expires_at + 24 * 3600)}, **common}},
+        {"TableName": table, "Item": {"id": {"S": f"decision#{arn}"}, "action": {"S": claims.action},
+                                      "expires_at": {"N": str(int(now) + DECISION_RECORD_TTL_SECONDS)}, **common}},
+    ]
+
+
 def _claim(dynamodb, table: str, claims: ApprovalToken, arn: str, description: str, now: float) -> None:
-    """Records the nonce and the package's decision together, each only if not already there."""
-    common = {"description": {"S": description}, "decided_at": {"N": str(int(now))}}
+    """Leases the nonce and the package's decision together, each only if free or its lease ran out."""
     try:
         dynamodb.transact_write_items(TransactItems=[
-            {"Put": {"TableName": table, "ConditionExpression": "attribute_not_exists(id)",
-                     "Item": {"id": {"S": f"nonce#{claims.nonce}"}, "model_package_arn": {"S": arn},
-                              "expires_at": {"N": str(claims.expires_at + 24 * 3600)}, **common}}},
-            {"Put": {"TableName": table, "ConditionExpression": "attribute_not_exists(id)",
-                     "Item": {"id": {"S": f"decision#{arn}"}, "action": {"S": claims.action},
-                              "expires_at": {"N": str(int(now) + DECISION_RECORD_TTL_SECONDS)}, **common}}},
-        ])
+            {"Put": {**item, **_claim_condition(now)}}
+            for item in _claim_items(table, claims, arn, description, now, CLAIMED)])
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
             raise
         reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-        if reasons and reasons[0] == "ConditionalCheckFailed":
-            raise Refusal(409, "This approval link was already used.") from None
+        token_taken = bool(reasons) and reasons[0] == "ConditionalCheckFailed"
+        key = f"nonce#{claims.nonce}" if token_taken else f"decision#{arn}"
+        item = dynamodb.get_item(TableName=table, Key={"id": {"S": key}}, ConsistentRead=True).get("Item")
+        if token_taken:
+            raise (_claimed_refusal(item, now, "This approval link") if item
+                   else Refusal(409, "This approval link was already used.")) from None
+        if item and item.get("state", {}).get("S") == CLAIMED:
+            raise _claimed_refusal(item, now, "Another decision on this model package") from None
         raise Refusal(409, "Another decision on this model package was taken at the same moment; "
                            "it is no longer waiting for approval.") from None
+
+
+def _record_decided(dynamodb, table: str, claims: ApprovalToken, arn: str, description: str, now: float) -> None:
+    """The package's status changed: the claims become permanent (a replay is refused for good)."""
+    dynamodb.transact_write_items(TransactItems=[
+        {"Put": item} for item in _claim_items(table, claims, arn, description, now, DECIDED)])
 
 
 def _release(dynamodb, table: str, claims: ApprovalToken, arn: str) -> None:
@@ -357,6 +408,9 @@ def decide(token: str, *, channel: str, settings: ApprovalSettings, token_key: s
     except BaseException:
         _release(dynamodb, settings.nonce_table, claims, arn)
         raise
+    # Were this write lost (the function dies now), the package is no longer pending: a retry after
+    # the lease is refused by the status check, so the decision still happens once.
+    _record_decided(dynamodb, settings.nonce_table, claims, arn, description, current)
     return Decision(model_package_arn=arn, review_title=_title(package), action=claims.action,
                     approver=approver, channel=channel, status=status, description=description)
 

@@ -280,3 +280,83 @@ def test_email_token_cannot_be_used_from_slack(world, api):
     body, headers = slack_request(world, tok=token(world))
     assert call(api, "POST", "/slack/interactions", body=body, headers=headers)[0] == 403
     assert_untouched(world)
+
+
+# -- a decider that dies between its claim and the status change --------------------------------------
+DIE_AT_UPDATE = """
+import os, sys, boto3
+sys.path[:0] = [{root!r}, {shared!r}]
+from tests.approval_world import api_event, lambda_context, load_handler
+
+def die(**_):
+    os._exit(17)  # what a Lambda timeout or crash does: no except/finally runs, nothing is released
+
+boto3.setup_default_session()
+boto3.DEFAULT_SESSION.events.register("before-call.sagemaker.UpdateModelPackage", die)
+api = load_handler("approval_api")
+api.lambda_handler(api_event("POST", "/approvals/{token}", body="confirm=yes"), lambda_context)
+print("the decider did not die")
+"""
+
+
+def test_a_decider_that_died_after_its_claim_blocks_retries_only_for_the_lease(world, api):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlops_shared import approvals
+    from mlops_shared.approvals import CLAIM_LEASE_SECONDS, ApprovalSettings, decide
+    from tests.approval_world import TOKEN_KEY as KEY
+
+    root = Path(__file__).resolve().parents[3]
+    tok = token(world)
+    died = subprocess.run([sys.executable, "-c", DIE_AT_UPDATE.format(root=str(root), shared=str(root / "functions" / "shared"),
+                                                                      token=tok)],
+                          capture_output=True, text=True, timeout=120)
+    assert died.returncode == 17, (died.stdout, died.stderr)
+    assert world.status() == PENDING
+    states = {item["id"]["S"].split("#")[0]: item["state"]["S"] for item in world.nonce_items()}
+    assert states == {"nonce": "claimed", "decision": "claimed"}  # the dead decider's claim stayed
+
+    # Within the lease: refused, saying why and when to retry; the same for another approver's link.
+    status, body, _ = post(api, tok)
+    assert status == 409, body
+    assert "being processed right now" in body
+    wait = int(body.split("retry in ")[1].split(" s")[0])
+    assert 0 < wait <= CLAIM_LEASE_SECONDS
+    status, body, _ = post(api, token(world, action="reject", approver=APPROVERS[1]))
+    assert status == 409 and "Another decision on this model package is being processed" in body
+    assert world.status() == PENDING
+
+    # After the lease: the same link decides, once; its replay is refused for good, also after a lease.
+    after_lease = time.time() + CLAIM_LEASE_SECONDS + 1
+    decision = decide(tok, channel="email", settings=ApprovalSettings.from_env(), token_key=KEY, now=after_lease)
+    assert decision.status == "Approved" and world.status() == "Approved"
+    states = {item["id"]["S"].split("#")[0]: item["state"]["S"] for item in world.nonce_items()}
+    assert states == {"nonce": "decided", "decision": "decided"}
+    for when in (None, after_lease + 2 * CLAIM_LEASE_SECONDS):
+        with pytest.raises(approvals.Refusal, match="already used"):
+            decide(tok, channel="email", settings=ApprovalSettings.from_env(), token_key=KEY, now=when)
+    assert world.status() == "Approved"
+
+
+def test_a_decider_that_died_after_the_status_change_leaves_the_package_decided_once(world, api, monkeypatch):
+    """The status changed but the claim was never marked decided: after the lease, a retry of either
+    link is refused by the package's status, which is what the claim protected."""
+    from mlops_shared import approvals
+    from mlops_shared.approvals import CLAIM_LEASE_SECONDS, ApprovalSettings, decide
+    from tests.approval_world import TOKEN_KEY as KEY
+
+    def died(*_args, **_kwargs):
+        raise SystemExit("killed")  # stands for the process ending before this write
+
+    tok = token(world, action="reject")
+    with monkeypatch.context() as patched, pytest.raises(SystemExit):
+        patched.setattr(approvals, "_record_decided", died)
+        decide(tok, channel="email", settings=ApprovalSettings.from_env(), token_key=KEY)
+    assert world.status() == "Rejected"
+    after_lease = time.time() + CLAIM_LEASE_SECONDS + 1
+    for retry in (tok, token(world, action="approve", approver=APPROVERS[1])):
+        with pytest.raises(approvals.Refusal, match="no longer waiting for approval: it is Rejected"):
+            decide(retry, channel="email", settings=ApprovalSettings.from_env(), token_key=KEY, now=after_lease)
+    assert world.status() == "Rejected"
