@@ -9,9 +9,12 @@ Every refusal is a 4xx page that says why; nothing is changed by a refused reque
 """
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Tracer
+import warnings
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -23,6 +26,9 @@ from mlops_shared.config import TRACED_MODULES
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)
+metrics = Metrics()
+# A confirmation page counts nothing; Powertools would warn about the empty flush on every GET.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 app = APIGatewayRestResolver()
 SECRET_CACHE_SECONDS = 300
 PAGE_HEADERS = {
@@ -30,7 +36,11 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",  # the token is in the URL: never leak it to linked sites
     "X-Robots-Tag": "noindex",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    # frame-ancestors: no other site may frame a page whose button decides (clickjacking);
+    # X-Frame-Options says the same to browsers that predate CSP level 2.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
 }
 
 
@@ -46,12 +56,15 @@ def _token_key() -> str:
 @app.exception_handler(Refusal)
 def refused(refusal: Refusal) -> Response:
     logger.info("approval refused", extra={"status_code": refusal.status_code, "reason": refusal.reason})
+    # A burst of refusals is someone guessing or replaying links (alarm ApprovalRefusalsAlarm).
+    metrics.add_metric(name="ApprovalRefusals", unit=MetricUnit.Count, value=1)
     return _page(refusal.status_code, messages.refusal_page(refusal.status_code, refusal.reason))
 
 
 @app.exception_handler(slack.SlackSignatureError)
 def not_from_slack(error: slack.SlackSignatureError) -> Response:
     logger.warning("Slack request refused", extra={"reason": error.reason})
+    metrics.add_metric(name="ApprovalRefusals", unit=MetricUnit.Count, value=1)
     return Response(status_code=401, content_type="text/plain; charset=utf-8", body=error.reason)
 
 
@@ -61,6 +74,12 @@ def failed(error: Exception) -> Response:
     logger.exception("approval request failed")
     return _page(500, messages.refusal_page(500, "Something went wrong on our side; nothing was changed. "
                                                  "Please try the link again in a minute."))
+
+
+def _decided(decision) -> None:
+    logger.info("model package decided", extra={"model_package_arn": decision.model_package_arn,
+                                                "status": decision.status, "approver": decision.approver})
+    metrics.add_metric(name=f"ModelPackages{decision.status}", unit=MetricUnit.Count, value=1)
 
 
 @app.get("/approvals/<token>")
@@ -75,8 +94,7 @@ def confirm(token: str) -> Response:
 @app.post("/approvals/<token>")
 def act(token: str) -> Response:
     decision = decide(token, channel="email", settings=ApprovalSettings.from_env(), token_key=_token_key())
-    logger.info("model package decided", extra={"model_package_arn": decision.model_package_arn,
-                                                "status": decision.status, "approver": decision.approver})
+    _decided(decision)
     return _page(200, messages.result_page(decision.review_title, decision.model_package_arn,
                                            decision.action, decision.description))
 
@@ -93,13 +111,13 @@ def slack_interaction() -> Response:
         signature=event.get_header_value("X-Slack-Signature"),
         signing_secret=signing_secret, settings=settings, token_key=_token_key(), logger=logger,
     )
-    logger.info("model package decided", extra={"model_package_arn": decision.model_package_arn,
-                                                "status": decision.status, "approver": decision.approver})
+    _decided(decision)
     return Response(status_code=200, content_type="text/plain; charset=utf-8", body="")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 # Pages carry presigned plot links (temporary credentials): keep them out of traces.
 @tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

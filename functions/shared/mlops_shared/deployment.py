@@ -353,6 +353,14 @@ _OUTCOMES = {
     "rolled_back": ("deployment_rolled_back", "Deployment to endpoint {endpoint} rolled back"),
     "skipped": ("deployment_skipped", "No deployment change for endpoint {endpoint}"),
 }
+# The custom metric each outcome counts (namespace POWERTOOLS_METRICS_NAMESPACE, dimension service);
+# the dashboard shows them and DeploymentsFailingAlarm watches the failed and rolled-back ones.
+OUTCOME_METRICS = {"deployed": "DeploymentsSucceeded", "failed": "DeploymentsFailed",
+                   "rolled_back": "DeploymentsRolledBack", "skipped": "DeploymentsSkipped"}
+
+
+def outcome_metric(outcome: str | None) -> str:
+    return OUTCOME_METRICS.get(outcome or "failed", OUTCOME_METRICS["failed"])
 
 
 def endpoint_failure_reason(endpoint_name: str | None, sagemaker: Any = None) -> str | None:

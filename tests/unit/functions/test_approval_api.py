@@ -18,6 +18,7 @@ from mlops_shared.slack import compute_signature
 from mlops_shared.approval_messages import fmt_number
 from tests.approval_world import (APPROVERS, SLACK_SIGNING_SECRET, TOKEN_KEY, HandlerHttpServer, api_event,
                                   build_world, lambda_context, load_handler)
+from tests.lambda_handlers import emitted_metrics
 
 PENDING = "PendingManualApproval"
 
@@ -83,7 +84,7 @@ def test_post_decides_once_and_records_who_how_when(world, api, action, expected
     assert {item["id"]["S"].split("#")[0] for item in world.nonce_items()} == {"nonce", "decision"}
 
 
-def test_replayed_token_is_refused_and_changes_nothing(world, api):
+def test_replayed_token_is_refused_and_changes_nothing(world, api, capsys):
     tok = token(world)
     assert post(api, tok)[0] == 200
     first_description = world.description()
@@ -92,6 +93,15 @@ def test_replayed_token_is_refused_and_changes_nothing(world, api):
     assert "already used" in body
     assert world.status() == "Approved"
     assert world.description() == first_description
+    # Decisions and refusals are counted for the dashboard and the refusals alarm.
+    assert emitted_metrics(capsys.readouterr().out) == {"ModelPackagesApproved": 1, "ApprovalRefusals": 1}
+
+
+def test_pages_cannot_be_framed(world, api):
+    for method, body in (("GET", None), ("POST", "confirm=yes")):
+        _, _, headers = call(api, method, f"/approvals/{token(world, action='reject')}", body=body)
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "DENY"
 
 
 def _forge(tok: str, **changes) -> str:
