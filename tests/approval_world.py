@@ -197,3 +197,78 @@ class HandlerHttpServer:
 
 
 lambda_context = LambdaContext(function_name="approval-api", remaining_ms=30_000)
+
+
+class LambdaService:
+    """Lambda's Invoke API on 127.0.0.1 for one function (`handler`): asynchronous (`Event`)
+    invocations are answered 202 at once and run afterwards, one at a time, as Lambda would; point
+    boto3 at it with `AWS_ENDPOINT_URL_LAMBDA`. `drain()` waits for what was handed off and returns
+    each invocation's (event, result)."""
+
+    def __init__(self, handler, function_name: str = "approval-api"):
+        import queue
+
+        self.handler = handler
+        self.function_name = function_name
+        self._pending: "queue.Queue" = queue.Queue()
+        self.invocations: list[tuple[dict, object]] = []
+        self.requests: list[dict] = []
+        self._server = None
+        self._threads = []
+
+    def _app(self, environ, start_response):
+        import re
+
+        path = environ.get("PATH_INFO", "")
+        match = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", path)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        kind = environ.get("HTTP_X_AMZ_INVOCATION_TYPE", "RequestResponse")
+        self.requests.append({"function": match.group(1) if match else None, "type": kind})
+        if not match or kind != "Event":
+            start_response("400 Bad Request", [("Content-Type", "application/json")])
+            return [b'{"message": "only asynchronous invocations are served here"}']
+        self._pending.put(json.loads(body))
+        start_response("202 Accepted", [("Content-Length", "0")])
+        return [b""]
+
+    def _run(self) -> None:
+        while True:
+            event = self._pending.get()
+            if event is None:
+                return
+            try:
+                result = self.handler(event, LambdaContext(function_name=self.function_name, remaining_ms=30_000))
+            except Exception as exc:  # what Lambda would record as the invocation's error
+                result = exc
+            self.invocations.append((event, result))
+            self._pending.task_done()
+
+    def drain(self, timeout: float = 60) -> list[tuple[dict, object]]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._pending.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not self._pending.unfinished_tasks, "hand-offs still running"
+        done, self.invocations = self.invocations, []
+        return done
+
+    def start(self) -> str:
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True),
+                         threading.Thread(target=self._run, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def stop(self) -> None:
+        self._pending.put(None)
+        self._server.shutdown()
+        self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)

@@ -3,13 +3,19 @@
 GET  /approvals/{token}   confirmation page: the model, its metrics, who you are, what will happen.
                           Never acts: mail scanners and link previews fetch links unasked.
 POST /approvals/{token}   takes the decision (once), shows the result.
-POST /slack/interactions  Slack's signed button callback; same decision, then the message is updated.
+POST /slack/interactions  Slack's signed button callback: checked and answered at once (Slack waits
+                          3 s, then retries), decided in an asynchronous invocation of this same
+                          function, which updates the message through Slack's response_url.
 
 Every refusal is a 4xx page that says why; nothing is changed by a refused request.
 """
 from __future__ import annotations
 
+import functools
+import json
 import warnings
+
+import boto3
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -20,8 +26,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared import approval_messages as messages
 from mlops_shared import slack
-from mlops_shared.approvals import (ApprovalSettings, Refusal, check_token, decide, decide_from_slack,
-                                    load_package_review, utc_text)
+from mlops_shared.approvals import (ApprovalSettings, Decision, Refusal, SlackInteraction, accept_slack_interaction,
+                                    act_on_slack_interaction, check_token, decide, load_package_review, utc_text)
 from mlops_shared.config import TRACED_MODULES
 
 logger = Logger()
@@ -53,11 +59,15 @@ def _token_key() -> str:
     return parameters.get_secret(ApprovalSettings.from_env().token_secret_id, max_age=SECRET_CACHE_SECONDS)
 
 
-@app.exception_handler(Refusal)
-def refused(refusal: Refusal) -> Response:
+def _count_refusal(refusal: Refusal) -> None:
     logger.info("approval refused", extra={"status_code": refusal.status_code, "reason": refusal.reason})
     # A burst of refusals is someone guessing or replaying links (alarm ApprovalRefusalsAlarm).
     metrics.add_metric(name="ApprovalRefusals", unit=MetricUnit.Count, value=1)
+
+
+@app.exception_handler(Refusal)
+def refused(refusal: Refusal) -> Response:
+    _count_refusal(refusal)
     return _page(refusal.status_code, messages.refusal_page(refusal.status_code, refusal.reason))
 
 
@@ -99,20 +109,47 @@ def act(token: str) -> Response:
                                            decision.action, decision.description))
 
 
+@functools.cache
+def lambda_client():
+    return boto3.client("lambda")
+
+
 @app.post("/slack/interactions")
 def slack_interaction() -> Response:
     settings = ApprovalSettings.from_env()
     event = app.current_event
     signing_secret = (parameters.get_secret(settings.slack_signing_secret_id, max_age=SECRET_CACHE_SECONDS)
                       if settings.slack_signing_secret_id else None)
-    decision = decide_from_slack(
+    interaction = accept_slack_interaction(
         event.decoded_body or "",
         timestamp=event.get_header_value("X-Slack-Request-Timestamp"),
         signature=event.get_header_value("X-Slack-Signature"),
-        signing_secret=signing_secret, settings=settings, token_key=_token_key(), logger=logger,
+        signing_secret=signing_secret, settings=settings,
     )
-    _decided(decision)
+    if event.get_header_value("X-Slack-Retry-Num"):
+        # Slack resends a press it got no answer to within 3 s; the first delivery was handed off.
+        logger.info("Slack retry acknowledged", extra={"retry": event.get_header_value("X-Slack-Retry-Num")})
+        return Response(status_code=200, content_type="text/plain; charset=utf-8", body="")
+    # Acknowledge first, act after: a cold start, the secrets and the decision itself can take longer
+    # than the 3 s Slack waits. An asynchronous invocation of this function is the one hand-off that
+    # needs no new resource (a queue would need its own consumer, DLQ and alarm); not retried by Lambda
+    # (EventInvokeConfig), the person is told the outcome, or to press again.
+    lambda_client().invoke(FunctionName=app.lambda_context.invoked_function_arn, InvocationType="Event",
+                           Payload=json.dumps({"slack_interaction": interaction.to_dict()}).encode())
+    logger.info("Slack interaction handed off", extra={"user_id": interaction.user_id, "action": interaction.action_id})
     return Response(status_code=200, content_type="text/plain; charset=utf-8", body="")
+
+
+def act_on_slack(payload: dict) -> dict:
+    """The asynchronous half of a Slack press (see `slack_interaction`)."""
+    settings = ApprovalSettings.from_env()
+    outcome = act_on_slack_interaction(SlackInteraction.from_dict(payload), settings=settings,
+                                       token_key=_token_key(), logger=logger)
+    if isinstance(outcome, Decision):
+        _decided(outcome)
+        return {"decided": True, "status": outcome.status, "model_package_arn": outcome.model_package_arn}
+    _count_refusal(outcome)
+    return {"decided": False, "status_code": outcome.status_code, "reason": outcome.reason}
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -120,4 +157,6 @@ def slack_interaction() -> Response:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    if "slack_interaction" in event:
+        return act_on_slack(event["slack_interaction"])
     return app.resolve(event, context)

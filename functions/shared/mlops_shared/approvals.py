@@ -71,6 +71,9 @@ class ApprovalSettings:
     token_secret_id: str = ""
     slack_webhook_secret_id: str = ""
     slack_signing_secret_id: str = ""
+    slack_team_id: str = ""  # the workspace whose button presses count (payload `team.id`)
+    slack_app_id: str = ""   # the Slack app that sent them (payload `api_app_id`)
+    slack_response_url_prefixes: tuple[str, ...] = slack.RESPONSE_URL_PREFIXES
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "ApprovalSettings":
@@ -86,6 +89,12 @@ class ApprovalSettings:
             token_secret_id=env.get("TOKEN_SECRET_ARN", "").strip(),
             slack_webhook_secret_id=env.get("SLACK_WEBHOOK_SECRET_ARN", "").strip(),
             slack_signing_secret_id=env.get("SLACK_SIGNING_SECRET_ARN", "").strip(),
+            slack_team_id=env.get("SLACK_TEAM_ID", "").strip(),
+            slack_app_id=env.get("SLACK_APP_ID", "").strip(),
+            # Only for a test double of Slack on the loopback; the stack never sets it.
+            slack_response_url_prefixes=tuple(
+                p.strip() for p in env.get("SLACK_RESPONSE_URL_PREFIXES", "").split(",") if p.strip()
+            ) or slack.RESPONSE_URL_PREFIXES,
         )
 
     @property
@@ -416,12 +425,25 @@ def decide(token: str, *, channel: str, settings: ApprovalSettings, token_key: s
 
 
 # -- Slack interactivity ------------------------------------------------------------------------
+# Slack wants the HTTP answer within 3 seconds and retries otherwise, so a press is handled in two
+# steps: `accept_slack_interaction` (signature, workspace, app, response_url: no AWS call) before
+# the answer, `act_on_slack_interaction` (token, approver, decision, message update) after it, in an
+# asynchronous invocation of the approval function (see functions/approval_api).
 @dataclass(frozen=True)
 class SlackInteraction:
     user_id: str
     action_id: str
     token: str
     response_url: str
+    team_id: str = ""
+    app_id: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SlackInteraction":
+        return cls(**{f.name: str(data.get(f.name, "")) for f in dataclasses.fields(cls)})
 
 
 def parse_slack_interaction(raw_body: str) -> SlackInteraction:
@@ -432,27 +454,55 @@ def parse_slack_interaction(raw_body: str) -> SlackInteraction:
         payload = json.loads(parse_qs(raw_body, strict_parsing=True)["payload"][0])
         action = payload["actions"][0]
         interaction = SlackInteraction(user_id=str(payload["user"]["id"]), action_id=str(action["action_id"]),
-                                       token=str(action["value"]), response_url=str(payload.get("response_url", "")))
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+                                       token=str(action["value"]), response_url=str(payload.get("response_url", "")),
+                                       team_id=str((payload.get("team") or {}).get("id", "")),
+                                       app_id=str(payload.get("api_app_id", "")))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise Refusal(400, "Malformed Slack interaction payload.") from exc
     if payload.get("type") != "block_actions" or interaction.action_id not in messages.ACTION_VERB:
         raise Refusal(400, "Unsupported Slack interaction.")
     return interaction
 
 
-def decide_from_slack(raw_body: str, *, timestamp: str | None, signature: str | None, signing_secret: str | None,
-                      settings: ApprovalSettings, token_key: str, sagemaker=None, dynamodb=None,
-                      post=slack.post_json, now: float | None = None, logger=None) -> Decision:
-    """Verifies Slack's signature, maps the Slack user to an approver, decides, updates the message.
+def _foreign_slack_origin(interaction: SlackInteraction, settings: ApprovalSettings) -> Refusal | None:
+    """A refusal when the press comes from another workspace or app than configured.
 
-    Raises slack.SlackSignatureError (not from Slack: say nothing more) or Refusal (the person who
-    pressed the button is told why, privately, through `response_url`).
-    """
+    One signing secret belongs to one app, but an app can be installed in other workspaces too."""
+    if settings.slack_team_id and interaction.team_id != settings.slack_team_id:
+        return Refusal(403, "This Slack workspace may not decide these approvals.")
+    if settings.slack_app_id and interaction.app_id != settings.slack_app_id:
+        return Refusal(403, "This Slack app may not decide these approvals.")
+    return None
+
+
+def accept_slack_interaction(raw_body: str, *, timestamp: str | None, signature: str | None,
+                             signing_secret: str | None, settings: ApprovalSettings,
+                             now: float | None = None) -> SlackInteraction:
+    """What is checked before Slack gets its answer: Slack signed it recently, for our workspace and
+    app, and its `response_url` is Slack's. Raises slack.SlackSignatureError or Refusal."""
     slack.verify_request(signing_secret, timestamp=timestamp, signature=signature, raw_body=raw_body, now=now)
     interaction = parse_slack_interaction(raw_body)
+    foreign = _foreign_slack_origin(interaction, settings)
+    if foreign:
+        raise foreign
+    # The decision's outcome is posted there: never to a host the request chose.
+    if not slack.is_response_url(interaction.response_url, settings.slack_response_url_prefixes):
+        raise Refusal(400, "The Slack response_url is not a Slack URL.")
+    return interaction
+
+
+def act_on_slack_interaction(interaction: SlackInteraction, *, settings: ApprovalSettings, token_key: str,
+                             sagemaker=None, dynamodb=None, post=slack.post_json, now: float | None = None,
+                             logger=None) -> Decision | Refusal:
+    """Maps the Slack user to an approver, decides, and tells the person through `response_url`
+    (the message replaced by the outcome, or a private note saying why not). Returns the Decision,
+    or the Refusal that was told (a refusal is an answer, not an error)."""
 
     def tell(payload: dict) -> None:
-        if not slack.is_webhook_url(interaction.response_url):
+        # Checked again here: whoever may invoke the function could hand off any URL.
+        if not slack.is_response_url(interaction.response_url, settings.slack_response_url_prefixes):
+            if logger:
+                logger.warning("Slack response_url refused; the outcome is not posted")
             return
         try:
             post(interaction.response_url, payload)
@@ -472,6 +522,10 @@ def decide_from_slack(raw_body: str, *, timestamp: str | None, signature: str | 
                           sagemaker=sagemaker, dynamodb=dynamodb, now=now)
     except Refusal as refusal:
         tell(messages.slack_refusal_message(refusal.reason))
+        return refusal
+    except Exception:
+        tell(messages.slack_refusal_message("Something went wrong on our side; nothing was changed. "
+                                            "Please press the button again in a minute."))
         raise
     tell(messages.slack_decision_message(decision.review_title, decision.model_package_arn, decision.description))
     return decision

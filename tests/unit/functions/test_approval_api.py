@@ -16,8 +16,8 @@ from local.outbox import Outbox
 from mlops_shared.approval_tokens import SLACK_ANY_APPROVER, issue_token
 from mlops_shared.slack import compute_signature
 from mlops_shared.approval_messages import fmt_number
-from tests.approval_world import (APPROVERS, SLACK_SIGNING_SECRET, TOKEN_KEY, HandlerHttpServer, api_event,
-                                  build_world, lambda_context, load_handler)
+from tests.approval_world import (APPROVERS, SLACK_SIGNING_SECRET, TOKEN_KEY, HandlerHttpServer, LambdaService,
+                                  api_event, build_world, lambda_context, load_handler)
 from tests.lambda_handlers import emitted_metrics
 
 PENDING = "PendingManualApproval"
@@ -223,10 +223,14 @@ def test_concurrent_competing_decisions_make_exactly_one_transition(world, api):
 
 
 # -- Slack interactivity ---------------------------------------------------------------------------
+TEAM, APP = "T0TEAM", "A0APP"
+
+
 def slack_request(world, *, action="approve", user="U0ALICE", response_url="", secret=SLACK_SIGNING_SECRET,
-                  timestamp=None, tok=None):
+                  timestamp=None, tok=None, team=TEAM, app=APP):
     tok = tok or token(world, action=action, approver=SLACK_ANY_APPROVER, channel="slack")
     payload = {"type": "block_actions", "user": {"id": user, "username": user.lower()},
+               "team": {"id": team, "domain": "houses"}, "api_app_id": app,
                "actions": [{"action_id": action, "block_id": "approval", "value": tok, "type": "button"}],
                "response_url": response_url}
     body = urllib.parse.urlencode({"payload": json.dumps(payload)})
@@ -237,25 +241,76 @@ def slack_request(world, *, action="approve", user="U0ALICE", response_url="", s
 
 
 @pytest.fixture
-def outbox(tmp_path):
+def outbox(tmp_path, monkeypatch):
     with Outbox(tmp_path) as box:
+        # The outbox plays Slack's response_url host (the stack allows https://hooks.slack.com/ only).
+        monkeypatch.setenv("SLACK_RESPONSE_URL_PREFIXES", f"{box.url}/")
         yield box
 
 
-def test_slack_button_decides_and_replaces_the_message(world, api, outbox):
-    body, headers = slack_request(world, action="reject", user="U0BOB", response_url=outbox.slack_response_url)
-    status, _, _ = call(api, "POST", "/slack/interactions", body=body, headers=headers)
-    assert status == 200
+@pytest.fixture
+def slack(world, api, outbox, monkeypatch):
+    """Slack configured (workspace, app), and Lambda's Invoke API for the function's hand-off."""
+    monkeypatch.setenv("SLACK_TEAM_ID", TEAM)
+    monkeypatch.setenv("SLACK_APP_ID", APP)
+    service = LambdaService(api.lambda_handler)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", service.start())
+    yield service
+    service.stop()
+
+
+def press(api, slack, world, outbox, **kwargs):
+    """Slack's request: its answer, then what the hand-off did and what the person was told."""
+    body, headers = slack_request(world, response_url=kwargs.pop("response_url", outbox.slack_response_url), **kwargs)
+    started = time.monotonic()
+    status, answer, _ = call(api, "POST", "/slack/interactions", body=body, headers=headers)
+    answered_in = time.monotonic() - started
+    handed_off = slack.drain()
+    told = [json.loads(path.read_text()) for path in outbox.slack_messages()]
+    return status, answer, answered_in, handed_off, told
+
+
+def test_slack_press_is_answered_at_once_then_decided_and_the_message_replaced(world, api, slack, outbox):
+    status, answer, answered_in, handed_off, told = press(api, slack, world, outbox, action="reject", user="U0BOB")
+    assert (status, answer) == (200, "")
+    assert answered_in < 3, answered_in
+    assert slack.requests == [{"function": "arn:aws:lambda:us-east-1:123456789012:function:approval-api", "type": "Event"}]
+    [(event, result)] = handed_off
+    assert event["slack_interaction"]["user_id"] == "U0BOB"
+    assert result == {"decided": True, "status": "Rejected", "model_package_arn": world.model_package_arn}
     assert world.status() == "Rejected"
     assert world.description().startswith("Rejected by bob@example.com via slack at ")
-    [update] = outbox.slack_messages()
-    message = json.loads(update.read_text())
-    assert message["replace_original"] is True
-    assert "Rejected by bob@example.com via slack" in message["text"]
+    [update] = told
+    assert update["replace_original"] is True
+    assert "Rejected by bob@example.com via slack" in update["text"]
+
+
+def test_the_answer_does_not_wait_for_the_decision(world, api, slack, outbox, monkeypatch):
+    """The decision is slow (a cold start, a busy registry): Slack still gets its answer at once."""
+    from mlops_shared import approvals
+
+    real_decide = approvals.decide
+
+    def slow_decide(*args, **kwargs):
+        time.sleep(4)
+        return real_decide(*args, **kwargs)
+
+    monkeypatch.setattr(approvals, "decide", slow_decide)
+    status, _, answered_in, handed_off, told = press(api, slack, world, outbox, action="approve", user="U0ALICE")
+    assert status == 200 and answered_in < 3, answered_in
+    assert handed_off[0][1]["decided"] is True and world.status() == "Approved"
+    assert "Approved by alice@example.com" in told[0]["text"]
+
+
+def test_slack_retries_are_acknowledged_without_acting_again(world, api, slack, outbox):
+    body, headers = slack_request(world, response_url=outbox.slack_response_url)
+    assert call(api, "POST", "/slack/interactions", body=body, headers={**headers, "X-Slack-Retry-Num": "1"})[0] == 200
+    assert slack.drain() == [] and slack.requests == []
+    assert_untouched(world)
 
 
 @pytest.mark.parametrize("case", ["bad signature", "stale timestamp", "missing headers"])
-def test_unsigned_or_stale_slack_requests_are_refused(world, api, outbox, case):
+def test_unsigned_or_stale_slack_requests_are_refused(world, api, slack, outbox, case):
     kwargs = {"bad signature": {"secret": "not-the-signing-secret"},
               "stale timestamp": {"timestamp": time.time() - 6 * 60},
               "missing headers": {}}[case]
@@ -264,31 +319,65 @@ def test_unsigned_or_stale_slack_requests_are_refused(world, api, outbox, case):
         headers = {"Content-Type": headers["Content-Type"]}
     status, _, _ = call(api, "POST", "/slack/interactions", body=body, headers=headers)
     assert status == 401
+    assert slack.requests == []
     assert_untouched(world)
     assert outbox.slack_messages() == []  # not from Slack: nothing is said back
 
 
+@pytest.mark.parametrize("case", ["other workspace", "other app", "no workspace"])
+def test_presses_from_another_workspace_or_app_are_refused_before_the_answer(world, api, slack, outbox, case):
+    kwargs = {"other workspace": {"team": "T0OTHER"}, "other app": {"app": "A0OTHER"}, "no workspace": {"team": ""}}[case]
+    status, answer, _, handed_off, told = press(api, slack, world, outbox, **kwargs)
+    assert status == 403 and "may not decide these approvals" in answer
+    assert handed_off == [] and slack.requests == [] and told == []
+    assert_untouched(world)
+
+
+@pytest.mark.parametrize("response_url", [
+    "https://evil.example/hooks.slack.com/x", "https://hooks.slack.com.evil.example/actions/T/1/x",
+    "https://hooks.slack.com@evil.example/actions/T/1/x", "http://hooks.slack.com/actions/T/1/x", "",
+])
+def test_response_urls_outside_slack_are_refused_and_never_posted_to(world, api, slack, outbox, monkeypatch,
+                                                                      response_url):
+    monkeypatch.delenv("SLACK_RESPONSE_URL_PREFIXES")  # the stack's setting: Slack's host only
+    status, answer, _, handed_off, _ = press(api, slack, world, outbox, response_url=response_url)
+    assert status == 400 and "not a Slack URL" in answer
+    assert handed_off == [] and slack.requests == []
+    assert_untouched(world)
+
+
+def test_a_handed_off_press_posts_only_to_slack_even_if_the_invocation_is_forged(world, api, outbox, monkeypatch):
+    monkeypatch.delenv("SLACK_RESPONSE_URL_PREFIXES")
+    tok = token(world, approver=SLACK_ANY_APPROVER, channel="slack")
+    forged = {"slack_interaction": {"user_id": "U0ALICE", "action_id": "approve", "token": tok,
+                                    "response_url": f"{outbox.url}/elsewhere", "team_id": "", "app_id": ""}}
+    result = api.lambda_handler(forged, lambda_context)
+    assert result["decided"] is True  # a valid token and approver: only its invoker could send it
+    assert outbox.slack_messages() == []  # the outbox would have received the post
+
+
 @pytest.mark.parametrize("user", ["U0STRANGER", "U0GONE"])  # unmapped / mapped but not an approver
-def test_slack_user_who_is_not_an_approver_is_refused(world, api, outbox, user):
-    body, headers = slack_request(world, user=user, response_url=outbox.slack_response_url)
-    status, _, _ = call(api, "POST", "/slack/interactions", body=body, headers=headers)
-    assert status == 403
+def test_slack_user_who_is_not_an_approver_is_refused(world, api, slack, outbox, user):
+    status, _, _, handed_off, told = press(api, slack, world, outbox, user=user)
+    assert status == 200
+    assert handed_off[0][1]["decided"] is False and handed_off[0][1]["status_code"] == 403
     assert_untouched(world)
-    [reply] = outbox.slack_messages()
-    reply = json.loads(reply.read_text())
+    [reply] = told
     assert reply["response_type"] == "ephemeral" and reply["replace_original"] is False
+    assert "not (or no longer) an allowed approver" in reply["text"]
 
 
-def test_slack_button_whose_action_does_not_match_its_token_is_refused(world, api):
+def test_slack_button_whose_action_does_not_match_its_token_is_refused(world, api, slack, outbox):
     reject_token = token(world, action="reject", approver=SLACK_ANY_APPROVER, channel="slack")
-    body, headers = slack_request(world, action="approve", tok=reject_token)
-    assert call(api, "POST", "/slack/interactions", body=body, headers=headers)[0] == 400
+    _, _, _, handed_off, told = press(api, slack, world, outbox, action="approve", tok=reject_token)
+    assert handed_off[0][1]["status_code"] == 400
+    assert "does not match" in told[0]["text"]
     assert_untouched(world)
 
 
-def test_email_token_cannot_be_used_from_slack(world, api):
-    body, headers = slack_request(world, tok=token(world))
-    assert call(api, "POST", "/slack/interactions", body=body, headers=headers)[0] == 403
+def test_email_token_cannot_be_used_from_slack(world, api, slack, outbox):
+    _, _, _, handed_off, _ = press(api, slack, world, outbox, tok=token(world))
+    assert handed_off[0][1]["status_code"] == 403
     assert_untouched(world)
 
 
