@@ -2,7 +2,8 @@
 
 Triggered by EventBridge `SageMaker Model Package State Change` (ModelApprovalStatus
 PendingManualApproval, our group). Emails each approver their own signed approve/reject links
-(SES) and posts one Slack message with approve/reject buttons.
+(SES) and posts one Slack message with approve/reject buttons; each recipient at most once per
+package, so a retried event reaches only those an earlier attempt did not.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     result = notify_approvers(arn, settings, token_key=token_key, slack_webhook_url=webhook_url, logger=logger)
     summary = {"notified": True, "model_package_arn": result.model_package_arn,
                "emails_sent": len(result.emails_sent), "email_failures": sorted(result.email_failures),
-               "slack_posted": result.slack_posted}
+               "slack_posted": result.slack_posted, "already_notified": sorted(result.already_notified)}
     logger.info("approvers notified", extra=summary)
     if not result.complete:
         raise NotificationIncomplete(f"approval notification incomplete: {summary}")

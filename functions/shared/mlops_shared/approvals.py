@@ -182,6 +182,14 @@ def load_package_review(model_package_arn: str, *, sagemaker=None, s3=None,
 
 
 # -- notification -------------------------------------------------------------------------------
+# A notification being sent blocks another attempt for this long: longer than the notify function's
+# timeout (60 s), shorter than Lambda's asynchronous retries take (about 1 and 2 minutes apart), so a
+# retry after a crash finds the lease run out. One that was sent blocks it for good.
+NOTIFICATION_LEASE_SECONDS = 90
+SENDING, SENT, SEND_FAILED = "sending", "sent", "failed"
+SLACK_CHANNEL_RECIPIENT = "slack-channel"
+
+
 @dataclass
 class NotificationResult:
     model_package_arn: str
@@ -189,10 +197,53 @@ class NotificationResult:
     email_failures: dict = field(default_factory=dict)  # recipient -> error text
     slack_posted: bool = False
     slack_error: str | None = None
+    already_notified: list[str] = field(default_factory=list)  # recipients an earlier attempt reached
 
     @property
     def complete(self) -> bool:
         return not self.email_failures and self.slack_error is None
+
+
+class NotificationLedger:
+    """Who was told what, per recipient: EventBridge and Lambda retry a notification that failed for
+    one approver, and the others must not get a second email with a second set of links.
+
+    One item per (package, kind, recipient) in the approval table, claimed with a conditional put
+    before sending (`sending`, a lease), then `sent` for good, or `failed` so a retry sends again."""
+
+    def __init__(self, dynamodb, table: str, model_package_arn: str, kind: str, now: float, ttl_seconds: int):
+        self.dynamodb, self.table, self.arn, self.kind = dynamodb, table, model_package_arn, kind
+        self.now, self.ttl_seconds = now, ttl_seconds
+
+    def _item(self, recipient: str, state: str) -> dict:
+        item = {"id": {"S": f"notified#{self.arn}#{self.kind}#{recipient}"}, "state": {"S": state},
+                "model_package_arn": {"S": self.arn}, "at": {"N": str(int(self.now))},
+                "expires_at": {"N": str(int(self.now) + self.ttl_seconds + 24 * 3600)}}
+        if state == SENDING:
+            item["lease_expires_at"] = {"N": str(int(self.now) + NOTIFICATION_LEASE_SECONDS)}
+        return item
+
+    def claim(self, recipient: str) -> str:
+        """`send` when this attempt should send to `recipient` (nobody did, or that attempt failed or
+        died), `sent` when an earlier attempt did, `busy` while another attempt is sending it."""
+        try:
+            self.dynamodb.put_item(
+                TableName=self.table, Item=self._item(recipient, SENDING),
+                ConditionExpression="attribute_not_exists(id) OR #state = :failed OR "
+                                    "(#state = :sending AND lease_expires_at <= :now)",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":failed": {"S": SEND_FAILED}, ":sending": {"S": SENDING},
+                                           ":now": {"N": str(int(self.now))}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+            return "send"
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            state = ((exc.response.get("Item") or {}).get("state") or {}).get("S")
+            return "sent" if state == SENT else "busy"
+
+    def record(self, recipient: str, sent: bool) -> None:
+        self.dynamodb.put_item(TableName=self.table, Item=self._item(recipient, SENT if sent else SEND_FAILED))
 
 
 def approval_url(api_base_url: str, token: str) -> str:
@@ -200,9 +251,10 @@ def approval_url(api_base_url: str, token: str) -> str:
 
 
 def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, token_key: str,
-                     slack_webhook_url: str | None, sagemaker=None, s3=None, ses=None,
+                     slack_webhook_url: str | None, sagemaker=None, s3=None, ses=None, dynamodb=None,
                      now: float | None = None, logger=None) -> NotificationResult:
-    """Emails every approver their own approve/reject links and posts one Slack message.
+    """Emails every approver their own approve/reject links and posts one Slack message, each at
+    most once per package (`NotificationLedger`): a retry reaches only those not reached yet.
 
     Every recipient is attempted even when another fails; the caller decides whether a partial
     result is an error (the handler raises so the event is retried / lands in the DLQ).
@@ -211,19 +263,34 @@ def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, toke
         raise ValueError("no approvers configured: set APPROVER_EMAILS and/or the Slack webhook secret")
     if settings.approver_emails and not (settings.sender_email and settings.api_base_url):
         raise ValueError("SENDER_EMAIL and APPROVAL_API_BASE_URL are required to email approvers")
+    if not settings.nonce_table:
+        raise ValueError("APPROVAL_NONCE_TABLE is required: it records who was notified")
     ses = ses or boto3.client("ses")
+    dynamodb = dynamodb or boto3.client("dynamodb")
     issued_at = time.time() if now is None else now
     review = load_package_review(model_package_arn, sagemaker=sagemaker, s3=s3,
                                  presign_seconds=settings.token_ttl_seconds)
     expires_text = f"on {utc_text(issued_at + settings.token_ttl_seconds)}"
     result = NotificationResult(model_package_arn=review.model_package_arn)
+    ledger = NotificationLedger(dynamodb, settings.nonce_table, review.model_package_arn, "approval-request",
+                                issued_at, settings.token_ttl_seconds)
 
     def token_for(action: str, approver: str, channel: str) -> str:
         return issue_token(token_key, model_package_arn=review.model_package_arn, action=action,
                            approver=approver, channel=channel, ttl_seconds=settings.token_ttl_seconds,
                            now=issued_at)
 
+    def already_handled(recipient: str) -> bool:
+        claim = ledger.claim(recipient)
+        if claim == "sent":
+            result.already_notified.append(recipient)
+        elif claim == "busy":  # left for the next retry, which finds it sent or its lease run out
+            result.email_failures[recipient] = "another attempt is sending this notification right now"
+        return claim != "send"
+
     for approver in settings.approver_emails:
+        if already_handled(approver):
+            continue
         message = messages.build_email(
             sender=settings.sender_email, recipient=approver, review=review,
             approve_url=approval_url(settings.api_base_url, token_for("approve", approver, "email")),
@@ -234,20 +301,26 @@ def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, toke
             ses.send_raw_email(Source=settings.sender_email, Destinations=[approver],
                                RawMessage={"Data": message.as_bytes()})
             result.emails_sent.append(approver)
+            ledger.record(approver, sent=True)
         except ClientError as exc:
             result.email_failures[approver] = exc.response.get("Error", {}).get("Message", str(exc))
+            ledger.record(approver, sent=False)
             if logger:
                 logger.error("approval email failed", extra={"recipient": approver,
                                                              "error": result.email_failures[approver]})
 
-    if slack.is_webhook_url(slack_webhook_url):
+    if slack.is_webhook_url(slack_webhook_url) and already_handled(SLACK_CHANNEL_RECIPIENT):
+        result.slack_error = result.email_failures.pop(SLACK_CHANNEL_RECIPIENT, None)
+    elif slack.is_webhook_url(slack_webhook_url):
         payload = messages.slack_message(review, token_for("approve", SLACK_ANY_APPROVER, "slack"),
                                          token_for("reject", SLACK_ANY_APPROVER, "slack"), expires_text)
         try:
             slack.post_json(slack_webhook_url, payload)
             result.slack_posted = True
+            ledger.record(SLACK_CHANNEL_RECIPIENT, sent=True)
         except slack.SlackPostError as exc:
             result.slack_error = str(exc)
+            ledger.record(SLACK_CHANNEL_RECIPIENT, sent=False)
             if logger:
                 logger.error("approval Slack message failed", extra={"error": str(exc)})
     elif logger:
