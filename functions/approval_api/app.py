@@ -28,11 +28,11 @@ from mlops_shared import approval_messages as messages
 from mlops_shared import slack
 from mlops_shared.approvals import (ApprovalSettings, Decision, Refusal, SlackInteraction, accept_slack_interaction,
                                     act_on_slack_interaction, check_token, decide, load_package_review, utc_text)
-from mlops_shared.config import TRACED_MODULES
+from mlops_shared.config import TRACED_MODULES, metrics_namespace
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)
-metrics = Metrics()
+metrics = Metrics(namespace=metrics_namespace())
 # A confirmation page counts nothing; Powertools would warn about the empty flush on every GET.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 app = APIGatewayRestResolver()

@@ -13,10 +13,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared.deployment import deployment_notification, endpoint_failure_reason, outcome_metric
+from mlops_shared.config import metrics_namespace
 from mlops_shared.notifications import publish
 
 logger = Logger()
-metrics = Metrics()
+metrics = Metrics(namespace=metrics_namespace())
 TOPIC_ARN = os.environ.get("NOTIFICATION_TOPIC_ARN", "")
 
 
