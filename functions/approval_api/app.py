@@ -26,8 +26,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared import approval_messages as messages
 from mlops_shared import slack
+from mlops_shared.approval_tokens import KeyRing
 from mlops_shared.approvals import (ApprovalSettings, Decision, Refusal, SlackInteraction, accept_slack_interaction,
-                                    act_on_slack_interaction, check_token, decide, load_package_review, utc_text)
+                                    act_on_slack_interaction, check_token, decide, load_package_review, token_key_ring,
+                                    utc_text)
 from mlops_shared.config import TRACED_MODULES, metrics_namespace
 
 logger = Logger()
@@ -55,8 +57,10 @@ def _page(status_code: int, body: str) -> Response:
                     headers=PAGE_HEADERS)
 
 
-def _token_key() -> str:
-    return parameters.get_secret(ApprovalSettings.from_env().token_secret_id, max_age=SECRET_CACHE_SECONDS)
+@functools.cache
+def _token_key() -> KeyRing:
+    # Both versions of the key (current and previous), re-read when a rotation shows up.
+    return token_key_ring(ApprovalSettings.from_env().token_secret_id, max_age=SECRET_CACHE_SECONDS)
 
 
 def _count_refusal(refusal: Refusal) -> None:

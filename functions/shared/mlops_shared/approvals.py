@@ -31,7 +31,9 @@ from mlops_shared.approval_messages import PackageReview, Plot
 from mlops_shared.approval_tokens import (
     SLACK_ANY_APPROVER,
     ApprovalToken,
+    KeyRing,
     TokenError,
+    TokenKey,
     issue_token,
     verify_token,
 )
@@ -124,6 +126,24 @@ def parse_slack_approvers(value: str) -> dict:
 
 def utc_text(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- the signing key ---------------------------------------------------------------------------
+def token_key_versions(secret_id: str, secretsmanager=None) -> tuple[str, ...]:
+    """The link-signing key's AWSCURRENT value, then its AWSPREVIOUS one when there is one (a
+    rotation keeps the links signed before it valid until they expire)."""
+    secretsmanager = secretsmanager or boto3.client("secretsmanager")
+    keys = [secretsmanager.get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")["SecretString"]]
+    try:
+        keys.append(secretsmanager.get_secret_value(SecretId=secret_id, VersionStage="AWSPREVIOUS")["SecretString"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise  # never rotated: there is no previous version
+    return tuple(keys)
+
+
+def token_key_ring(secret_id: str, max_age: float = 300.0) -> KeyRing:
+    return KeyRing(lambda: token_key_versions(secret_id), max_age=max_age)
 
 
 # -- what approvers are shown -------------------------------------------------------------------
@@ -250,7 +270,7 @@ def approval_url(api_base_url: str, token: str) -> str:
     return f"{api_base_url.rstrip('/')}/approvals/{token}"
 
 
-def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, token_key: str,
+def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, token_key: TokenKey,
                      slack_webhook_url: str | None, sagemaker=None, s3=None, ses=None, dynamodb=None,
                      now: float | None = None, logger=None) -> NotificationResult:
     """Emails every approver their own approve/reject links and posts one Slack message, each at
@@ -362,7 +382,7 @@ def _not_pending_refusal(package: dict) -> Refusal:
     return Refusal(409, reason + (f" ({detail})." if detail else "."))
 
 
-def check_token(token: str, *, channel: str, settings: ApprovalSettings, token_key: str,
+def check_token(token: str, *, channel: str, settings: ApprovalSettings, token_key: TokenKey,
                 acting_approver: str | None = None, sagemaker=None, dynamodb=None,
                 now: float | None = None) -> tuple[ApprovalToken, dict, str]:
     """Every check short of acting; returns (claims, described package, acting approver email).
@@ -464,7 +484,7 @@ def _release(dynamodb, table: str, claims: ApprovalToken, arn: str) -> None:
         dynamodb.delete_item(TableName=table, Key={"id": {"S": key}})
 
 
-def decide(token: str, *, channel: str, settings: ApprovalSettings, token_key: str,
+def decide(token: str, *, channel: str, settings: ApprovalSettings, token_key: TokenKey,
            acting_approver: str | None = None, sagemaker=None, dynamodb=None,
            now: float | None = None) -> Decision:
     """Approves or rejects the token's model package, once. Raises Refusal (nothing changed)."""
@@ -564,7 +584,7 @@ def accept_slack_interaction(raw_body: str, *, timestamp: str | None, signature:
     return interaction
 
 
-def act_on_slack_interaction(interaction: SlackInteraction, *, settings: ApprovalSettings, token_key: str,
+def act_on_slack_interaction(interaction: SlackInteraction, *, settings: ApprovalSettings, token_key: TokenKey,
                              sagemaker=None, dynamodb=None, post=slack.post_json, now: float | None = None,
                              logger=None) -> Decision | Refusal:
     """Maps the Slack user to an approver, decides, and tells the person through `response_url`

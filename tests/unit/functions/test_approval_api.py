@@ -459,3 +459,31 @@ def test_a_decider_that_died_after_the_status_change_leaves_the_package_decided_
         with pytest.raises(approvals.Refusal, match="no longer waiting for approval: it is Rejected"):
             decide(retry, channel="email", settings=ApprovalSettings.from_env(), token_key=KEY, now=after_lease)
     assert world.status() == "Rejected"
+
+
+# -- rotation of the signing key ------------------------------------------------------------------
+def test_links_minted_before_a_key_rotation_keep_working_until_they_expire(world, api):
+    secrets = world.client("secretsmanager")
+    before = token(world, approver=APPROVERS[0])
+    new_key = "n" * 20 + "rotated-key-0123456789abcdef"
+    secrets.put_secret_value(SecretId=world.token_secret_arn, SecretString=new_key)  # AWSPREVIOUS = the old key
+    assert call(api, "GET", f"/approvals/{before}")[0] == 200
+    after = token(world, action="reject", approver=APPROVERS[1], key=new_key)
+    assert call(api, "GET", f"/approvals/{after}")[0] == 200
+    expired_before = token(world, ttl=60, now=time.time() - 3600)
+    status, body, _ = call(api, "GET", f"/approvals/{expired_before}")
+    assert status == 410 and "expired" in body  # the old key never extends a link's life
+
+    # Rotated twice, the first key signs nothing valid any more (a fresh execution environment).
+    secrets.put_secret_value(SecretId=world.token_secret_arn, SecretString="z" * 20 + "third-key-0123456789abcdef")
+    fresh = load_handler("approval_api")
+    status, body, _ = call(fresh, "POST", f"/approvals/{before}", body="confirm=yes")
+    assert status == 403 and "signature" in body
+    assert call(fresh, "POST", f"/approvals/{after}", body="confirm=yes")[0] == 200
+    assert world.status() == "Rejected"
+
+
+def test_a_key_never_rotated_has_no_previous_version(world, api):
+    from mlops_shared.approvals import token_key_versions
+
+    assert token_key_versions(world.token_secret_arn, world.client("secretsmanager")) == (TOKEN_KEY,)

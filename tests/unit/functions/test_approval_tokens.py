@@ -129,3 +129,47 @@ def test_approver_lists_parse():
         "U1": "alice@example.com", "U2": "bob@example.com"}
     with pytest.raises(ValueError, match="SLACKUSERID=email"):
         parse_slack_approvers("U1")
+
+
+def test_a_key_ring_verifies_links_of_the_previous_key_and_notices_a_rotation():
+    from mlops_shared.approval_tokens import KeyRing
+
+    old, new, newest = KEY, "the-key-after-the-first-rotation-0123", "the-key-after-the-second-rotation-45"
+    versions = [(old,)]
+    loads = []
+    now = [0.0]
+
+    def load():
+        loads.append(now[0])
+        return versions[-1]
+
+    ring = KeyRing(load, max_age=300, min_reload_seconds=10, clock=lambda: now[0])
+    before = make()
+    assert verify_token(ring, before).approver == "alice@example.com"
+
+    versions.append((new, old))          # rotated: AWSCURRENT new, AWSPREVIOUS old
+    now[0] = 30.0
+    after = issue_token(new, model_package_arn=ARN, action="approve", approver="bob@example.com",
+                        channel="email", ttl_seconds=3600)
+    assert verify_token(ring, after).approver == "bob@example.com"  # unknown signature: keys re-read once
+    assert verify_token(ring, before).approver == "alice@example.com"  # minted before the rotation: still valid
+    assert issue_token(ring, model_package_arn=ARN, action="reject", approver="a", channel="email",
+                       ttl_seconds=60).count(".") == 1
+    assert verify_token(new, issue_token(ring, model_package_arn=ARN, action="reject", approver="a",
+                                         channel="email", ttl_seconds=60)).action == "reject"  # signs with the current key
+
+    versions.append((newest, new))       # rotated twice: the first key revoked once the cache is read again
+    now[0] = 331.0
+    with pytest.raises(TokenError, match="signature"):
+        verify_token(ring, before)
+    assert verify_token(ring, after).approver == "bob@example.com"
+    assert loads == [0.0, 30.0, 331.0]
+
+    # Forged links do not become a stream of key reads: one forced re-read per 10 s at most.
+    for _ in range(5):
+        with pytest.raises(TokenError, match="signature"):
+            verify_token(ring, issue_token("a-forger-key-that-is-long-enough-xx", model_package_arn=ARN,
+                                           action="approve", approver="m", channel="email", ttl_seconds=60))
+    assert loads == [0.0, 30.0, 331.0]
+    with pytest.raises(TokenError, match="expired"):   # the previous key never extends a link's life
+        verify_token(ring, after, now=time.time() + 3601)
