@@ -200,16 +200,18 @@ lambda_context = LambdaContext(function_name="approval-api", remaining_ms=30_000
 
 
 class LambdaService:
-    """Lambda's Invoke API on 127.0.0.1 for one function (`handler`): asynchronous (`Event`)
-    invocations are answered 202 at once and run afterwards, one at a time, as Lambda would; point
-    boto3 at it with `AWS_ENDPOINT_URL_LAMBDA`. `drain()` waits for what was handed off and returns
-    each invocation's (event, result)."""
+    """Lambda's Invoke API on 127.0.0.1 for the approval functions: `handler` (the approval API,
+    whose asynchronous `Event` invocations are answered 202 at once and run afterwards, one at a
+    time, as Lambda would) and `functions` (name -> handler, run synchronously for
+    `RequestResponse`). Point boto3 at it with `AWS_ENDPOINT_URL_LAMBDA`. `drain()` waits for what
+    was handed off and returns each invocation's (event, result)."""
 
-    def __init__(self, handler, function_name: str = "approval-api"):
+    def __init__(self, handler, function_name: str = "approval-api", functions: dict | None = None):
         import queue
 
         self.handler = handler
         self.function_name = function_name
+        self.functions = dict(functions or {})
         self._pending: "queue.Queue" = queue.Queue()
         self.invocations: list[tuple[dict, object]] = []
         self.requests: list[dict] = []
@@ -224,10 +226,20 @@ class LambdaService:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         kind = environ.get("HTTP_X_AMZ_INVOCATION_TYPE", "RequestResponse")
+        name = match.group(1).rsplit(":", 1)[-1] if match else None
         self.requests.append({"function": match.group(1) if match else None, "type": kind})
-        if not match or kind != "Event":
-            start_response("400 Bad Request", [("Content-Type", "application/json")])
-            return [b'{"message": "only asynchronous invocations are served here"}']
+        if kind == "RequestResponse" and name in self.functions:
+            try:
+                result, headers = self.functions[name](json.loads(body), LambdaContext(function_name=name)), []
+            except Exception as exc:  # Lambda's shape of an unhandled error
+                result = {"errorMessage": str(exc), "errorType": type(exc).__name__}
+                headers = [("X-Amz-Function-Error", "Unhandled")]
+            data = json.dumps(result).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers])
+            return [data]
+        if not match or kind != "Event" or name != self.function_name:
+            start_response("404 Not Found", [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ResourceNotFoundException")])
+            return [b'{"message": "Function not found"}']
         self._pending.put(json.loads(body))
         start_response("202 Accepted", [("Content-Length", "0")])
         return [b""]

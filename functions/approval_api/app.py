@@ -3,6 +3,7 @@
 GET  /approvals/{token}   confirmation page: the model, its metrics, who you are, what will happen.
                           Never acts: mail scanners and link previews fetch links unasked.
 POST /approvals/{token}   takes the decision (once), shows the result.
+POST /approvals/{token}/resend  an expired link's "email me fresh links" (to the link's approver only).
 POST /slack/interactions  Slack's signed button callback: checked and answered at once (Slack waits
                           3 s, then retries), decided in an asynchronous invocation of this same
                           function, which updates the message through Slack's response_url.
@@ -28,8 +29,8 @@ from mlops_shared import approval_messages as messages
 from mlops_shared import slack
 from mlops_shared.approval_tokens import KeyRing
 from mlops_shared.approvals import (ApprovalSettings, Decision, Refusal, SlackInteraction, accept_slack_interaction,
-                                    act_on_slack_interaction, check_token, decide, load_package_review, token_key_ring,
-                                    utc_text)
+                                    act_on_slack_interaction, check_fresh_links_request, check_token, decide,
+                                    load_package_review, token_key_ring, utc_text)
 from mlops_shared.config import TRACED_MODULES, metrics_namespace
 
 logger = Logger()
@@ -99,7 +100,18 @@ def _decided(decision) -> None:
 @app.get("/approvals/<token>")
 def confirm(token: str) -> Response:
     settings = ApprovalSettings.from_env()
-    claims, _package, approver = check_token(token, channel="email", settings=settings, token_key=_token_key())
+    try:
+        claims, _package, approver = check_token(token, channel="email", settings=settings, token_key=_token_key())
+    except Refusal as refusal:
+        if refusal.status_code != 410:
+            raise
+        # Expired: if the link is ours and the package still waits, offer fresh links to its approver.
+        try:
+            expired = check_fresh_links_request(token, settings=settings, token_key=_token_key())
+        except Refusal:
+            raise refusal from None
+        _count_refusal(refusal)
+        return _page(410, messages.expired_link_page(refusal.reason, expired.approver, f"{token}/resend"))
     review = load_package_review(claims.model_package_arn, presign_seconds=3600)
     page = messages.confirmation_page(review, claims.action, approver, f"on {utc_text(claims.expires_at)}")
     return _page(200, page)
@@ -116,6 +128,26 @@ def act(token: str) -> Response:
 @functools.cache
 def lambda_client():
     return boto3.client("lambda")
+
+
+@app.post("/approvals/<token>/resend")
+def resend(token: str) -> Response:
+    """Fresh links for the approver the (expired) link names, sent by the notify function: to that
+    address only, whatever the request says, at most once an hour."""
+    settings = ApprovalSettings.from_env()
+    claims = check_fresh_links_request(token, settings=settings, token_key=_token_key())
+    response = lambda_client().invoke(
+        FunctionName=settings.notify_function_name, InvocationType="RequestResponse",
+        Payload=json.dumps({"fresh_links": {"model_package_arn": claims.model_package_arn,
+                                            "recipient": claims.approver}}).encode())
+    result = json.loads(response["Payload"].read() or b"{}")
+    if response.get("FunctionError"):
+        raise RuntimeError(f"the notify function failed: {result.get('errorMessage', result)}")
+    if not result.get("fresh_links"):
+        raise Refusal(result.get("status_code", 409), result.get("reason", "No fresh links could be sent."))
+    sent = claims.approver in result.get("emails_sent", [])
+    logger.info("fresh links requested", extra={"approver": claims.approver, "sent": sent})
+    return _page(200, messages.fresh_links_page(claims.approver, sent))
 
 
 @app.post("/slack/interactions")

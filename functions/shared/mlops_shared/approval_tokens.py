@@ -155,11 +155,12 @@ def _signed_by_one_of(keys: Sequence[str | bytes], payload_bytes: bytes, signatu
     return any(matches)
 
 
-def verify_token(key: TokenKey, token: str, *, now: float | None = None) -> ApprovalToken:
+def verify_token(key: TokenKey, token: str, *, now: float | None = None, allow_expired: bool = False) -> ApprovalToken:
     """The token's claims, after checking its signature (constant time) and its expiry.
 
-    `key` is one key, a sequence of keys (current first) or a KeyRing. Raises TokenError with a
-    reason fit for the person holding the link.
+    `key` is one key, a sequence of keys (current first) or a KeyRing. `allow_expired` skips only
+    the expiry (a request for fresh links names its approver by a link we signed). Raises TokenError
+    with a reason fit for the person holding the link.
     """
     if not isinstance(token, str) or token.count(".") != 1 or len(token) > 4096:
         raise TokenError("This approval link is malformed.")
@@ -184,7 +185,7 @@ def verify_token(key: TokenKey, token: str, *, now: float | None = None) -> Appr
         raise TokenError("This approval link is malformed.")
     claims = ApprovalToken.from_payload(payload)
     current = time.time() if now is None else now
-    if current >= claims.expires_at:
+    if current >= claims.expires_at and not allow_expired:
         expired_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(claims.expires_at))
         raise TokenError(f"This approval link expired at {expired_at}.")
     return claims

@@ -76,6 +76,7 @@ class ApprovalSettings:
     slack_team_id: str = ""  # the workspace whose button presses count (payload `team.id`)
     slack_app_id: str = ""   # the Slack app that sent them (payload `api_app_id`)
     slack_response_url_prefixes: tuple[str, ...] = slack.RESPONSE_URL_PREFIXES
+    notify_function_name: str = ""  # sends fresh links for the approval API
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "ApprovalSettings":
@@ -93,6 +94,7 @@ class ApprovalSettings:
             slack_signing_secret_id=env.get("SLACK_SIGNING_SECRET_ARN", "").strip(),
             slack_team_id=env.get("SLACK_TEAM_ID", "").strip(),
             slack_app_id=env.get("SLACK_APP_ID", "").strip(),
+            notify_function_name=env.get("NOTIFY_APPROVAL_FUNCTION", "").strip(),
             # Only for a test double of Slack on the loopback; the stack never sets it.
             slack_response_url_prefixes=tuple(
                 p.strip() for p in env.get("SLACK_RESPONSE_URL_PREFIXES", "").split(",") if p.strip()
@@ -270,15 +272,31 @@ def approval_url(api_base_url: str, token: str) -> str:
     return f"{api_base_url.rstrip('/')}/approvals/{token}"
 
 
+APPROVAL_REQUEST = "approval-request"
+# Fresh links for an approver whose links expired: at most one email per approver, package and hour.
+FRESH_LINKS_INTERVAL_SECONDS = 3600
+
+
+def fresh_links_kind(now: float) -> str:
+    return f"fresh-links-{int(now // FRESH_LINKS_INTERVAL_SECONDS)}"
+
+
 def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, token_key: TokenKey,
                      slack_webhook_url: str | None, sagemaker=None, s3=None, ses=None, dynamodb=None,
-                     now: float | None = None, logger=None) -> NotificationResult:
+                     now: float | None = None, logger=None, kind: str = APPROVAL_REQUEST,
+                     recipients: tuple[str, ...] | None = None) -> NotificationResult:
     """Emails every approver their own approve/reject links and posts one Slack message, each at
-    most once per package (`NotificationLedger`): a retry reaches only those not reached yet.
+    most once per package and `kind` (`NotificationLedger`): a retry reaches only those not reached
+    yet. With `recipients` (fresh links asked for), only those approvers are emailed and Slack is not.
 
     Every recipient is attempted even when another fails; the caller decides whether a partial
     result is an error (the handler raises so the event is retried / lands in the DLQ).
     """
+    if recipients is not None:
+        strangers = [r for r in recipients if not settings.is_approver(r)]
+        if strangers:
+            raise Refusal(403, f"{', '.join(strangers)} is not (or no longer) an allowed approver.")
+        slack_webhook_url = None  # the channel's buttons were not asked for again
     if not settings.approver_emails and not slack.is_webhook_url(slack_webhook_url):
         raise ValueError("no approvers configured: set APPROVER_EMAILS and/or the Slack webhook secret")
     if settings.approver_emails and not (settings.sender_email and settings.api_base_url):
@@ -292,7 +310,9 @@ def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, toke
                                  presign_seconds=settings.token_ttl_seconds)
     expires_text = f"on {utc_text(issued_at + settings.token_ttl_seconds)}"
     result = NotificationResult(model_package_arn=review.model_package_arn)
-    ledger = NotificationLedger(dynamodb, settings.nonce_table, review.model_package_arn, "approval-request",
+    if recipients is not None and review.approval_status != PENDING:
+        raise Refusal(409, f"This model package is no longer waiting for approval: it is {review.approval_status}.")
+    ledger = NotificationLedger(dynamodb, settings.nonce_table, review.model_package_arn, kind,
                                 issued_at, settings.token_ttl_seconds)
 
     def token_for(action: str, approver: str, channel: str) -> str:
@@ -308,7 +328,7 @@ def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, toke
             result.email_failures[recipient] = "another attempt is sending this notification right now"
         return claim != "send"
 
-    for approver in settings.approver_emails:
+    for approver in (settings.approver_emails if recipients is None else tuple(r.strip().lower() for r in recipients)):
         if already_handled(approver):
             continue
         message = messages.build_email(
@@ -415,6 +435,28 @@ def check_token(token: str, *, channel: str, settings: ApprovalSettings, token_k
     if package.get("ModelApprovalStatus") != PENDING:
         raise _not_pending_refusal(package)
     return claims, package, approver.strip().lower()
+
+
+def check_fresh_links_request(token: str, *, settings: ApprovalSettings, token_key: TokenKey, sagemaker=None,
+                              now: float | None = None) -> ApprovalToken:
+    """A request for fresh links made with an email link (expired or not): the link must be one we
+    signed, for email, for an approver still allowed, for a package still pending. The approver it
+    names is the only address fresh links go to."""
+    sagemaker = sagemaker or boto3.client("sagemaker")
+    try:
+        claims = verify_token(token_key, token, now=now, allow_expired=True)
+    except TokenError as exc:
+        raise Refusal(403 if "signature" in exc.reason else 400, exc.reason) from None
+    if claims.channel != "email":
+        raise Refusal(403, "Fresh links are sent for email links only.")
+    if not settings.is_approver(claims.approver):
+        raise Refusal(403, f"{claims.approver} is not (or no longer) an allowed approver.")
+    package = _describe_package(sagemaker, claims.model_package_arn)
+    if settings.model_package_group_name and package.get("ModelPackageGroupName") != settings.model_package_group_name:
+        raise Refusal(403, "This model package does not belong to the group these approvals are for.")
+    if package.get("ModelApprovalStatus") != PENDING:
+        raise _not_pending_refusal(package)
+    return claims
 
 
 def _lease_expired(item: dict, now: float) -> bool:

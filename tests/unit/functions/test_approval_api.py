@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -16,7 +17,7 @@ from local.outbox import Outbox
 from mlops_shared.approval_tokens import SLACK_ANY_APPROVER, issue_token
 from mlops_shared.slack import compute_signature
 from mlops_shared.approval_messages import fmt_number
-from tests.approval_world import (APPROVERS, SLACK_SIGNING_SECRET, TOKEN_KEY, HandlerHttpServer, LambdaService,
+from tests.approval_world import (API_BASE, APPROVERS, SLACK_SIGNING_SECRET, TOKEN_KEY, HandlerHttpServer, LambdaService,
                                   api_event, build_world, lambda_context, load_handler)
 from tests.lambda_handlers import emitted_metrics
 
@@ -487,3 +488,75 @@ def test_a_key_never_rotated_has_no_previous_version(world, api):
     from mlops_shared.approvals import token_key_versions
 
     assert token_key_versions(world.token_secret_arn, world.client("secretsmanager")) == (TOKEN_KEY,)
+
+
+# -- fresh links for an expired one -----------------------------------------------------------------
+NOTIFY_FUNCTION = "notify-approval"
+
+
+@pytest.fixture
+def fresh_links(world, api, monkeypatch):
+    """The notify function behind Lambda's Invoke API, as the approval API calls it."""
+    from moto.ses.models import ses_backends
+
+    monkeypatch.setenv("NOTIFY_APPROVAL_FUNCTION", NOTIFY_FUNCTION)
+    notify = load_handler("notify_approval")
+    service = LambdaService(api.lambda_handler, functions={NOTIFY_FUNCTION: notify.lambda_handler})
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", service.start())
+    backend = ses_backends["123456789012"]["us-east-1"]
+    yield service, lambda: [m for m in backend.sent_messages]
+    service.stop()
+
+
+def _emails(sent):
+    import email as email_lib
+    import email.policy
+
+    return [email_lib.message_from_string(m.raw_data, policy=email.policy.default) for m in sent()]
+
+
+def test_an_expired_link_offers_fresh_links_sent_only_to_its_own_approver(world, api, fresh_links):
+    from mlops_shared.approval_tokens import verify_token
+
+    service, sent = fresh_links
+    expired = token(world, approver=APPROVERS[1], ttl=60, now=time.time() - 3600)
+    status, body, headers = call(api, "GET", f"/approvals/{expired}")
+    assert status == 410 and "expired" in body
+    assert f"action='{expired}/resend'" in body and "bob@example.com" in body
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+    # The request names another address: ignored, the link's approver is the only recipient.
+    status, body, _ = call(api, "POST", f"/approvals/{expired}/resend", body="resend=yes&to=mallory%40evil.example")
+    assert status == 200 and "data-outcome='resent'" in body and "bob@example.com" in body
+    [message] = _emails(sent)
+    assert str(message["To"]) == APPROVERS[1]
+    html_text = message.get_body(preferencelist=("html",)).get_content()
+    fresh = re.findall(rf'href="{API_BASE}/approvals/([^"]+)"', html_text)
+    assert fresh and all(verify_token(TOKEN_KEY, t).approver == APPROVERS[1] for t in fresh)
+    assert world.status() == PENDING and not world.description()
+
+    # Asked again (the button pressed twice, a script): no second email within the hour.
+    status, body, _ = call(api, "POST", f"/approvals/{expired}/resend", body="resend=yes")
+    assert status == 200 and "data-outcome='already-resent'" in body
+    assert len(sent()) == 1
+    # The fresh link works.
+    assert post(api, fresh[0])[0] == 200
+
+
+@pytest.mark.parametrize("case", ["forged", "removed approver", "decided", "slack token"])
+def test_fresh_links_are_refused_for_links_that_cannot_ask_for_them(world, api, fresh_links, monkeypatch, case):
+    service, sent = fresh_links
+    old = time.time() - 3600
+    tok = {"forged": token(world, ttl=60, now=old, key="another-secret-key-of-32-bytes!!"),
+           "removed approver": token(world, approver=APPROVERS[1], ttl=60, now=old),
+           "decided": token(world, ttl=60, now=old),
+           "slack token": token(world, approver=SLACK_ANY_APPROVER, channel="slack", ttl=60, now=old)}[case]
+    if case == "removed approver":
+        monkeypatch.setenv("APPROVER_EMAILS", APPROVERS[0])
+    if case == "decided":
+        assert post(api, token(world, action="reject"))[0] == 200
+    status, body, _ = call(api, "GET", f"/approvals/{tok}")
+    assert "resend" not in body  # no button offered
+    status, body, _ = call(api, "POST", f"/approvals/{tok}/resend", body="resend=yes")
+    assert 400 <= status < 500 and "Nothing was changed" in body
+    assert sent() == [] and service.requests == []

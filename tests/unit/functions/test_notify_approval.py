@@ -169,3 +169,4 @@ def test_a_notification_whose_sender_died_is_sent_by_a_retry_after_its_lease(wor
     assert later.complete and later.emails_sent == [APPROVERS[1]]
     assert sorted(later.already_notified) == sorted([APPROVERS[0], "slack-channel"])
     assert sorted(str(m["To"]) for m in sent_emails()) == sorted(APPROVERS)
+
