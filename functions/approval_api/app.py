@@ -3,7 +3,7 @@
 GET  /approvals/{token}   confirmation page: the model, its metrics, who you are, what will happen.
                           Never acts: mail scanners and link previews fetch links unasked.
 POST /approvals/{token}   takes the decision (once), shows the result.
-POST /approvals/{token}/resend  an expired link's "email me fresh links" (to the link's approver only).
+POST /fresh-links/{token}  an expired link's "email me fresh links" (to the link's approver only).
 POST /slack/interactions  Slack's signed button callback: checked and answered at once (Slack waits
                           3 s, then retries), decided in an asynchronous invocation of this same
                           function, which updates the message through Slack's response_url.
@@ -111,7 +111,7 @@ def confirm(token: str) -> Response:
         except Refusal:
             raise refusal from None
         _count_refusal(refusal)
-        return _page(410, messages.expired_link_page(refusal.reason, expired.approver, f"{token}/resend"))
+        return _page(410, messages.expired_link_page(refusal.reason, expired.approver, f"../fresh-links/{token}"))
     review = load_package_review(claims.model_package_arn, presign_seconds=3600)
     page = messages.confirmation_page(review, claims.action, approver, f"on {utc_text(claims.expires_at)}")
     return _page(200, page)
@@ -130,7 +130,7 @@ def lambda_client():
     return boto3.client("lambda")
 
 
-@app.post("/approvals/<token>/resend")
+@app.post("/fresh-links/<token>")
 def resend(token: str) -> Response:
     """Fresh links for the approver the (expired) link names, sent by the notify function: to that
     address only, whatever the request says, at most once an hour."""

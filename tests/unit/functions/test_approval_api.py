@@ -522,11 +522,11 @@ def test_an_expired_link_offers_fresh_links_sent_only_to_its_own_approver(world,
     expired = token(world, approver=APPROVERS[1], ttl=60, now=time.time() - 3600)
     status, body, headers = call(api, "GET", f"/approvals/{expired}")
     assert status == 410 and "expired" in body
-    assert f"action='{expired}/resend'" in body and "bob@example.com" in body
+    assert f"action='../fresh-links/{expired}'" in body and "bob@example.com" in body
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 
     # The request names another address: ignored, the link's approver is the only recipient.
-    status, body, _ = call(api, "POST", f"/approvals/{expired}/resend", body="resend=yes&to=mallory%40evil.example")
+    status, body, _ = call(api, "POST", f"/fresh-links/{expired}", body="resend=yes&to=mallory%40evil.example")
     assert status == 200 and "data-outcome='resent'" in body and "bob@example.com" in body
     [message] = _emails(sent)
     assert str(message["To"]) == APPROVERS[1]
@@ -536,7 +536,7 @@ def test_an_expired_link_offers_fresh_links_sent_only_to_its_own_approver(world,
     assert world.status() == PENDING and not world.description()
 
     # Asked again (the button pressed twice, a script): no second email within the hour.
-    status, body, _ = call(api, "POST", f"/approvals/{expired}/resend", body="resend=yes")
+    status, body, _ = call(api, "POST", f"/fresh-links/{expired}", body="resend=yes")
     assert status == 200 and "data-outcome='already-resent'" in body
     assert len(sent()) == 1
     # The fresh link works.
@@ -557,6 +557,6 @@ def test_fresh_links_are_refused_for_links_that_cannot_ask_for_them(world, api, 
         assert post(api, token(world, action="reject"))[0] == 200
     status, body, _ = call(api, "GET", f"/approvals/{tok}")
     assert "resend" not in body  # no button offered
-    status, body, _ = call(api, "POST", f"/approvals/{tok}/resend", body="resend=yes")
+    status, body, _ = call(api, "POST", f"/fresh-links/{tok}", body="resend=yes")
     assert 400 <= status < 500 and "Nothing was changed" in body
     assert sent() == [] and service.requests == []
