@@ -197,3 +197,90 @@ class HandlerHttpServer:
 
 
 lambda_context = LambdaContext(function_name="approval-api", remaining_ms=30_000)
+
+
+class LambdaService:
+    """Lambda's Invoke API on 127.0.0.1 for the approval functions: `handler` (the approval API,
+    whose asynchronous `Event` invocations are answered 202 at once and run afterwards, one at a
+    time, as Lambda would) and `functions` (name -> handler, run synchronously for
+    `RequestResponse`). Point boto3 at it with `AWS_ENDPOINT_URL_LAMBDA`. `drain()` waits for what
+    was handed off and returns each invocation's (event, result)."""
+
+    def __init__(self, handler, function_name: str = "approval-api", functions: dict | None = None):
+        import queue
+
+        self.handler = handler
+        self.function_name = function_name
+        self.functions = dict(functions or {})
+        self._pending: "queue.Queue" = queue.Queue()
+        self.invocations: list[tuple[dict, object]] = []
+        self.requests: list[dict] = []
+        self._server = None
+        self._threads = []
+
+    def _app(self, environ, start_response):
+        import re
+
+        path = environ.get("PATH_INFO", "")
+        match = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", path)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        kind = environ.get("HTTP_X_AMZ_INVOCATION_TYPE", "RequestResponse")
+        name = match.group(1).rsplit(":", 1)[-1] if match else None
+        self.requests.append({"function": match.group(1) if match else None, "type": kind})
+        if kind == "RequestResponse" and name in self.functions:
+            try:
+                result, headers = self.functions[name](json.loads(body), LambdaContext(function_name=name)), []
+            except Exception as exc:  # Lambda's shape of an unhandled error
+                result = {"errorMessage": str(exc), "errorType": type(exc).__name__}
+                headers = [("X-Amz-Function-Error", "Unhandled")]
+            data = json.dumps(result).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers])
+            return [data]
+        if not match or kind != "Event" or name != self.function_name:
+            start_response("404 Not Found", [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ResourceNotFoundException")])
+            return [b'{"message": "Function not found"}']
+        self._pending.put(json.loads(body))
+        start_response("202 Accepted", [("Content-Length", "0")])
+        return [b""]
+
+    def _run(self) -> None:
+        while True:
+            event = self._pending.get()
+            if event is None:
+                return
+            try:
+                result = self.handler(event, LambdaContext(function_name=self.function_name, remaining_ms=30_000))
+            except Exception as exc:  # what Lambda would record as the invocation's error
+                result = exc
+            self.invocations.append((event, result))
+            self._pending.task_done()
+
+    def drain(self, timeout: float = 60) -> list[tuple[dict, object]]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._pending.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not self._pending.unfinished_tasks, "hand-offs still running"
+        done, self.invocations = self.invocations, []
+        return done
+
+    def start(self) -> str:
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True),
+                         threading.Thread(target=self._run, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def stop(self) -> None:
+        self._pending.put(None)
+        self._server.shutdown()
+        self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)

@@ -177,11 +177,21 @@ class DeployCloud:
     def start(self, package: dict, status: str = "Approved") -> str:
         """Sets the package's approval and starts the deployment its state change event would start."""
         self.sm.update_model_package(ModelPackageArn=package["arn"], ModelApprovalStatus=status)
+        from local.aws.model_registry import model_package_event_detail
+
+        changed = model_package_event_detail(self.sm.describe_model_package(ModelPackageName=package["arn"]))[
+            "LastModifiedTime"]  # as SageMaker's events carry it (epoch milliseconds)
         event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "SageMaker Model Package State Change",
                  "source": "aws.sagemaker", "account": ACCOUNT, "region": "us-east-1", "resources": [package["arn"]],
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "detail": {"ModelPackageGroupName": self.group, "ModelPackageArn": package["arn"],
-                            "ModelApprovalStatus": status, "ModelPackageStatus": "Completed"}}
+                            "ModelApprovalStatus": status, "ModelPackageStatus": "Completed",
+                            "LastModifiedTime": changed}}
+        self.last_event = event
+        return self.redeliver(event)
+
+    def redeliver(self, event: dict) -> str:
+        """Starts a deployment for `event` as EventBridge would (again, when it delivers twice)."""
         return self.sfn.start_execution(stateMachineArn=self.machine, name=uuid.uuid4().hex,
                                         input=json.dumps(event))["executionArn"]
 

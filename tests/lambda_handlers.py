@@ -45,3 +45,24 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms
+
+
+def emitted_metrics(output: str) -> dict[str, float]:
+    """The CloudWatch embedded-metric-format records a handler printed (Powertools Metrics): name ->
+    summed value, with each record's `service` dimension checked to be there (the dashboard needs it)."""
+    import json
+
+    totals: dict[str, float] = {}
+    for line in output.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or "_aws" not in record:
+            continue
+        assert "service" in record, record
+        for directive in record["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                values = record[metric["Name"]]
+                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(values if isinstance(values, list) else [values])
+    return totals

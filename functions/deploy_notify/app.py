@@ -8,22 +8,27 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.deployment import deployment_notification, endpoint_failure_reason
+from mlops_shared.deployment import deployment_notification, endpoint_failure_reason, outcome_metric
+from mlops_shared.config import metrics_namespace
 from mlops_shared.notifications import publish
 
 logger = Logger()
+metrics = Metrics(namespace=metrics_namespace())
 TOPIC_ARN = os.environ.get("NOTIFICATION_TOPIC_ARN", "")
 
 
 @logger.inject_lambda_context(log_event=True)
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     reason = None
     if event.get("outcome") in ("failed", "rolled_back"):
         reason = endpoint_failure_reason((event.get("plan") or {}).get("endpoint_name"))
     notification = deployment_notification(event, reason)
     message_id = publish(notification, TOPIC_ARN) if TOPIC_ARN else None
+    metrics.add_metric(name=outcome_metric(event.get("outcome")), unit=MetricUnit.Count, value=1)
     logger.info("deployment outcome", extra={"event_type": notification.event_type, "subject": notification.subject})
     return {"event_type": notification.event_type, "subject": notification.subject, "message_id": message_id}

@@ -11,6 +11,7 @@ returns the process exit code.
 | `mlops demo` | `local.cli.demo` |
 | `mlops predict` | `local.cli.predict` |
 | `mlops data generate` | `local.cli.datagen` |
+| `mlops approvals resend PACKAGE_ARN` | `local.cli.approvals_resend` |
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import sys
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
-from local.cli import datagen, demo, pipeline, predict, run, up  # noqa: E402
+from local.cli import approvals_resend, datagen, demo, pipeline, predict, run, up  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     datagen.register(subparsers)
     demo.register(subparsers)
     predict.register(subparsers)
+    approvals_resend.register(subparsers)
     return parser
 
 

@@ -289,6 +289,78 @@ def test_dashboard_shows_intake_pipeline_approvals_deployments_endpoint_and_dead
         of_type(template, "AWS::CloudWatch::Alarm"))
 
 
+# What the handlers count with Powertools Metrics (service dimension -> metric names); the unit tests
+# of each handler check it emits these names.
+CUSTOM_METRICS = {
+    "start-pipeline": {"PipelineExecutionsStarted", "DatasetsQuarantined"},
+    "pipeline-status": {"PipelineExecutionsFailed", "PipelineExecutionsStopped"},
+    "approval-api": {"ModelPackagesApproved", "ModelPackagesRejected", "ApprovalRefusals"},
+    "deploy-notify": {"DeploymentsSucceeded", "DeploymentsFailed", "DeploymentsRolledBack", "DeploymentsSkipped"},
+}
+
+
+def _expanded(metrics: list[list]) -> list[list]:
+    """Dashboard metric rows with CloudWatch's "." (same as the row above) shorthand filled in."""
+    rows, previous = [], []
+    for row in metrics:
+        values = [v for v in row if not isinstance(v, dict)]
+        if values and values[0] == "...":
+            raise AssertionError("'...' rows are not expanded by this check")
+        filled = [previous[i] if v == "." and i < len(previous) else v for i, v in enumerate(values)]
+        rows.append(filled)
+        previous = filled
+    return rows
+
+
+def test_dashboard_shows_every_custom_metric_and_alarms_wake_someone_on_refusals_and_failing_deployments(template):
+    [dashboard] = of_type(template, "AWS::CloudWatch::Dashboard").values()
+    body = json.loads(render_sub(dashboard["Properties"]["DashboardBody"]))
+    shown = set()
+    for widget in body["widgets"]:
+        metrics = widget.get("properties", {}).get("metrics", [])
+        if widget["type"] == "metric" and metrics and metrics[0][0] == "RaySageMakerMLOps":
+            for namespace, name, dimension, service in _expanded(metrics):
+                assert (namespace, dimension) == ("RaySageMakerMLOps", "service")
+                shown.add((service, name))
+    expected = {(service, name) for service, names in CUSTOM_METRICS.items() for name in names}
+    assert shown == expected
+    services = {name: r["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+                for name, r in of_type(template, "AWS::Serverless::Function").items()}
+    assert set(CUSTOM_METRICS) <= set(services.values())
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == "RaySageMakerMLOps"
+
+    alarms = of_type(template, "AWS::CloudWatch::Alarm")
+    refusals = alarms["ApprovalRefusalsAlarm"]["Properties"]
+    assert (refusals["MetricName"], refusals["Dimensions"]) == ("ApprovalRefusals", [{"Name": "service", "Value": "approval-api"}])
+    failing = json.dumps(alarms["DeploymentsFailingAlarm"]["Properties"]["Metrics"])
+    assert '"DeploymentsFailed"' in failing and '"DeploymentsRolledBack"' in failing and '"deploy-notify"' in failing
+
+
+def test_the_approval_api_has_only_its_throttled_stage(template):
+    """SAM adds an unthrottled stage named "Stage" unless Globals set OpenApiVersion."""
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self):
+            return {}
+
+    sam = json.loads(json.dumps(template))
+    for name, resource in sam["Resources"].items():
+        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
+            if isinstance(resource.get("Properties", {}).get(key), str):
+                resource["Properties"][key] = f"s3://packaged-artifacts/{name}.zip"
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    generated = transform(sam, {"JobImageUri": "image", "PipelineDefinitionBucket": "b", "PipelineDefinitionKey": "k"},
+                          NoManagedPolicies())
+    stages = [r["Properties"] for r in generated["Resources"].values() if r["Type"] == "AWS::ApiGateway::Stage"]
+    assert [stage["StageName"] for stage in stages] == ["v1"]
+    # A Deployment with a StageName creates that stage too, with no method settings (SAM's "Stage").
+    deployments = [r["Properties"] for r in generated["Resources"].values() if r["Type"] == "AWS::ApiGateway::Deployment"]
+    assert deployments and all("StageName" not in deployment for deployment in deployments), deployments
+    [throttle] = stages[0]["MethodSettings"]
+    assert (throttle["ThrottlingBurstLimit"], throttle["ThrottlingRateLimit"]) == (20, 10)
+
+
 def test_every_parameter_is_documented_for_operators(template):
     import tomllib
 

@@ -319,3 +319,13 @@ def test_samconfig_has_dev_and_prod():
         assert "CAPABILITY_NAMED_IAM" in deploy["capabilities"]  # the jobs role has a fixed name
         assert f"Environment={environment}" in deploy["parameter_overrides"]
     assert config["prod"]["deploy"]["parameters"]["confirm_changeset"] is True
+
+
+def test_approval_claim_lease_outlives_the_approval_function(template):
+    """A decider still running must finish inside its own lease, or a retry could take over a live claim."""
+    sys.path.insert(0, str(ROOT / "functions" / "shared"))
+    from mlops_shared.approvals import CLAIM_LEASE_SECONDS
+
+    timeout = template["Resources"]["ApprovalApiFunction"]["Properties"].get(
+        "Timeout", template["Globals"]["Function"]["Timeout"])
+    assert CLAIM_LEASE_SECONDS > timeout

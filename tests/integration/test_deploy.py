@@ -88,12 +88,18 @@ def world(tmp_path_factory):
         monkeypatch.undo()
 
 
-def state_change_event(package_arn: str, status: str) -> dict:
-    """What EventBridge delivers for a model package approval change."""
+def state_change_event(package_arn: str, status: str, sagemaker=None) -> dict:
+    """What EventBridge delivers for a model package approval change: the package's description at
+    its last change (the same change described twice is the same event)."""
+    from local.aws.model_registry import model_package_event_detail
+
+    described = model_package_event_detail((sagemaker or boto3.client("sagemaker")).describe_model_package(
+        ModelPackageName=package_arn))
     return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "SageMaker Model Package State Change",
             "source": "aws.sagemaker", "account": ACCOUNT, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "region": "us-east-1", "resources": [package_arn],
             "detail": {"ModelPackageGroupName": GROUP, "ModelPackageArn": package_arn,
-                       "ModelApprovalStatus": status, "ModelPackageStatus": "Completed"}}
+                       "ModelApprovalStatus": status, "ModelPackageStatus": "Completed",
+                       "LastModifiedTime": described["LastModifiedTime"]}}
 
 
 def run(world, package_arn: str, status: str, timeout: float = 240) -> dict:
@@ -192,6 +198,21 @@ def test_approve_update_reject_and_broken_deployments(world):
                 for item in world["dynamodb"].scan(TableName=TABLE)["Items"] if "Outcome" in item}
     assert {"Approved:deployed", "Approved:rolled_back", "Rejected:deployed", "Rejected:skipped"} <= outcomes
 
+    # 7. Approved -> Rejected -> Approved -> Rejected: each step does what it says (the second
+    # approval and rejection of the same package are new status changes, not duplicates).
+    for status, answer in (("Approved", second_answer), ("Rejected", first_answer)):
+        result = run(world, second["arn"], status)
+        assert result["status"] == "SUCCEEDED", result["failures"]
+        assert serving(world, record) == pytest.approx(answer, rel=1e-5), status
+    notifications(world)
+
+    # 8. The broken package's deployment failed; fixed metadata aside, approving it again is a new
+    # attempt (rolled back again here, and said so), not a silently dropped duplicate.
+    result = run(world, broken["arn"], "Approved")
+    assert result["status"] == "FAILED"
+    assert serving(world, record) == pytest.approx(first_answer, rel=1e-5)
+    assert any("Outcome: rolled_back" in body for body in notifications(world))
+
 
 def test_local_cloud_deploys_on_approval_once(tmp_path):
     """The stack as the template declares it: the approval's EventBridge event starts the state
@@ -231,7 +252,7 @@ def test_local_cloud_deploys_on_approval_once(tmp_path):
         # The same approval event delivered again (EventBridge is at-least-once): nothing new.
         events = cloud.client("events")
         events.put_events(Entries=[{"Source": "aws.sagemaker", "DetailType": "SageMaker Model Package State Change",
-                                    "Detail": json.dumps(state_change_event(package["arn"], "Approved")["detail"]
+                                    "Detail": json.dumps(state_change_event(package["arn"], "Approved", sm)["detail"]
                                                          | {"ModelPackageGroupName": group})}])
         cloud.wait_for_events()
         executions = cloud.wait_for(finished, timeout=120, description="the duplicate")

@@ -56,7 +56,7 @@ def test_record_event_catches_the_duplicate_quietly(fresh):
     package = fresh.package("record_event_catches_the_duplicate_quietly-p1")
     first = fresh.deploy(package)
     deployed(fresh, first, package)
-    again = fresh.deploy(package)
+    again = fresh.finish(fresh.redeliver(fresh.last_event))  # the same event delivered twice
     assert again.status == "SUCCEEDED" and again.entered == ["RecordEvent", "DuplicateEvent"]
     assert again.errors_at("RecordEvent") == ["DynamoDB.ConditionalCheckFailedException"]
 

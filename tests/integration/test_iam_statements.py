@@ -94,6 +94,7 @@ def recorded(tmp_path_factory):
         assert quarantined["status"] == "quarantined", quarantined
         _failed_pipeline_event(cloud)
         _slack_interaction(cloud)
+        _fresh_links(cloud, state)
         _dead_letters(cloud, state)
         metadata = packages["first"]["CustomerMetadataProperties"]
         packages["first_reference"] = read_reference(cloud.client("s3"), metadata["dataset_reference"])
@@ -154,17 +155,66 @@ def _failed_deployment(cloud, state: Path) -> None:
 
 
 def _slack_interaction(cloud) -> None:
-    """A Slack button press reaches the approval function through API Gateway (refused there: it
-    carries no valid Slack signature, which is the function's own check)."""
+    """A Slack button press reaches the approval function through API Gateway: one without Slack's
+    signature is refused there; a signed one is answered at once and handed off to an asynchronous
+    invocation of the function (its token is refused in the hand-off, which tells Slack's
+    response_url; nothing listens there locally)."""
+    import hashlib
+    import hmac
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = cloud.stack.outputs["SlackInteractivityUrl"]
+
+    def send(body: bytes, headers: dict) -> int:
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/x-www-form-urlencoded", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status
+        except urllib.error.HTTPError as answered:
+            return answered.code
+
+    # Set first: the function keeps the secret it read for five minutes.
+    signing_secret = "recorded-run-slack-signing-secret"
+    cloud.client("secretsmanager").put_secret_value(SecretId=cloud.stack.outputs["SlackSigningSecretArn"],
+                                                    SecretString=signing_secret)
+    assert send(b"payload=%7B%7D", {}) in (400, 401, 403)
+    payload = {"type": "block_actions", "user": {"id": "U0RECORDED"},
+               "actions": [{"action_id": "approve", "block_id": "approval", "type": "button", "value": "not.a-token"}],
+               "response_url": "https://hooks.slack.com/actions/T0RECORDED/1/recorded"}
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    timestamp = str(int(time.time()))
+    signature = "v0=" + hmac.new(signing_secret.encode(), b"v0:" + timestamp.encode() + b":" + body,
+                                 hashlib.sha256).hexdigest()
+    assert send(body, {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature}) == 200
+    cloud.wait_for(lambda: not cloud.lambda_runtime.busy(), timeout=120, description="the Slack hand-off to finish")
+
+
+def _fresh_links(cloud, state: Path) -> None:
+    """An approver whose link expired asks for fresh ones on the expired-link page: the approval
+    function asks the notify function, which emails them."""
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(cloud.stack.outputs["SlackInteractivityUrl"], data=b"payload=%7B%7D",
+    from mlops_shared.approval_tokens import issue_token
+    from tests.model_artifacts import publish_package
+
+    outputs = cloud.stack.outputs
+    pending = publish_package(cloud.client("s3"), cloud.client("sagemaker"), state / "fresh-links",
+                              bucket=outputs["ArtifactsBucketName"], group=outputs["ModelPackageGroupName"],
+                              execution_id="fresh-links")
+    cloud.wait_for_events()
+    key = cloud.client("secretsmanager").get_secret_value(SecretId=cloud.stack.ref("ApprovalTokenKeySecret"))["SecretString"]
+    approver = cloud.stack.parameters["ApproverEmails"].split(",")[0].strip()
+    expired = issue_token(key, model_package_arn=pending["arn"], action="approve", approver=approver, channel="email",
+                          ttl_seconds=60, now=time.time() - 3600)
+    request = urllib.request.Request(f"{outputs['ApprovalApiUrl']}/fresh-links/{expired}", data=b"resend=yes",
                                      method="POST", headers={"Content-Type": "application/x-www-form-urlencoded"})
-    try:
-        urllib.request.urlopen(request, timeout=60).read()
-    except urllib.error.HTTPError as answered:
-        assert answered.code in (400, 401, 403), answered.code
+    with urllib.request.urlopen(request, timeout=120) as response:
+        page = response.read().decode()
+    assert "data-outcome='resent'" in page, page
 
 
 def _dead_letters(cloud, state: Path) -> None:

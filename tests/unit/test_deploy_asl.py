@@ -183,7 +183,10 @@ def test_no_sync_integrations_and_known_substitutions(asl):
 def test_idempotency_record_comes_first_and_duplicates_stop_quietly(asl):
     first = asl["States"][asl["StartAt"]]
     assert first["Resource"] == "arn:aws:states:::dynamodb:putItem"
-    assert first["Parameters"]["ConditionExpression"] == "attribute_not_exists(DeploymentId)"
+    # Keyed on the status change, not the status: a package approved again is deployed again.
+    assert first["Parameters"]["ConditionExpression"] == "attribute_not_exists(DeploymentId) OR StatusChangedAt <> :changed"
+    assert first["Parameters"]["Item"]["StatusChangedAt"] == {"S.$": "States.Format('{}', $.detail.LastModifiedTime)"}
+    assert first["Parameters"]["ExpressionAttributeValues"][":changed"] == {"S.$": "States.Format('{}', $.detail.LastModifiedTime)"}
     duplicate = next(c for c in first["Catch"] if c["ErrorEquals"] == ["DynamoDB.ConditionalCheckFailedException"])
     assert asl["States"][duplicate["Next"]]["Type"] == "Succeed"
 

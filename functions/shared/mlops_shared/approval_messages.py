@@ -316,3 +316,27 @@ def refusal_page(status_code: int, reason: str) -> str:
             f"<p style='font-size:13px;color:#59636e;'>HTTP {status_code}. If you believe this is wrong, "
             f"ask the model owners for a new approval request.</p>")
     return _page("Nothing was changed", body)
+
+
+def expired_link_page(reason: str, approver: str, resend_action: str) -> str:
+    """The refusal of an expired link, with a button that asks for fresh links for this approver
+    (sent to the address in the link, never one typed in)."""
+    e = html.escape
+    body = (f"<h1 style='font-size:20px;' data-outcome='refused'>Nothing was changed</h1>"
+            f"<p>{e(reason)}</p>"
+            f"<form method='post' action='{e(resend_action)}'>"
+            f"<p>The model is still waiting for a decision. Fresh approve/reject links can be emailed to "
+            f"<b>{e(approver)}</b> (at most once an hour).</p>"
+            f"<button type='submit' name='resend' value='yes'>Email me fresh links</button></form>"
+            f"<p style='font-size:13px;color:#59636e;'>HTTP 410.</p>")
+    return _page("This approval link expired", body)
+
+
+def fresh_links_page(approver: str, sent: bool) -> str:
+    e = html.escape
+    text = (f"Fresh approve/reject links were emailed to {e(approver)}." if sent else
+            f"Fresh links were already emailed to {e(approver)} within the last hour; please check your inbox "
+            f"(and spam folder), or ask again later.")
+    body = (f"<h1 style='font-size:20px;' data-outcome='{'resent' if sent else 'already-resent'}'>"
+            f"{'Fresh links sent' if sent else 'Fresh links already sent'}</h1><p>{text}</p>")
+    return _page("Fresh approval links", body)

@@ -15,6 +15,17 @@ from dataclasses import dataclass, field
 # calls go through, is not in that default either, so the traces stay the same.
 TRACED_MODULES = ("botocore",)
 
+# The custom metrics' namespace (template Globals: POWERTOOLS_METRICS_NAMESPACE; the dashboard and
+# alarms read it). A handler run without it (a test harness, a hand-made environment) still counts,
+# instead of Powertools failing the invocation at the metrics flush.
+DEFAULT_METRICS_NAMESPACE = "RaySageMakerMLOps"
+
+
+def metrics_namespace(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or DEFAULT_METRICS_NAMESPACE
+
+
 DEFAULT_MIN_DATA_ROWS = 100
 DEFAULT_SAMPLE_BYTES = 256 * 1024
 # jobs/pipeline.py ParameterInteger("MaxRejectedRows", default_value=0): what a run gets when the

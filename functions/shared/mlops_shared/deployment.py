@@ -43,6 +43,8 @@ PROVISIONING_ALLOWANCE_SECONDS = 600
 # After the endpoint settles: the smoke test (its function's timeout is 120 s), notifications,
 # Step Functions' bounded retries and the clean-up of a failed deployment.
 LEASE_MARGIN_SECONDS = 900
+# A package's metadata property that lets an approval replace a newer serving version with it.
+FORCE_OVER_NEWER_PROPERTY = "deploy_over_newer"
 # SageMaker's bounds of BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds.
 MIN_UPDATE_TIMEOUT_SECONDS, MAX_UPDATE_TIMEOUT_SECONDS = 600, 28800
 
@@ -219,6 +221,29 @@ def previous_approved_package(group: str, exclude_arn: str, sagemaker: Any = Non
     return champion_arn(group, exclude={exclude_arn}, sagemaker=sagemaker)
 
 
+def _newer_approved_serving(current: ServingState | None, package: Mapping[str, Any], sagemaker: Any) -> dict | None:
+    """The package the endpoint serves when it is a newer version of the same group that is still
+    Approved (what an approval of the older `package` would silently replace), else None."""
+    if current is None or not current.model_package_arn or current.model_package_arn == package.get("ModelPackageArn"):
+        return None
+    if current.status == "Failed":
+        return None  # a Failed endpoint serves nothing; it is replaced whatever it held
+    try:
+        serving = sagemaker.describe_model_package(ModelPackageName=current.model_package_arn)
+    except ClientError as exc:
+        if is_not_found(exc) or exc.response.get("Error", {}).get("Code") == "ValidationException":
+            return None  # deleted since: nothing newer to protect
+        raise
+    same_group = serving.get("ModelPackageGroupName") == package.get("ModelPackageGroupName")
+    newer = (serving.get("ModelPackageVersion") or 0) > (package.get("ModelPackageVersion") or 0)
+    return serving if same_group and newer and serving.get("ModelApprovalStatus") == "Approved" else None
+
+
+def _forced_over_newer(package: Mapping[str, Any]) -> bool:
+    value = (package.get("CustomerMetadataProperties") or {}).get(FORCE_OVER_NEWER_PROPERTY, "")
+    return value.strip().lower() == "true"
+
+
 def _waited(settings: DeploymentSettings, started_at: datetime | None, now: datetime, why: str) -> float:
     """Seconds this execution has run; raises EndpointBusy once that exceeds the busy budget."""
     waited = (now - started_at).total_seconds() if started_at else 0.0
@@ -308,7 +333,19 @@ def plan_deployment(event: Mapping[str, Any], execution_name: str, settings: Dep
         target = arn
         if current is not None and current.status == "InService" and current.model_package_arn == target:
             return skip(f"endpoint {settings.endpoint_name} already serves {target}")
+        newer = _newer_approved_serving(current, package, sagemaker)
+        if newer is not None and not _forced_over_newer(package):
+            return skip(
+                f"package {arn} (version {package.get('ModelPackageVersion')}) was approved, but endpoint "
+                f"{settings.endpoint_name} serves the newer version {newer.get('ModelPackageVersion')} "
+                f"({newer['ModelPackageArn']}), which is still Approved: an older model is not deployed over a newer "
+                f"one. To serve the older one anyway, set its metadata property {FORCE_OVER_NEWER_PROPERTY}=true and "
+                f"approve it again; or reject the newer version, which redeploys the best Approved one left")
     else:
+        package = sagemaker.describe_model_package(ModelPackageName=arn)
+        if package.get("ModelApprovalStatus") != "Rejected":
+            # Approved again since (or the events arrived out of order): the later event decides.
+            return skip(f"package {arn} is {package.get('ModelApprovalStatus')} now, no longer Rejected")
         if current is None:
             return skip(f"rejected package {arn} is not deployed: endpoint {settings.endpoint_name} does not exist")
         if current.model_package_arn != arn:
@@ -353,6 +390,14 @@ _OUTCOMES = {
     "rolled_back": ("deployment_rolled_back", "Deployment to endpoint {endpoint} rolled back"),
     "skipped": ("deployment_skipped", "No deployment change for endpoint {endpoint}"),
 }
+# The custom metric each outcome counts (namespace POWERTOOLS_METRICS_NAMESPACE, dimension service);
+# the dashboard shows them and DeploymentsFailingAlarm watches the failed and rolled-back ones.
+OUTCOME_METRICS = {"deployed": "DeploymentsSucceeded", "failed": "DeploymentsFailed",
+                   "rolled_back": "DeploymentsRolledBack", "skipped": "DeploymentsSkipped"}
+
+
+def outcome_metric(outcome: str | None) -> str:
+    return OUTCOME_METRICS.get(outcome or "failed", OUTCOME_METRICS["failed"])
 
 
 def endpoint_failure_reason(endpoint_name: str | None, sagemaker: Any = None) -> str | None:

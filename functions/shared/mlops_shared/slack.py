@@ -16,6 +16,8 @@ import urllib.request
 MAX_REQUEST_AGE_SECONDS = 5 * 60
 # Secrets the stack creates hold a placeholder until ops put the real value in.
 PLACEHOLDER_VALUES = {"", "UNSET", "REPLACE_ME", "PLACEHOLDER"}
+# Where Slack's interaction `response_url`s point (https://api.slack.com/interactivity/handling).
+RESPONSE_URL_PREFIXES = ("https://hooks.slack.com/",)
 
 
 class SlackSignatureError(ValueError):
@@ -37,6 +39,30 @@ def is_configured_secret(value: str | None) -> bool:
 def is_webhook_url(value: str | None) -> bool:
     """True when `value` is a URL that can receive a post (ops may have left the placeholder)."""
     return is_configured_secret(value) and value.strip().lower().startswith(("https://", "http://"))
+
+
+def _origin(url: str) -> str | None:
+    """`scheme://host[:port]/` of `url`, lower-case; None when it has user info or no host."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if "@" in parts.netloc or not parts.hostname:
+        return None
+    return f"{parts.scheme}://{parts.netloc}/".lower()
+
+
+def is_response_url(url: str | None, allowed_prefixes: tuple[str, ...] = RESPONSE_URL_PREFIXES) -> bool:
+    """True when `url` lies under one of the allowed prefixes, judged on its parsed origin, so user
+    info (`https://hooks.slack.com@evil.example/`) or a look-alike host
+    (`https://hooks.slack.com.evil.example/`) does not pass."""
+    if not url or any(c.isspace() for c in url):
+        return False
+    origin = _origin(url)
+    return origin is not None and any(
+        _origin(prefix) == origin and url.lower().startswith(prefix.lower()) for prefix in allowed_prefixes)
 
 
 def compute_signature(signing_secret: str, timestamp: str, raw_body: bytes | str) -> str:

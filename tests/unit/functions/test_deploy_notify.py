@@ -6,7 +6,7 @@ import json
 import boto3
 
 from mlops_shared.deployment import deployment_notification
-from tests.lambda_handlers import LambdaContext, load_handler
+from tests.lambda_handlers import LambdaContext, emitted_metrics, load_handler
 
 PLAN = {"endpoint_name": "houses", "action": "update", "trigger": "Approved",
         "trigger_model_package_arn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/houses/3",
@@ -41,7 +41,7 @@ def test_messages_say_what_happened():
     assert "Created by this deployment" not in nothing_created.body
 
 
-def test_handler_publishes_to_the_topic(aws, monkeypatch):
+def test_handler_publishes_to_the_topic(aws, monkeypatch, capsys):
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topic = sns.create_topic(Name="n")["TopicArn"]
     queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
@@ -56,3 +56,7 @@ def test_handler_publishes_to_the_topic(aws, monkeypatch):
     assert result["event_type"] == "deployment_failed" and result["message_id"]
     body = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"][0]["Body"]
     assert "Outcome: failed" in body and "Error: X: y" in body
+    assert emitted_metrics(capsys.readouterr().out) == {"DeploymentsFailed": 1}
+    module.lambda_handler({"outcome": "rolled_back", "plan": PLAN}, LambdaContext(function_name="deploy-notify"))
+    module.lambda_handler({"outcome": "deployed", "plan": PLAN}, LambdaContext(function_name="deploy-notify"))
+    assert emitted_metrics(capsys.readouterr().out) == {"DeploymentsRolledBack": 1, "DeploymentsSucceeded": 1}

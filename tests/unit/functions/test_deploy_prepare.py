@@ -118,6 +118,46 @@ def test_rejecting_what_is_not_serving_changes_nothing(sm):
     assert plan["action"] == "skip" and "not the one" in plan["reason"]
 
 
+def test_an_older_package_approved_after_a_newer_one_went_live_is_not_deployed_over_it(sm):
+    older, newer = package(sm, status="PendingManualApproval"), package(sm)
+    serve(sm, newer, "m-newer")
+    sm.update_model_package(ModelPackageArn=older, ModelApprovalStatus="Approved")
+    plan = plan_deployment(event(older, "Approved"), "exec", SETTINGS, sm)
+    assert plan["action"] == "skip" and plan["notify"] is True  # said, not silent
+    assert "serves the newer version 2" in plan["reason"] and "deploy_over_newer=true" in plan["reason"]
+
+    # Forced by the package's metadata (then approved again): deployed over the newer one.
+    sm.update_model_package(ModelPackageArn=older, ModelApprovalStatus="Approved",
+                            CustomerMetadataProperties={"deploy_over_newer": "true"})
+    forced = plan_deployment(event(older, "Approved"), "exec", SETTINGS, sm)
+    assert forced["action"] == "update" and forced["model_package_arn"] == older
+
+    # A newer one that is no longer Approved protects nothing.
+    sm.update_model_package(ModelPackageArn=older, ModelApprovalStatus="Approved",
+                            CustomerMetadataProperties={"deploy_over_newer": "false"})
+    assert plan_deployment(event(older, "Approved"), "exec", SETTINGS, sm)["action"] == "skip"
+    sm.update_model_package(ModelPackageArn=newer, ModelApprovalStatus="Rejected")
+    assert plan_deployment(event(older, "Approved"), "exec", SETTINGS, sm)["action"] == "update"
+
+
+def test_a_newer_package_approved_replaces_an_older_one(sm):
+    older, newer = package(sm), package(sm)
+    serve(sm, older, "m-older")
+    assert plan_deployment(event(newer, "Approved"), "exec", SETTINGS, sm)["action"] == "update"
+
+
+def test_a_rejection_overtaken_by_a_new_approval_changes_nothing(sm):
+    """Approved -> Rejected -> Approved: the Rejected event planned after the package was approved
+    again (late, or out of order) must not roll back what the later approval asked for."""
+    older, serving = package(sm), package(sm)
+    serve(sm, serving, "m-cycle")
+    sm.update_model_package(ModelPackageArn=serving, ModelApprovalStatus="Rejected")
+    sm.update_model_package(ModelPackageArn=serving, ModelApprovalStatus="Approved")
+    plan = plan_deployment(event(serving, "Rejected"), "exec", SETTINGS, sm)
+    assert plan["action"] == "skip" and "no longer Rejected" in plan["reason"]
+    assert older  # still Approved, and not redeployed
+
+
 def test_other_groups_and_bad_events(sm):
     arn = package(sm)
     quiet = plan_deployment(event(arn, "Approved", group="someone-else"), "exec", SETTINGS, sm)

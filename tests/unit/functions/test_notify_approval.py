@@ -7,6 +7,7 @@ import email
 import email.policy
 import json
 import re
+import time
 import urllib.request
 
 import pytest
@@ -56,7 +57,7 @@ def test_each_approver_gets_an_email_with_their_own_links_and_slack_gets_one_mes
     world.set_slack_webhook(outbox.slack_webhook_url)
     result = notify.lambda_handler(pending_event(world.model_package_arn), lambda_context)
     assert result == {"notified": True, "model_package_arn": world.model_package_arn, "emails_sent": 2,
-                      "email_failures": [], "slack_posted": True}
+                      "email_failures": [], "slack_posted": True, "already_notified": []}
 
     messages = sent_emails()
     assert sorted(str(m["To"]) for m in messages) == sorted(APPROVERS)
@@ -125,3 +126,47 @@ def test_unreachable_slack_fails_the_invocation_but_emails_are_sent(world, notif
     with pytest.raises(notify.NotificationIncomplete):
         notify.lambda_handler(pending_event(world.model_package_arn), lambda_context)
     assert len(sent_emails()) == 2
+
+
+def test_a_retried_notification_reaches_only_those_not_reached_yet(world, notify, monkeypatch, outbox):
+    world.set_slack_webhook(outbox.slack_webhook_url)
+    monkeypatch.setenv("APPROVER_EMAILS", f"{APPROVERS[0]},not-an-address")
+    with pytest.raises(notify.NotificationIncomplete):
+        notify.lambda_handler(pending_event(world.model_package_arn), lambda_context)
+    assert [str(m["To"]) for m in sent_emails()] == [APPROVERS[0]]
+
+    # The address is fixed and the event retried: only the approver not reached yet gets an email.
+    monkeypatch.setenv("APPROVER_EMAILS", f"{APPROVERS[0]},{APPROVERS[1]}")
+    retried = notify.lambda_handler(pending_event(world.model_package_arn), lambda_context)
+    assert retried["emails_sent"] == 1 and retried["slack_posted"] is False
+    assert retried["already_notified"] == sorted([APPROVERS[0], "slack-channel"])
+    assert [str(m["To"]) for m in sent_emails()] == list(APPROVERS)
+    assert len(outbox.slack_messages()) == 1
+
+    # The same event delivered once more (EventBridge delivers at least once): nobody is told twice.
+    again = notify.lambda_handler(pending_event(world.model_package_arn), lambda_context)
+    assert again["emails_sent"] == 0 and again["already_notified"] == sorted([*APPROVERS, "slack-channel"])
+    assert len(sent_emails()) == 2 and len(outbox.slack_messages()) == 1
+
+
+def test_a_notification_whose_sender_died_is_sent_by_a_retry_after_its_lease(world, notify, outbox):
+    """A claim left `sending` (the function died before SES answered) is retried, not skipped: the
+    attempt within the lease fails so EventBridge/Lambda try again, the one after it sends."""
+    from mlops_shared.approvals import NOTIFICATION_LEASE_SECONDS, ApprovalSettings, notify_approvers
+
+    world.set_slack_webhook(outbox.slack_webhook_url)
+    settings = ApprovalSettings.from_env()
+    dynamodb = world.client("dynamodb")
+    dynamodb.put_item(TableName=world.table, Item={
+        "id": {"S": f"notified#{world.model_package_arn}#approval-request#{APPROVERS[1]}"},
+        "state": {"S": "sending"}, "lease_expires_at": {"N": str(int(time.time()) + NOTIFICATION_LEASE_SECONDS)}})
+    first = notify_approvers(world.model_package_arn, settings, token_key=TOKEN_KEY,
+                             slack_webhook_url=outbox.slack_webhook_url)
+    assert not first.complete and list(first.email_failures) == [APPROVERS[1]]
+    assert first.emails_sent == [APPROVERS[0]] and first.slack_posted
+    later = notify_approvers(world.model_package_arn, settings, token_key=TOKEN_KEY,
+                             slack_webhook_url=outbox.slack_webhook_url, now=time.time() + NOTIFICATION_LEASE_SECONDS + 1)
+    assert later.complete and later.emails_sent == [APPROVERS[1]]
+    assert sorted(later.already_notified) == sorted([APPROVERS[0], "slack-channel"])
+    assert sorted(str(m["To"]) for m in sent_emails()) == sorted(APPROVERS)
+

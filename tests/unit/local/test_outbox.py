@@ -14,7 +14,8 @@ import pytest
 
 from local.cli.approve import ApprovalEmailNotFound, follow_approval_link, press_slack_button
 from local.outbox import Outbox
-from tests.approval_world import SLACK_SIGNING_SECRET, HandlerHttpServer, build_world, lambda_context, load_handler
+from tests.approval_world import (SLACK_SIGNING_SECRET, HandlerHttpServer, LambdaService, build_world, lambda_context,
+                                  load_handler)
 
 
 def wait_for(predicate, timeout=10.0):
@@ -87,20 +88,27 @@ def test_follow_approval_link_approves_like_a_person(aws, tmp_path, monkeypatch,
 
 def test_press_slack_button_rejects_like_slack_would(aws, tmp_path, monkeypatch, evaluation_outputs):
     world = build_world(aws, monkeypatch, evaluation_outputs)
-    api = HandlerHttpServer(load_handler("approval_api").lambda_handler)
+    handler = load_handler("approval_api").lambda_handler
+    api, lambda_service = HandlerHttpServer(handler), LambdaService(handler)
     base = api.start()
+    # The approval function hands each press off to an asynchronous invocation of itself.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_service.start())
     try:
         with Outbox(tmp_path) as outbox:
+            monkeypatch.setenv("SLACK_RESPONSE_URL_PREFIXES", f"{outbox.url}/")  # the outbox plays Slack
             world.set_slack_webhook(outbox.slack_webhook_url)
             load_handler("notify_approval").lambda_handler(_pending_event(world.model_package_arn), lambda_context)
             common = dict(interactions_url=f"{base}/slack/interactions", signing_secret=SLACK_SIGNING_SECRET,
                           response_url=outbox.slack_response_url)
             refused = press_slack_button(outbox.dir, world.model_package_arn, "reject", slack_user_id="U0NOBODY",
                                          **common)
-            assert refused["status_code"] == 403
+            assert refused["status_code"] == 200  # Slack is answered at once; the refusal is told after
+            [(_, outcome)] = lambda_service.drain()
+            assert outcome["status_code"] == 403
             assert world.status() == "PendingManualApproval"
             done = press_slack_button(outbox.dir, world.model_package_arn, "reject", slack_user_id="U0ALICE", **common)
             assert done["status_code"] == 200, done
+            lambda_service.drain()
             assert world.status() == "Rejected"
             texts = [json.loads(path.read_text())["text"] for path in outbox.slack_messages()]
             assert texts[0].startswith("Approval needed:")
@@ -108,6 +116,7 @@ def test_press_slack_button_rejects_like_slack_would(aws, tmp_path, monkeypatch,
             assert "Rejected by alice@example.com via slack" in texts[2]
     finally:
         api.stop()
+        lambda_service.stop()
 
 
 def _pending_event(arn: str) -> dict:
