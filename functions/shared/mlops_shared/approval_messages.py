@@ -50,6 +50,8 @@ class PackageReview:
     dataset_uri: str = ""
     dataset_version: str = ""
     target_column: str = ""
+    missing_share: dict = field(default_factory=dict)  # feature -> share of missing cells (train split)
+    dropped_rows: int = 0  # rows without a target value
     evaluation_uri: str = ""
     plots: list[Plot] = field(default_factory=list)
 
@@ -60,6 +62,8 @@ class PackageReview:
 
 
 # -- formatting ---------------------------------------------------------------------------------
+MAX_BLANK_COLUMNS_SHOWN = 3
+
 def fmt_number(value: float | None, digits: int = 2) -> str:
     if value is None:
         return "n/a"
@@ -94,6 +98,13 @@ def _dataset_text(review: PackageReview) -> str:
         text += f" (version {review.dataset_version})"
     if review.target_column:
         text += f", target {review.target_column}"
+    blanks = sorted(((share, name) for name, share in review.missing_share.items() if share > 0), reverse=True)
+    if blanks:
+        shown = ", ".join(f"{name} {share:.0%}" for share, name in blanks[:MAX_BLANK_COLUMNS_SHOWN])
+        more = f" and {len(blanks) - MAX_BLANK_COLUMNS_SHOWN} more" if len(blanks) > MAX_BLANK_COLUMNS_SHOWN else ""
+        text += f"; missing values: {shown}{more}"
+    if review.dropped_rows:
+        text += f"; {review.dropped_rows:,} rows without a target left out"
     return text
 
 

@@ -183,6 +183,11 @@ def load_package_review(model_package_arn: str, *, sagemaker=None, s3=None,
     review.champion_rmse_limit = report.gate.champion_rmse_limit
     review.champion = dataclasses.asdict(report.champion) if report.champion else None
     review.rows = dataclasses.asdict(report.rows)
+    # The exact target name as in the CSV (the registry holds a label that meets its pattern), and
+    # the blanks the model was trained with.
+    review.target_column = report.target or review.target_column
+    review.missing_share = dict(report.missing_share or {})
+    review.dropped_rows = report.dropped_rows or 0
 
     prefix = posixpath.dirname(key)
     prefix = f"{prefix}/" if prefix else ""

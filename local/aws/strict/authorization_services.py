@@ -34,7 +34,7 @@ def table_request(scope: Scope, action: str, p: Params, enclosing: str | None = 
 
 for _op, _callers in (
     ("GetItem", (at.INTAKE_IDEMPOTENCY, at.APPROVAL_API, at.CLI)),
-    ("PutItem", (at.INTAKE_IDEMPOTENCY, at.STATE_MACHINE)),
+    ("PutItem", (at.INTAKE_IDEMPOTENCY, at.STATE_MACHINE, at.NOTIFY_APPROVAL)),
     ("UpdateItem", (at.INTAKE_IDEMPOTENCY, at.STATE_MACHINE)),
     ("DeleteItem", (at.INTAKE_IDEMPOTENCY, at.APPROVAL_API)),
 ):
@@ -206,7 +206,7 @@ def create_secret(p: Params, scope: Scope):
 
 # -- Lambda -------------------------------------------------------------------------------------
 @operation("lambda", "Invoke", ["lambda:InvokeFunction"], (at.EVENTBRIDGE_TO_LAMBDA, at.API_GATEWAY, at.STATE_MACHINE,
-                                                           at.EVENT_DISPATCH))
+                                                           at.EVENT_DISPATCH, at.APPROVAL_API_INVOKES))
 def invoke(p: Params, scope: Scope):
     name = p["FunctionName"]
     if not name.startswith("arn:"):

@@ -39,11 +39,14 @@ INTAKE_IDEMPOTENCY = _at("start_pipeline", START_PIPELINE_ROLE, "functions/start
 INTAKE_NOTIFY = _at("start_pipeline", START_PIPELINE_ROLE, "functions/shared/mlops_shared/notifications.py")
 PIPELINE_STATUS = _at("pipeline_status", PIPELINE_STATUS_ROLE, "functions/shared/mlops_shared/pipeline_failures.py")
 PIPELINE_STATUS_NOTIFY = _at("pipeline_status", PIPELINE_STATUS_ROLE, "functions/shared/mlops_shared/notifications.py")
-NOTIFY_APPROVAL = _at("notify_approval", NOTIFY_APPROVAL_ROLE, "functions/shared/mlops_shared/approvals.py")
+NOTIFY_APPROVAL = _at("notify_approval", NOTIFY_APPROVAL_ROLE,
+                      "functions/shared/mlops_shared/approvals.py (incl. per-recipient notification claims)")
 NOTIFY_APPROVAL_SECRETS = _at("notify_approval", NOTIFY_APPROVAL_ROLE, "functions/notify_approval/app.py (Powertools parameters)")
 APPROVAL_LINKS = _at("approval links", f"{NOTIFY_APPROVAL_ROLE} / {APPROVAL_API_ROLE} (presigned with their credentials)",
                      "functions/shared/mlops_shared/approvals.py (generate_presigned_url, fetched by the browser)")
 APPROVAL_API = _at("approval_api", APPROVAL_API_ROLE, "functions/shared/mlops_shared/approvals.py")
+APPROVAL_API_INVOKES = _at("approval_api", APPROVAL_API_ROLE,
+                           "functions/approval_api/app.py (its own Slack hand-off; the notify function for fresh links)")
 APPROVAL_API_SECRETS = _at("approval_api", APPROVAL_API_ROLE, "functions/approval_api/app.py (Powertools parameters)")
 DEPLOY_PREPARE = _at("deploy_prepare", DEPLOY_PREPARE_ROLE, "functions/shared/mlops_shared/deployment.py")
 SMOKE_TEST = _at("deploy_smoke_test", DEPLOY_SMOKE_TEST_ROLE, "functions/shared/mlops_shared/smoke_test.py")

@@ -170,3 +170,18 @@ def test_a_notification_whose_sender_died_is_sent_by_a_retry_after_its_lease(wor
     assert sorted(later.already_notified) == sorted([APPROVERS[0], "slack-channel"])
     assert sorted(str(m["To"]) for m in sent_emails()) == sorted(APPROVERS)
 
+
+
+def test_the_approver_reads_the_exact_target_name_and_the_blanks_the_model_learned_from():
+    from mlops_shared.approval_messages import PackageReview, email_html, email_text
+
+    review = PackageReview(model_package_arn="arn:aws:sagemaker:us-east-1:123456789012:model-package/g/1",
+                           group_name="g", version=1, approval_status="PendingManualApproval",
+                           target_column="Lot (acres)",
+                           missing_share={"Square Feet": 0.12, "Baths.": 0.0, "größe_m²": 0.3, "a": 0.01, "b": 0.02},
+                           dropped_rows=1234)
+    for render in (email_text, email_html):
+        text = render(review, "alice@example.com", "https://approve", "https://reject", "in 7 days")
+        assert "target Lot (acres)" in text
+        assert "missing values: größe_m² 30%, Square Feet 12%, b 2% and 1 more" in text
+        assert "1,234 rows without a target left out" in text
