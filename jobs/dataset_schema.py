@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,34 +112,36 @@ class CsvFile:
         with self._open() as handle:
             reader = csv.reader(handle, strict=True)
             width = len(self.header)
-            row_number, seen_header = 0, False
-            good_numbers: list[int] = []
-            good: list[list[str]] = []
-            ragged: list[tuple[int, list[str]]] = []
+            row_number = 0
             try:
-                for fields in reader:
-                    if _is_blank(fields):
+                for fields in reader:  # the header: the first line that is not blank
+                    if not _is_blank(fields):
+                        break
+                while batch := list(itertools.islice(reader, rows)):
+                    # Usually every line of a batch is a well-formed row: one check in C for all.
+                    if width > 1 and set(map(len, batch)) == {width}:
+                        numbers = list(range(row_number, row_number + len(batch)))
+                        row_number += len(batch)
+                        yield self._chunk(numbers, batch, [])
                         continue
-                    if not seen_header:
-                        seen_header = True
-                        continue
-                    if len(fields) == width:
-                        good_numbers.append(row_number)
-                        good.append(fields)
-                    else:
-                        ragged.append((row_number, fields))
-                    row_number += 1
-                    if len(good) + len(ragged) >= rows:
-                        yield self._chunk(good_numbers, good, ragged)
-                        good_numbers, good, ragged = [], [], []
+                    numbers, good, ragged = [], [], []
+                    for fields in batch:
+                        if _is_blank(fields):
+                            continue
+                        if len(fields) == width:
+                            numbers.append(row_number)
+                            good.append(fields)
+                        else:
+                            ragged.append((row_number, fields))
+                        row_number += 1
+                    if good or ragged:
+                        yield self._chunk(numbers, good, ragged)
             except csv.Error as err:
                 raise common.JobFailure(
                     f"{self.uri} cannot be parsed from line {reader.line_num} on: {err}. Check the quoting there: "
                     f"every opening double quote needs a closing one (see {csv_rules.DOCS_PAGE})") from None
             except UnicodeDecodeError as err:
                 raise common.JobFailure(_encoding_message(self.uri, err)) from None
-        if good or ragged:
-            yield self._chunk(good_numbers, good, ragged)
 
     def _chunk(self, numbers: list[int], rows: list[list[str]], ragged: list[tuple[int, list[str]]]) -> Chunk:
         frame = pd.DataFrame(rows, columns=self.header, index=pd.Index(numbers, dtype=np.int64), dtype=object)
@@ -164,6 +167,70 @@ def spool(body: Any, path: Path, block: int = 8 << 20) -> int:
     return size
 
 
+# --------------------------------------------------------------------------- cells, a column at a time
+# Python's str.strip() whitespace: the Arrow kernels below trim exactly what csv_rules.parse_cell does.
+_WHITESPACE = "".join(chr(code) for code in range(0x110000) if chr(code).isspace())
+_NUMBER_RE2 = f"^(?:{_NUMBER})$"
+_INTEGER_RE2 = f"^(?:{csv_rules.INTEGER_PATTERN.pattern})$"
+_INT64_SAFE_DIGITS = 18  # any integer of up to 18 digits fits 64 bits
+
+
+@dataclass
+class CellKinds:
+    """`csv_rules.parse_cell` for a whole column of text cells at once, with Arrow's compute kernels
+    (C++: trimming, set membership, RE2 regexes, number parsing): which cells are missing, which are
+    finite numbers (and their values), which numbers are integers that fit 64 bits. Whatever is
+    neither missing nor a number is a bad cell. The patterns are csv_rules' (ASCII digits only, so
+    RE2 and Python's `re` agree)."""
+
+    text: pa.Array  # stripped
+    missing: np.ndarray
+    numeric: np.ndarray
+    values: np.ndarray  # float64; 0 where not numeric
+    integral: np.ndarray
+
+    @classmethod
+    def of(cls, column: pd.Series) -> "CellKinds":
+        import pyarrow.compute as pc
+
+        text = pc.utf8_trim(pa.array(column.to_numpy(dtype=object), type=pa.string()), characters=_WHITESPACE)
+        missing = pc.is_in(text, value_set=pa.array(_NA, type=pa.string())).to_numpy(zero_copy_only=False)
+        well_formed = pc.match_substring_regex(text, _NUMBER_RE2).to_numpy(zero_copy_only=False)
+        values = pc.cast(pc.if_else(pa.array(well_formed), text, "0"), pa.float64()).to_numpy(zero_copy_only=False)
+        numeric = well_formed & np.isfinite(values)
+        integral = numeric & pc.match_substring_regex(text, _INTEGER_RE2).to_numpy(zero_copy_only=False)
+        long_digits = integral & (pc.utf8_length(pc.utf8_ltrim(text, characters="+-"))
+                                  .to_numpy(zero_copy_only=False) > _INT64_SAFE_DIGITS)
+        for index in np.flatnonzero(long_digits):
+            integral[index] = csv_rules.INT64_MIN <= int(text[index].as_py()) <= csv_rules.INT64_MAX
+        values = np.where(numeric, values, 0.0)
+        return cls(text, missing.astype(bool), numeric, values, integral)
+
+    @property
+    def bad(self) -> np.ndarray:
+        return ~self.missing & ~self.numeric
+
+    def cell(self, index: int) -> str:
+        return self.text[index].as_py()
+
+    def integers(self, rows: np.ndarray) -> np.ndarray:
+        """The int64 values of `rows` (each an integral cell)."""
+        import pyarrow.compute as pc
+
+        chosen = self.text.filter(pa.array(rows))
+        return pc.cast(pc.replace_substring_regex(chosen, r"^\+", ""), pa.int64()).to_numpy(zero_copy_only=False)
+
+    def count_into(self, tally: csv_rules.ColumnTally) -> None:
+        """Adds these cells to a column's tally, as `ColumnTally.add` would one by one."""
+        bad = self.bad
+        tally.numbers += int(self.numeric.sum())
+        tally.missing += int(self.missing.sum())
+        tally.bad += int(bad.sum())
+        if tally.first_bad is None and bad.any():
+            tally.first_bad = self.cell(int(np.flatnonzero(bad)[0]))
+        tally.all_integral = tally.all_integral and bool(self.integral[self.numeric].all())
+
+
 # --------------------------------------------------------------------------- schema
 def infer_schema(csv_file: CsvFile, target: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[Schema, int]:
     """Reads the whole file once and decides each column's type (csv_rules.ColumnTally); returns
@@ -185,19 +252,10 @@ def infer_schema(csv_file: CsvFile, target: str, chunk_rows: int = DEFAULT_CHUNK
     for chunk in csv_file.chunks(chunk_rows):
         rows += len(chunk.frame) + len(chunk.ragged)
         for position, name in enumerate(columns):
-            tally = tallies[position]
-            for text, count in chunk.frame[name].value_counts(sort=False).items():
-                cell = csv_rules.parse_cell(text)
-                # value_counts: each distinct text is parsed once, counted as often as it occurs.
-                tally.numbers += count if cell.is_number else 0
-                tally.missing += count if cell.kind == csv_rules.MISSING else 0
-                if cell.kind == csv_rules.BAD:
-                    tally.bad += count
-                    tally.first_bad = tally.first_bad or text.strip()
-                if cell.is_number:
-                    tally.all_integral = tally.all_integral and cell.integral
-                    if position == target_index and len(distinct_targets) < csv_rules.MIN_DISTINCT_TARGET_VALUES:
-                        distinct_targets.add(cell.value)
+            cells = CellKinds.of(chunk.frame[name])
+            cells.count_into(tallies[position])
+            if position == target_index and len(distinct_targets) < csv_rules.MIN_DISTINCT_TARGET_VALUES:
+                distinct_targets.update(np.unique(cells.values[cells.numeric])[:2].tolist())
     if rows == 0:
         raise common.JobFailure(f"{csv_file.uri} has a header but no data rows; add the rows and upload it again")
     text_columns = [f"{name!r} (e.g. {tally.first_bad!r})" for name, tally in zip(columns, tallies) if tally.is_text]
@@ -277,56 +335,48 @@ class PreparedColumns:
 
 
 def prepare_columns(chunk: Chunk, schema: Schema) -> tuple[PreparedColumns, Outcome]:
-    """`prepare_rows` for large data, a column at a time: the same decisions and reasons (the first
-    failing rule of a row, in `row_verdict`'s order); values come back as Arrow columns."""
+    """`prepare_rows` for large data, a column at a time (`CellKinds`): the same decisions and
+    reasons (the first failing rule of a row, in `row_verdict`'s order); values come back as Arrow
+    columns."""
     frame = chunk.frame
     count = len(frame)
-    texts = {name: frame[name].astype(str).str.strip() for name in schema.columns}
-    missing = {name: texts[name].isin(_NA).to_numpy() for name in schema.columns}
-    numeric, parsed = {}, {}
-    for name in schema.columns:
-        well_formed = texts[name].str.fullmatch(_NUMBER).to_numpy(dtype=bool)
-        values = np.zeros(count)
-        values[well_formed] = texts[name].to_numpy()[well_formed].astype(np.float64)
-        numeric[name] = well_formed & np.isfinite(values)
-        parsed[name] = values
+    kinds = {name: CellKinds.of(frame[name]) for name in schema.columns}
+    target = kinds[schema.target]
     reasons = np.full(count, None, dtype=object)
-    dropped = missing[schema.target]
+    dropped = target.missing
     for name in schema.columns:
         if name == schema.target:
             continue
-        bad = ~missing[name] & ~numeric[name] & ~dropped & pd.isna(reasons)
+        bad = kinds[name].bad & ~dropped & pd.isna(reasons)
         for index in np.flatnonzero(bad):
-            reasons[index] = csv_rules.bad_cell_reason(name, texts[name].iloc[index])
-    target_text = texts[schema.target]
-    bad_target = ~dropped & ~numeric[schema.target] & pd.isna(reasons)
-    for index in np.flatnonzero(bad_target):
-        reasons[index] = csv_rules.bad_cell_reason(schema.target, target_text.iloc[index])
-    too_large = (~dropped & numeric[schema.target] & pd.isna(reasons)
-                 & (np.abs(parsed[schema.target]) > csv_rules.TARGET_MAGNITUDE_MAX))
+            reasons[index] = csv_rules.bad_cell_reason(name, kinds[name].cell(index))
+    for index in np.flatnonzero(target.bad & ~dropped & pd.isna(reasons)):
+        reasons[index] = csv_rules.bad_cell_reason(schema.target, target.cell(index))
+    too_large = ~dropped & target.numeric & pd.isna(reasons) & (np.abs(target.values) > csv_rules.TARGET_MAGNITUDE_MAX)
     for index in np.flatnonzero(too_large):
-        reasons[index] = (f"the target {schema.target} value {target_text.iloc[index]!r} is beyond what the model "
+        reasons[index] = (f"the target {schema.target} value {target.cell(index)!r} is beyond what the model "
                           "can learn (float32, about 3.4e38)")
     outcome = _ragged_outcome(chunk, schema)
     numbers = frame.index.to_numpy(dtype=np.int64)
-    rows = frame.to_numpy(dtype=object)
-    for index in np.flatnonzero(dropped):
-        outcome.dropped.append((int(numbers[index]), f"the target {schema.target} is missing", list(rows[index])))
     rejected = ~pd.isna(reasons)
-    for index in np.flatnonzero(rejected):
-        outcome.rejected.append((int(numbers[index]), reasons[index], list(rows[index])))
+    if dropped.any() or rejected.any():
+        rows = frame.to_numpy(dtype=object)
+        for index in np.flatnonzero(dropped):
+            outcome.dropped.append((int(numbers[index]), f"the target {schema.target} is missing", list(rows[index])))
+        for index in np.flatnonzero(rejected):
+            outcome.rejected.append((int(numbers[index]), reasons[index], list(rows[index])))
     keep = ~dropped & ~rejected
     columns: dict[str, pa.Array] = {}
     for name, feature in zip(schema.columns, schema.feature_names):
-        mask = missing[name][keep]
+        cells = kinds[name]
+        mask = cells.missing[keep]
         if schema.types[feature] == csv_rules.INTEGRAL:
-            kept_text = texts[name].to_numpy()[keep]
-            ints = np.zeros(len(kept_text), dtype=np.int64)
-            present = ~mask
-            # Python's int: every number of an Integral column fits 64 bits (infer_schema checked).
-            ints[present] = [int(text) for text in kept_text[present]]
-            columns[feature] = pa.array(ints, type=pa.int64(), mask=mask)
+            # Every number of an Integral column is an integer that fits 64 bits (infer_schema checked).
+            ints = np.zeros(count, dtype=np.int64)
+            present = keep & cells.numeric
+            ints[present] = cells.integers(present)
+            columns[feature] = pa.array(ints[keep], type=pa.int64(), mask=mask)
         else:
-            columns[feature] = pa.array(parsed[name][keep], type=pa.float64(), mask=mask)
+            columns[feature] = pa.array(cells.values[keep], type=pa.float64(), mask=mask)
     return PreparedColumns(numbers[keep], columns), outcome
 

@@ -55,8 +55,10 @@ NA_SPELLINGS = frozenset({
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 })
-NUMBER_PATTERN = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-INTEGER_PATTERN = re.compile(r"[+-]?\d+")
+# ASCII digits only (Python's \d also takes other scripts' digits, which nobody's export writes and
+# which the ingest step's Arrow kernels, RE2, do not read as digits).
+NUMBER_PATTERN = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+INTEGER_PATTERN = re.compile(r"[+-]?[0-9]+")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # XGBoost keeps labels as float32: a target beyond this cannot be learned.
 TARGET_MAGNITUDE_MAX = 3.4028234663852886e38

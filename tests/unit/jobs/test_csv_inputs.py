@@ -252,3 +252,21 @@ def test_a_text_column_is_refused_naming_it():
     text = "PRICE,City\n" + "".join(f"{i},Seattle\n" for i in range(10))
     with pytest.raises(common.JobFailure, match=r"text columns: 'City' \(e.g. 'Seattle'\)"):
         dataset_schema.infer_schema(dataset_schema.CsvFile(text.encode(), "s3://b/k.csv"), "PRICE")
+
+
+TRICKY_CELLS = ["1", " -2.5 ", "1e3", ".5", "5.", "+3", "007", "1E5", "1e999", "-1e400", "inf", "NaN", " NA ", "",
+                "\u3000 5 \u3000", "\x1f7\x1f", "\xa0", "٣", "1_000", "0x10", "12345678901234567890",
+                "-9223372036854775808", "9223372036854775807", "9223372036854775808", "+0", "3 m²", "null", "#N/A"]
+
+
+def test_the_column_kernels_read_every_cell_as_csv_rules_does():
+    """The ingest step's Arrow kernels (CellKinds) and intake's csv_rules.parse_cell agree cell by cell."""
+    cells = dataset_schema.CellKinds.of(pd.Series(TRICKY_CELLS, dtype=object))
+    for index, text in enumerate(TRICKY_CELLS):
+        cell = csv_rules.parse_cell(text)
+        assert cells.missing[index] == (cell.kind == csv_rules.MISSING), text
+        assert cells.numeric[index] == cell.is_number, text
+        if cell.is_number:
+            assert cells.values[index] == cell.value and cells.integral[index] == cell.integral, text
+    integral = cells.integral.copy()
+    assert cells.integers(integral).tolist() == [int(t.strip()) for t, i in zip(TRICKY_CELLS, integral) if i]
