@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{mark} {category.name:34} expected {category.expected:11} got {result['status']:11} "
                       f"{result['seconds']:6.1f} s  {result['reason'][:160]}", flush=True)
         finally:
-            up.send_signal(signal.SIGINT)
+            # SIGTERM, not SIGINT: a process started in the background by a non-interactive shell
+            # inherits SIGINT ignored, and `mlops local up` stops everything on either.
+            up.send_signal(signal.SIGTERM)
             try:
                 up.wait(timeout=180)
             except subprocess.TimeoutExpired:
