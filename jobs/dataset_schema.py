@@ -71,10 +71,6 @@ class Outcome:
     rejected: list[tuple[int, str, list[str]]] = field(default_factory=list)
     dropped: list[tuple[int, str, list[str]]] = field(default_factory=list)
 
-    def extend(self, other: "Outcome") -> None:
-        self.rejected += other.rejected
-        self.dropped += other.dropped
-
 
 # --------------------------------------------------------------------------- reading
 class CsvFile:

@@ -112,11 +112,6 @@ def open_csv_object(s3: Any, input_uri: str, dataset_version: str) -> Any:
         raise
 
 
-def read_csv_object(s3: Any, input_uri: str, dataset_version: str) -> bytes:
-    """The whole object at exactly `dataset_version` (small files and tests; the step streams)."""
-    return open_csv_object(s3, input_uri, dataset_version).read()
-
-
 def resolve_dataset_reference(s3: Any, args: "IngestArgs", dataset_version: str) -> "IngestArgs":
     """`args` with `input_uri` set from the reference document; refuses a document that names
     another dataset version than the pipeline was started with."""
@@ -319,6 +314,14 @@ def ingest(args: IngestArgs, s3: Any = None, sagemaker: Any = None, featurestore
         return _ingest_rows(args, csv_file, schema, total_rows, dataset_version, s3, sagemaker, featurestore)
 
 
+def _created_group(sagemaker: Any, group_name: str, schema: Schema, args: IngestArgs) -> tuple[str, dict[str, str]]:
+    """The feature group for this schema, created if missing: its resolved offline store URI and
+    its feature types (in definition order)."""
+    desc = ensure_feature_group(sagemaker, group_name, schema, args.offline_store_s3_uri, args.feature_store_role_arn)
+    return (desc["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"],
+            {d["FeatureName"]: d["FeatureType"] for d in desc["FeatureDefinitions"]})
+
+
 def _ingest_rows(
     args: IngestArgs, csv_file: CsvFile, schema: Schema, total_rows: int, dataset_version: str,
     s3: Any, sagemaker: Any, featurestore: Any,
@@ -330,7 +333,7 @@ def _ingest_rows(
     group_name = effective_group_name(args.feature_group_name, schema)
     rejects = RejectsFile(schema, dataset_version)
     event_time = round(time.time(), 3)
-    desc: dict[str, Any] | None = None
+    group: tuple[str, dict[str, str]] | None = None  # (resolved offline store URI, feature types), once created
     good_rows: list[tuple[int, list[str | None]]] = []
     written_count = 0
     # The first distinct target values among the rows kept: one value alone teaches nothing.
@@ -353,11 +356,8 @@ def _ingest_rows(
                 # Too many bad rows already: fail before (or without more) writing to the feature store.
                 raise common.JobFailure(rejection_message(rejects.rejected, total_rows, args.max_rejected_rows))
             if mode == OFFLINE_STORE and len(prepared.row_numbers):
-                desc = desc or ensure_feature_group(
-                    sagemaker, group_name, schema, args.offline_store_s3_uri, args.feature_store_role_arn)
-                offline_uri = desc["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]
-                feature_types = {d["FeatureName"]: d["FeatureType"] for d in desc["FeatureDefinitions"]}
-                write_offline_store_directly(s3, offline_uri, feature_types, prepared, dataset_version, event_time)
+                group = group or _created_group(sagemaker, group_name, schema, args)
+                write_offline_store_directly(s3, group[0], group[1], prepared, dataset_version, event_time)
                 written_count += len(prepared.row_numbers)
     finally:
         rejects.close()
@@ -370,9 +370,7 @@ def _ingest_rows(
         raise common.JobFailure(
             f"the target {schema.target!r} has one value ({next(iter(targets)):g}) in all {kept} rows kept: there "
             f"is nothing to learn. Check that the right column is the target (see {csv_rules.DOCS_PAGE})")
-    desc = desc or ensure_feature_group(
-        sagemaker, group_name, schema, args.offline_store_s3_uri, args.feature_store_role_arn)
-    offline_uri = desc["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]
+    offline_uri = (group or _created_group(sagemaker, group_name, schema, args))[0]
 
     if mode == PUT_RECORD:
         written, write_rejected = write_rows_with_ray(

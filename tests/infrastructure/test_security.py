@@ -102,9 +102,8 @@ def inline_skips(template) -> dict[str, set[str]]:
     return skips
 
 
-def test_checkov_finds_nothing_on_the_generated_cloudformation(template, tmp_path):
-    """What CloudFormation really creates (SAM's generated roles, permissions, stages) is scanned too;
-    a finding on a generated resource passes only if its SAM source skips that check inline."""
+def generated_cloudformation(template) -> dict:
+    """The CloudFormation SAM generates from the template, code URIs set as `sam package` sets them."""
     from samtranslator.translator.transform import transform
 
     class NoManagedPolicies:
@@ -118,7 +117,13 @@ def test_checkov_finds_nothing_on_the_generated_cloudformation(template, tmp_pat
                 resource["Properties"][key] = f"s3://packaged-artifacts/{name}.zip"
     parameters = {"JobImageUri": "image", "PipelineDefinitionBucket": "bucket", "PipelineDefinitionKey": "key"}
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    generated = transform(sam, parameters, NoManagedPolicies())
+    return transform(sam, parameters, NoManagedPolicies())
+
+
+def test_checkov_finds_nothing_on_the_generated_cloudformation(template, tmp_path):
+    """What CloudFormation really creates (SAM's generated roles, permissions, stages) is scanned too;
+    a finding on a generated resource passes only if its SAM source skips that check inline."""
+    generated = generated_cloudformation(template)
     assert "Transform" not in generated and len(generated["Resources"]) > len(template["Resources"])
     path = tmp_path / "generated.json"
     path.write_text(json.dumps(generated))
@@ -338,20 +343,7 @@ def test_dashboard_shows_every_custom_metric_and_alarms_wake_someone_on_refusals
 
 def test_the_approval_api_has_only_its_throttled_stage(template):
     """SAM adds an unthrottled stage named "Stage" unless Globals set OpenApiVersion."""
-    from samtranslator.translator.transform import transform
-
-    class NoManagedPolicies:
-        def load(self):
-            return {}
-
-    sam = json.loads(json.dumps(template))
-    for name, resource in sam["Resources"].items():
-        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
-            if isinstance(resource.get("Properties", {}).get(key), str):
-                resource["Properties"][key] = f"s3://packaged-artifacts/{name}.zip"
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    generated = transform(sam, {"JobImageUri": "image", "PipelineDefinitionBucket": "b", "PipelineDefinitionKey": "k"},
-                          NoManagedPolicies())
+    generated = generated_cloudformation(template)
     stages = [r["Properties"] for r in generated["Resources"].values() if r["Type"] == "AWS::ApiGateway::Stage"]
     assert [stage["StageName"] for stage in stages] == ["v1"]
     # A Deployment with a StageName creates that stage too, with no method settings (SAM's "Stage").

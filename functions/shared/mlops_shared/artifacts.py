@@ -200,9 +200,6 @@ class IngestManifest:
     def csv_names(self) -> list[str]:
         return list(self.column_names or self.features)
 
-    def csv_name_of(self, feature: str) -> str:
-        return dict(zip(self.features, self.csv_names()))[feature]
-
     @classmethod
     def from_json(cls, document: Any) -> "IngestManifest":
         return from_json(cls, document, "manifest.json")

@@ -66,17 +66,19 @@ def required_env(environ: Mapping[str, str], name: str) -> str:
     return value
 
 
-def int_env(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    """The variable as an integer >= `minimum` (`default` when unset); ConfigurationError naming it."""
-    raw = environ.get(name, "").strip()
+def int_env(environ: Mapping[str, str], name: str, default: int, minimum: int = 0,
+            kind: str = "environment variable") -> int:
+    """The variable as an integer >= `minimum` (`default` when unset); ConfigurationError naming it
+    (as a `kind`: an environment variable, or a pipeline parameter)."""
+    raw = str(environ.get(name, "")).strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+        raise ConfigurationError(f"{kind} {name} must be an integer, got {raw!r}") from exc
     if value < minimum:
-        raise ConfigurationError(f"environment variable {name} must be >= {minimum}, got {value}")
+        raise ConfigurationError(f"{kind} {name} must be >= {minimum}, got {value}")
     return value
 
 
@@ -109,16 +111,7 @@ class StartPipelineSettings:
     def max_rejected_rows(self) -> int:
         """The MaxRejectedRows the run gets: the value sent (stack or `mlops pipeline run --param`),
         else the pipeline's default."""
-        raw = str(self.stack_parameters.get("MaxRejectedRows", "")).strip()
-        if not raw:
-            return DEFAULT_MAX_REJECTED_ROWS
-        try:
-            value = int(raw)
-        except ValueError as exc:
-            raise ConfigurationError(f"pipeline parameter MaxRejectedRows must be an integer, got {raw!r}") from exc
-        if value < 0:
-            raise ConfigurationError(f"pipeline parameter MaxRejectedRows must be >= 0, got {value}")
-        return value
+        return int_env(self.stack_parameters, "MaxRejectedRows", DEFAULT_MAX_REJECTED_ROWS, 0, kind="pipeline parameter")
 
     def docs_link(self, page: str) -> str:
         """`page` (a path in the repository, e.g. docs/csv-format.md) as a link a person can follow."""

@@ -243,7 +243,7 @@ def test_non_numeric_column_fails_clearly(container_root, buckets, feature_store
 def test_reads_the_exact_version(buckets):
     uri, old_version = upload(buckets, pd.DataFrame({"PRICE": [1], "A": [2]}))
     upload(buckets, pd.DataFrame({"PRICE": [9], "A": [9]}))
-    assert ingest.read_csv_object(buckets, uri, old_version) == b"PRICE,A\n1,2\n"
+    assert ingest.open_csv_object(buckets, uri, old_version).read() == b"PRICE,A\n1,2\n"
 
 
 def test_reads_by_etag_and_refuses_a_changed_object(buckets):
@@ -251,11 +251,11 @@ def test_reads_by_etag_and_refuses_a_changed_object(buckets):
     put = buckets.put_object(Bucket="unversioned-data", Key="d.csv", Body=b"PRICE,A\n1,2\n")
     etag = put["ETag"]
     assert is_etag(etag) and is_etag(etag.strip('"'))
-    assert ingest.read_csv_object(buckets, "s3://unversioned-data/d.csv", etag.strip('"')) == b"PRICE,A\n1,2\n"
-    assert ingest.read_csv_object(buckets, "s3://unversioned-data/d.csv", "null") == b"PRICE,A\n1,2\n"
+    assert ingest.open_csv_object(buckets, "s3://unversioned-data/d.csv", etag.strip('"')).read() == b"PRICE,A\n1,2\n"
+    assert ingest.open_csv_object(buckets, "s3://unversioned-data/d.csv", "null").read() == b"PRICE,A\n1,2\n"
     buckets.put_object(Bucket="unversioned-data", Key="d.csv", Body=b"PRICE,A\n5,5\n")
     with pytest.raises(common.JobFailure, match="changed since it was uploaded"):
-        ingest.read_csv_object(buckets, "s3://unversioned-data/d.csv", etag)
+        ingest.open_csv_object(buckets, "s3://unversioned-data/d.csv", etag).read()
 
 
 def test_schema_and_group_name_follow_the_columns():
