@@ -132,13 +132,13 @@ def empty_outcome() -> dict[str, Any]:
 def outcome(cloud, execution_arn: str) -> dict[str, Any]:
     """The result JSON of one execution, read through the API plus the evaluation report."""
     return execution_outcome(cloud.client("sagemaker"), cloud.client("logs"), execution_arn,
-                             cloud.executor.property_file, getattr(cloud, "state_dir", None))
+                             cloud.executor.property_file, cloud.executor.work_dir)
 
 
-def execution_outcome(sagemaker, logs, execution_arn: str, property_file=None, state_dir: Path | None = None
+def execution_outcome(sagemaker, logs, execution_arn: str, property_file=None, work_dir: Path | None = None
                       ) -> dict[str, Any]:
     """`outcome` from the clients alone: `property_file(arn, step, name)` reads the evaluation report
-    the execution used (the local executor's), `state_dir` finds the local log files."""
+    the execution used (the local executor's), `work_dir` (the executor's) finds the local log files."""
     described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
     steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=execution_arn,
                                                     SortOrder="Ascending")["PipelineExecutionSteps"]
@@ -163,7 +163,7 @@ def execution_outcome(sagemaker, logs, execution_arn: str, property_file=None, s
         "docs": None,
         "failed_stage": PIPELINE_STAGE if status in ("failed", "stopped") else None,
         "failed_step_reason": failed_reason,
-        "failed_step_logs": step_log_locations(logs, failed, state_dir, execution_arn) if failed else None,
+        "failed_step_logs": step_log_locations(logs, failed, work_dir, execution_arn) if failed else None,
     }
 
 

@@ -43,7 +43,13 @@ from local.cli.common import (
 from local.cli.follow import RunError, decide
 from local.cli.progress import as_display, progress_for, watch_execution
 from local.cli.step_hosts import step_summaries
-from local.cli.step_logs import failed_step, failure_lines, step_failure_reason, step_log_locations
+from local.cli.step_logs import (
+    LOCAL_PIPELINE_WORK,
+    failed_step,
+    failure_lines,
+    step_failure_reason,
+    step_log_locations,
+)
 from mlops_shared.artifacts import EvaluationReport
 from mlops_shared.aws import is_not_found, parse_s3_uri
 from mlops_shared.dataset_version import dataset_version
@@ -188,7 +194,8 @@ def report_failure(session: RunSession, result: dict, outcome: dict) -> None:
         session.progress(f"execution {description['PipelineExecutionStatus']}: {result['reason']}")
         return
     reason = step_failure_reason(step)
-    locations = step_log_locations(session.client("logs"), step, session.state_dir, result["execution_arn"])
+    locations = step_log_locations(session.client("logs"), step, Path(session.state_dir) / LOCAL_PIPELINE_WORK,
+                                   result["execution_arn"])
     result.update(reason=f"{step['StepName']}: {reason}", failed_step=step["StepName"], failed_step_logs=locations)
     for line in failure_lines(step["StepName"], reason, locations):
         session.progress(line)

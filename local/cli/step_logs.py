@@ -6,7 +6,8 @@ Read through the CloudWatch Logs API, as on AWS: a step's job (`Metadata.Process
 `<job name>/<host>-<epoch>`, in `/aws/sagemaker/ProcessingJobs` or `/aws/sagemaker/TrainingJobs`
 (`local.aws.sagemaker_pipelines.job_logs`); a tuning step's are its training jobs' streams,
 `<tuning job name>-<nnn>-<hex>/...`. The local executor also keeps the same lines in files, under
-`<state>/work/pipelines/<execution id>/logs/`, which people can open directly.
+`<its work dir>/<execution id>/logs/` (`<state>/work/pipelines/...` for a LocalCloud), which people
+can open directly.
 """
 from __future__ import annotations
 
@@ -80,11 +81,12 @@ def last_line(logs: Any, step: dict) -> str | None:
     return None
 
 
-def local_log_files(state_dir: Path | None, execution_arn: str, step: dict) -> list[Path]:
-    """The local executor's log files of the step (one per host; a tuning step's, one per trial)."""
-    if state_dir is None:
+def local_log_files(work_dir: Path | None, execution_arn: str, step: dict) -> list[Path]:
+    """The local executor's log files of the step (one per host; a tuning step's, one per trial);
+    `work_dir` is the executor's (None on AWS: there are none)."""
+    if work_dir is None:
         return []
-    directory = Path(state_dir) / LOCAL_PIPELINE_WORK / execution_arn.rsplit("/", 1)[-1] / "logs"
+    directory = Path(work_dir) / execution_arn.rsplit("/", 1)[-1] / "logs"
     if not directory.is_dir():
         return []
     name = step["StepName"]
@@ -95,11 +97,11 @@ def local_log_files(state_dir: Path | None, execution_arn: str, step: dict) -> l
     return sorted(path for path in files if path.is_file())
 
 
-def step_log_locations(logs: Any, step: dict, state_dir: Path | None, execution_arn: str) -> dict:
+def step_log_locations(logs: Any, step: dict, work_dir: Path | None, execution_arn: str) -> dict:
     """`{"cloudwatch": [{"log_group", "log_stream"}], "files": [path]}`: where to read a step's log."""
     return {"cloudwatch": [{"log_group": s["log_group"], "log_stream": s["log_stream"]}
                            for s in log_streams(logs, step)],
-            "files": [str(path) for path in local_log_files(state_dir, execution_arn, step)]}
+            "files": [str(path) for path in local_log_files(work_dir, execution_arn, step)]}
 
 
 def failed_step(steps: list[dict]) -> dict | None:
