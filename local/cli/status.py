@@ -264,7 +264,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        render(document, Console(file=sys.stdout))
+        # Piped output is read by grep and people's editors: wide rows rather than wrapped cells.
+        render(document, Console(file=sys.stdout) if sys.stdout.isatty() else Console(file=sys.stdout, width=240))
     return EXIT_OK
 
 
