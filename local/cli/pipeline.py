@@ -5,9 +5,11 @@ It starts a local cloud with event delivery off, uploads the CSV to the data buc
 and hands that exact object version to the very function the start_pipeline Lambda runs
 (`mlops_shared.intake.process_dataset`, with the function's settings from the stack): the same
 validation, version normalisation, parameters and idempotency token. A file intake refuses is
-reported as quarantined, with the reason and the fix. It shows each step on stderr and prints one
-JSON object on stdout: status, failed_step, reason, metrics, model_package_arn, execution_arn, steps
-(`name`, `status`, `hosts` it ran on, read from the jobs' CloudWatch log streams, and `cache_hit`).
+reported as quarantined, with the reason and the fix (exit 4). It shows the steps on stderr (the
+live table on a terminal, plain lines otherwise: `local.cli.progress`) and prints one JSON object
+on stdout: status, failed_step, reason, metrics, model_package_arn, execution_arn, steps (`name`,
+`status`, `hosts` it ran on, read from the jobs' CloudWatch log streams, and `cache_hit`); a failed
+execution (exit 5) adds the failed step's reason and where its log is (`failed_step_logs`).
 
 `--parameter ProcessingInstanceCount=2 --parameter TrainingInstanceCount=2` runs every job on two
 hosts, as prod does.

@@ -10,7 +10,9 @@ link of the approval email in the outbox like the approver would, then follows t
 approval starts to `deployed` (with `endpoint_name`) or `failed` (with the deployment's reason).
 
 The result lists the execution's `steps` with the `hosts` each ran on (`local.cli.step_hosts`: read
-from the jobs' CloudWatch log streams, as on AWS).
+from the jobs' CloudWatch log streams, as on AWS). Progress goes to stderr (`local.cli.progress`: the
+live step table on a terminal); a quarantine is reported with its fix, a failed step with its
+reason and log locations (`local.cli.step_logs`); the exit code is `common.exit_code_for(result)`.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ can open directly.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from local.aws.sagemaker_pipelines.job_logs import PROCESSING_LOG_GROUP, TRAININ
 LOCAL_PIPELINE_WORK = Path("work") / "pipelines"
 MAX_LINE_CHARS = 160
 TAIL_EVENTS = 20
+# The jobs' logging prefix (`2026-12-01 19:12:41,949 INFO jobs.ingest: `): a table row has room for
+# the message only, and the step's row already says which job it is and when.
+LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d+)?\s+[A-Z]+\s+[\w.]+:\s*")
 
 
 def _name(job_arn: str) -> str:
@@ -75,7 +79,7 @@ def last_line(logs: Any, step: dict) -> str | None:
     except ClientError:
         return None
     for event in reversed(events):
-        message = (event.get("message") or "").strip()
+        message = LOG_PREFIX.sub("", (event.get("message") or "").strip())
         if message:
             return message if len(message) <= MAX_LINE_CHARS else message[:MAX_LINE_CHARS - 3] + "..."
     return None
