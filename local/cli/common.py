@@ -54,12 +54,15 @@ def stderr(message: str) -> None:
 
 
 def print_result(result: dict, as_json: bool) -> None:
-    """One JSON object on stdout (for scripts), or one `key: value` line per field (for people)."""
+    """One JSON object on stdout (for scripts), or one `key: value` line per field that has a value
+    (for people; lists and mappings as JSON, not Python's repr)."""
     if as_json:
         print(json.dumps(result), flush=True)
         return
     for key, value in result.items():
-        print(f"{key}: {value}")
+        if value is None or value == [] or value == {}:
+            continue
+        print(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
 
 
 def parse_assignments(pairs: list[str] | None, option: str = "--parameter") -> dict[str, str]:

@@ -38,3 +38,17 @@ def test_the_codes_are_distinct():
     codes = [EXIT_OK, EXIT_INTERNAL_ERROR, EXIT_USAGE, EXIT_TIMEOUT, EXIT_QUARANTINED, EXIT_PIPELINE_FAILED,
              EXIT_DEPLOYMENT_FAILED]
     assert codes == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_people_get_the_fields_that_have_a_value_and_scripts_get_every_field(capsys):
+    from local.cli.common import print_result
+
+    result = {"status": "failed", "reason": "Ingest: no PRICE", "model_package_arn": None, "steps": [],
+              "failed_step_logs": {"files": ["/tmp/Ingest.log"], "cloudwatch": []}}
+    print_result(result, as_json=False)
+    assert capsys.readouterr().out.splitlines() == [
+        "status: failed", "reason: Ingest: no PRICE",
+        'failed_step_logs: {"files": ["/tmp/Ingest.log"], "cloudwatch": []}']
+    print_result(result, as_json=True)
+    import json
+    assert json.loads(capsys.readouterr().out) == result
