@@ -26,13 +26,13 @@ import sys
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
 from local.cli import approvals_resend, datagen, demo, pipeline, predict, run, status, up  # noqa: E402
-from local.cli.common import MlopsArgumentParser, version_text  # noqa: E402
+from local.cli.common import MlopsArgumentParser, VersionAction  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     # Every sub-parser is an MlopsArgumentParser too (argparse makes them of the parent's class).
     parser = MlopsArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=version_text(),
+    parser.add_argument("--version", action=VersionAction,
                         help="show the installed version (and the git commit of a checkout) and exit")
     subparsers = parser.add_subparsers(dest="command", required=True)
     local_group = subparsers.add_parser("local", help="run the stack on this machine (moto + local runtime)")

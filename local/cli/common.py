@@ -100,6 +100,17 @@ class MlopsArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+class VersionAction(argparse.Action):
+    """`--version`: works out the version only when asked (it may run git), then exits."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text(), flush=True)
+        parser.exit()
+
+
 def version_text() -> str:
     """`mlops <package version>`, plus the commit when run from a git checkout (cheap: one git call)."""
     try:
