@@ -12,6 +12,10 @@ returns the process exit code.
 | `mlops predict` | `local.cli.predict` |
 | `mlops data generate` | `local.cli.datagen` |
 | `mlops approvals resend PACKAGE_ARN` | `local.cli.approvals_resend` |
+| `mlops status` | `local.cli.status` |
+
+Exit codes: `local.cli.common` (`exit_code_for`), the table in docs/contracts.md. Every option's help
+shows its default (`local.cli.common.MlopsArgumentParser`).
 """
 from __future__ import annotations
 
@@ -21,11 +25,15 @@ import sys
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
-from local.cli import approvals_resend, datagen, demo, pipeline, predict, run, up  # noqa: E402
+from local.cli import approvals_resend, datagen, demo, pipeline, predict, run, status, up  # noqa: E402
+from local.cli.common import MlopsArgumentParser, VersionAction  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
+    # Every sub-parser is an MlopsArgumentParser too (argparse makes them of the parent's class).
+    parser = MlopsArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=VersionAction,
+                        help="show the installed version (and the git commit of a checkout) and exit")
     subparsers = parser.add_subparsers(dest="command", required=True)
     local_group = subparsers.add_parser("local", help="run the stack on this machine (moto + local runtime)")
     local_commands = local_group.add_subparsers(dest="local_command", required=True)
@@ -36,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(subparsers)
     predict.register(subparsers)
     approvals_resend.register(subparsers)
+    status.register(subparsers)
     return parser
 
 

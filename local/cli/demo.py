@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
-from local.cli.common import DEFAULT_STATE_DIR, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_TIMEOUT, LOCAL_DEPLOY_PARAMETERS
+from local.cli.common import (DEFAULT_STATE_DIR, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_TIMEOUT, LOCAL_DEPLOY_PARAMETERS,
+                              exit_code_for)
 from local.cli.follow import RunError, decide
+from local.cli.progress import as_display, progress_for
 from local.cli.run import RunSession, run_dataset
 
 DEMO_ROWS = 10_000
@@ -102,11 +105,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _print_where(cloud)
             _say("3. dropping the file into incoming/ and following it:")
             args.approve = args.reject = False  # the decision is the next step, shown on its own
+            # The live step table on a terminal, plain indented lines otherwise (local.cli.progress).
+            display = progress_for(stream=sys.stdout) if sys.stdout.isatty() else as_display(
+                lambda m: _say("   " + m))
             session = RunSession(cloud.endpoint_url, cloud.state_dir, cloud.stack.outputs, args,
-                                 deadline=time.monotonic() + args.timeout, progress=lambda m: _say("   " + m),
+                                 deadline=time.monotonic() + args.timeout, progress=display,
                                  cloud=cloud, api_url=cloud.api_url,
                                  credentials=cloud.client_kwargs(with_endpoint=False))
-            result = run_dataset(session, csv_path, "PRICE")
+            try:
+                result = run_dataset(session, csv_path, "PRICE")
+            finally:
+                display.close()
             if result["status"] != "registered":
                 _say(f"4. the model was not registered: {result['status']}: {result['reason']}")
             else:
@@ -137,7 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
          f"Its state, outbox and logs stay in {state_dir}.")
     healthy = result["status"] == "deployed" and len(scored) == PREDICTIONS and all(
         math.isfinite(row["predicted"]) for row in scored)
-    return EXIT_OK if healthy else EXIT_INTERNAL_ERROR
+    return EXIT_OK if healthy else (exit_code_for(result) or EXIT_INTERNAL_ERROR)
 
 
 def _parameters(args: argparse.Namespace) -> dict:
@@ -149,10 +158,10 @@ def _parameters(args: argparse.Namespace) -> dict:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="run the whole flow locally on a generated dataset")
-    parser.add_argument("--rows", type=int, default=DEMO_ROWS)
-    parser.add_argument("--seed", type=int, default=DEMO_SEED)
+    parser.add_argument("--rows", type=int, default=DEMO_ROWS, help="houses in the generated CSV")
+    parser.add_argument("--seed", type=int, default=DEMO_SEED, help="random seed of the generated houses")
     parser.add_argument("--max-tuning-jobs", type=int, default=DEMO_TUNING_JOBS,
                         help=f"training jobs the tuning step runs (default {DEMO_TUNING_JOBS}; the template's is 4)")
-    parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the deployment")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where the local cloud keeps its state")
     parser.set_defaults(func=cmd_demo, approve=False, reject=False)

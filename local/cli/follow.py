@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from mlops_shared.deployment import cause_text
 
 from local.cli.approve import ApprovalEmailNotFound, find_approval_email, follow_approval_link
+from local.cli.common import DEPLOYMENT_STAGE
 
 TERMINAL_OUTCOMES = ("deployed", "rolled_back", "failed", "skipped")
 # How long the end of a deployment (the notification after the outcome is recorded) may take
@@ -126,7 +127,8 @@ def follow_deployment(session, result: dict, started: float) -> dict:
         result["reason"] = f"deployment skipped: {deployment.get('reason') or 'nothing to do'}"
         session.progress(result["reason"])
     else:
-        result.update(status="failed", reason=f"deployment {outcome}: {deployment.get('reason') or 'no reason given'}")
+        result.update(status="failed", failed_stage=DEPLOYMENT_STAGE,
+                      reason=f"deployment {outcome}: {deployment.get('reason') or 'no reason given'}")
         session.progress(result["reason"])
     return result
 

@@ -10,7 +10,9 @@ link of the approval email in the outbox like the approver would, then follows t
 approval starts to `deployed` (with `endpoint_name`) or `failed` (with the deployment's reason).
 
 The result lists the execution's `steps` with the `hosts` each ran on (`local.cli.step_hosts`: read
-from the jobs' CloudWatch log streams, as on AWS).
+from the jobs' CloudWatch log streams, as on AWS). Progress goes to stderr (`local.cli.progress`: the
+live step table on a terminal); a quarantine is reported with its fix, a failed step with its
+reason and log locations (`local.cli.step_logs`); the exit code is `common.exit_code_for(result)`.
 """
 from __future__ import annotations
 
@@ -31,24 +33,31 @@ from local.cli.common import (
     report_metrics,
     DEFAULT_STATE_DIR,
     EXIT_INTERNAL_ERROR,
-    EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     LOCAL_DEPLOY_PARAMETERS,
+    PIPELINE_STAGE,
+    exit_code_for,
     parse_assignments,
     print_result,
     stderr,
 )
 from local.cli.follow import RunError, decide
+from local.cli.progress import as_display, progress_for, watch_execution
 from local.cli.step_hosts import step_summaries
+from local.cli.step_logs import (
+    LOCAL_PIPELINE_WORK,
+    failed_step,
+    failure_lines,
+    step_failure_reason,
+    step_log_locations,
+)
 from mlops_shared.artifacts import EvaluationReport
 from mlops_shared.aws import is_not_found, parse_s3_uri
 from mlops_shared.dataset_version import dataset_version
 from mlops_shared.intake import input_data_uri_parameter
 
 log = logging.getLogger(__name__)
-
-TERMINAL_EXECUTION_STATUSES = ("Succeeded", "Failed", "Stopped")
 
 
 @dataclass
@@ -89,7 +98,10 @@ class RunSession:
 # ------------------------------------------------------------------------------------------------
 def empty_result() -> dict:
     return {"status": None, "reason": None, "execution_arn": None, "model_package_arn": None,
-            "metrics": {"rmse": None, "mae": None, "r2": None}, "endpoint_name": None, "steps": []}
+            "metrics": {"rmse": None, "mae": None, "r2": None}, "endpoint_name": None, "steps": [],
+            # What a person needs when it did not work: the quarantine's fix and docs page; the
+            # stage (pipeline / deployment) and step that failed, and where that step logged.
+            "fix": None, "docs": None, "failed_stage": None, "failed_step": None, "failed_step_logs": None}
 
 
 def upload(session: RunSession, path: Path, target: str | None) -> dict:
@@ -170,35 +182,36 @@ def wait_for_intake(session: RunSession, dataset: dict, started: float) -> dict:
 
 
 def follow_execution(session: RunSession, execution_arn: str) -> dict:
-    sagemaker = session.client("sagemaker")
-    reported: dict[str, str] = {}
-    while True:
-        description = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
-        status = description["PipelineExecutionStatus"]
-        try:
-            steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=execution_arn,
-                                                            SortOrder="Ascending").get("PipelineExecutionSteps", [])
-        except ClientError:
-            steps = []
-        for step in steps:
-            if reported.get(step["StepName"]) != step["StepStatus"]:
-                reported[step["StepName"]] = step["StepStatus"]
-                session.progress(f"  step {step['StepName']}: {step['StepStatus']}"
-                                 + (f" ({step['FailureReason']})" if step.get("FailureReason") else ""))
-        if status in TERMINAL_EXECUTION_STATUSES:
-            return {"description": description, "steps": steps}
-        session.check_time(f"execution {execution_arn}")
-        time.sleep(1.0)
+    return watch_execution(session.client("sagemaker"), session.client("logs"), execution_arn,
+                           as_display(session.progress), session.check_time)
 
 
-def _failure_reason(outcome: dict) -> str:
-    failed = [s for s in outcome["steps"] if s.get("StepStatus") in ("Failed", "Stopped")]
-    if failed:
-        step = failed[-1]
-        # A Fail step carries its message in its metadata; job steps carry FailureReason.
-        reason = step.get("FailureReason") or ((step.get("Metadata") or {}).get("Fail") or {}).get("ErrorMessage")
-        return f"{step['StepName']}: {reason or step['StepStatus'].lower()}"
-    return outcome["description"].get("FailureReason") or outcome["description"]["PipelineExecutionStatus"]
+def report_failure(session: RunSession, result: dict, outcome: dict) -> None:
+    """Fills the failed step, its reason and its log locations into `result`, and says them."""
+    step = failed_step(outcome["steps"])
+    result["failed_stage"] = PIPELINE_STAGE
+    if step is None:
+        description = outcome["description"]
+        result["reason"] = description.get("FailureReason") or description["PipelineExecutionStatus"]
+        session.progress(f"execution {description['PipelineExecutionStatus']}: {result['reason']}")
+        return
+    reason = step_failure_reason(step)
+    locations = step_log_locations(session.client("logs"), step, Path(session.state_dir) / LOCAL_PIPELINE_WORK,
+                                   result["execution_arn"])
+    result.update(reason=f"{step['StepName']}: {reason}", failed_step=step["StepName"], failed_step_logs=locations)
+    for line in failure_lines(step["StepName"], reason, locations):
+        session.progress(line)
+
+
+def report_quarantine(progress, reason: dict) -> None:
+    """The quarantine as a person needs it: what is wrong, how to fix it, where the rules are."""
+    progress(f"quarantined: {reason.get('code')}: {reason.get('message')}")
+    if reason.get("fix"):
+        progress(f"how to fix it: {reason['fix']}")
+    if reason.get("docs"):
+        progress(f"what a CSV may look like, every reason code and its fix: {reason['docs']}")
+    if reason.get("quarantined_copy"):
+        progress(f"the file was copied to {reason['quarantined_copy']} (the original stays in incoming/)")
 
 
 def registered_package(session: RunSession, execution_arn: str) -> dict | None:
@@ -230,8 +243,9 @@ def run_dataset(session: RunSession, path: Path, target: str | None) -> dict:
     intake = wait_for_intake(session, dataset, started - 1)
     if "quarantined" in intake:
         reason = intake["quarantined"]
-        session.progress(f"quarantined: {reason.get('message')}")
-        result.update(status="quarantined", reason=f"{reason.get('code')}: {reason.get('message')}")
+        report_quarantine(session.progress, reason)
+        result.update(status="quarantined", reason=f"{reason.get('code')}: {reason.get('message')}",
+                      fix=reason.get("fix"), docs=reason.get("docs"))
         return result
     execution_arn = intake["execution_arn"]
     result["execution_arn"] = execution_arn
@@ -240,8 +254,8 @@ def run_dataset(session: RunSession, path: Path, target: str | None) -> dict:
     result["steps"] = step_summaries(session.client("logs"), outcome["steps"])
     status = outcome["description"]["PipelineExecutionStatus"]
     if status != "Succeeded":
-        result.update(status="failed", reason=_failure_reason(outcome))
-        session.progress(f"execution {status}: {result['reason']}")
+        result["status"] = "failed"
+        report_failure(session, result, outcome)
         return result
     package = registered_package(session, execution_arn)
     if package is None:
@@ -283,10 +297,13 @@ def administrator_credentials(info: dict) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    path = Path(args.file)
+    if bool(getattr(args, "csv", None)) == bool(args.file):
+        stderr("mlops local run: give the CSV once, as FILE or as --csv FILE")
+        return EXIT_USAGE
+    path = Path(args.csv or args.file)
     if not path.is_file():
         stderr(f"mlops local run: no such file: {path}")
-        return 2
+        return EXIT_USAGE
     state_dir = Path(args.state_dir)
     try:
         parameters = {**LOCAL_DEPLOY_PARAMETERS, **parse_assignments(args.parameter)}
@@ -300,13 +317,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"already running for {state_dir} (pass them to `mlops local up` instead)")
         return EXIT_USAGE
     session: RunSession | None = None
-    code = EXIT_OK
+    code = None
+    display = progress_for(quiet=args.quiet, as_json=args.json)
     try:
         with cloud_for(state_dir, parameters=parameters, strict=not args.no_strict) as (
                 endpoint_url, outputs, api_url, credentials, cloud):
             session = RunSession(endpoint_url, state_dir.resolve(), outputs, args,
                                  deadline=time.monotonic() + args.timeout,
-                                 progress=stderr if not args.quiet else (lambda m: None),
+                                 progress=display,
                                  cloud=cloud, api_url=api_url, credentials=credentials)
             run_dataset(session, path, args.target)
     except TimeoutError as exc:
@@ -316,9 +334,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:  # anything else is an internal error too, but say what it was
         log.exception("mlops local run failed")
         reason, code = f"{type(exc).__name__}: {exc}", EXIT_INTERNAL_ERROR
+    finally:
+        display.close()
     # On an error the document shows how far the flow got (status, ARNs) and why it stopped.
     result = session.result if session is not None and session.result is not None else empty_result()
-    if code != EXIT_OK:
+    if code is None:
+        code = exit_code_for(result)
+    else:
         result["reason"] = reason
     print_result(result, args.json)
     return code
@@ -327,15 +349,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 def register(local_commands) -> None:
     """`mlops local run` (under the `local` group the CLI creates)."""
     run = local_commands.add_parser("run", help="upload a CSV like a user and report what happened to it")
-    run.add_argument("file", help="the CSV to upload to incoming/")
+    run.add_argument("file", nargs="?", help="the CSV to upload to incoming/")
+    run.add_argument("--csv", help="the CSV, as an option (same as FILE)")
     run.add_argument("--target", help="target column (sent as object metadata 'target')")
     decision = run.add_mutually_exclusive_group()
     decision.add_argument("--approve", action="store_true", help="approve the registered model")
     decision.add_argument("--reject", action="store_true", help="reject the registered model")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the outcome")
-    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object on stdout (progress on stderr stays plain lines)")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    run.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    run.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                     help="the local cloud's state dir (the running one's, or where to start one)")
     run.add_argument("--parameter", action="append", metavar="NAME=VALUE",
                      help="template parameter override (repeatable) for the cloud this command starts "
                           "when none is running, e.g. MaxTuningJobs=2")

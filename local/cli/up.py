@@ -53,10 +53,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 def register(local_commands) -> None:
     """`mlops local up` (under the `local` group the CLI creates)."""
     up = local_commands.add_parser("up", help="start the local cloud in the foreground; Ctrl-C stops it")
-    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where the local cloud keeps its state")
     up.add_argument("--replication-delay", type=float, default=0.0,
                     help="seconds before Feature Store records reach the offline store")
-    up.add_argument("--max-concurrent-executions", type=int, default=1)
+    up.add_argument("--max-concurrent-executions", type=int, default=1,
+                    help="pipeline executions run at the same time (more wait in a queue)")
     up.add_argument("--parameter", action="append", metavar="NAME=VALUE",
                     help="template parameter override (repeatable), e.g. RMSEThreshold=20000")
     up.add_argument("--no-strict", action="store_true",

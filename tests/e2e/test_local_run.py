@@ -19,6 +19,7 @@ import pytest
 
 from local import cli
 from local.cloud_file import find_running_cloud
+from local.cli.common import EXIT_QUARANTINED
 from local.cli.datagen import generate_housing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,17 +152,18 @@ def test_a_csv_reaches_a_deployed_endpoint_that_predicts_raw_features(tmp_path):
 
 
 def test_reject_on_a_quarantined_file_reports_the_quarantine_and_the_cli_stops_its_cloud(tmp_path):
-    """No cloud running: `run` starts its own for the duration, reports the quarantine (a designed
-    outcome: exit 0, nothing to reject), and stops everything it started."""
+    """No cloud running: `run` starts its own for the duration, reports the quarantine (exit 4,
+    nothing to reject) with the reason and the fix, and stops everything it started."""
     state, marker = tmp_path / "state", uuid.uuid4().hex
     path = tmp_path / "no-target.csv"
     generate_housing(50, seed=5).rename(columns={"PRICE": "COST"}).to_csv(path, index=False)
     run = subprocess.run([*MLOPS, "local", "run", str(path), "--reject", "--json", "--state-dir", str(state),
                           "--timeout", "180"],
                          cwd=tmp_path, env=cli_env(marker), capture_output=True, text=True, timeout=400)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == EXIT_QUARANTINED, run.stderr[-3000:]
     result = one_json_line(run.stdout)
     assert result["status"] == "quarantined" and result["reason"].startswith("missing_target"), result
+    assert result["fix"] and f"how to fix it: {result['fix']}" in run.stderr, run.stderr[-3000:]
     assert result["execution_arn"] is None and result["model_package_arn"] is None and result["endpoint_name"] is None
     assert set(result) >= {"status", "reason", "execution_arn", "model_package_arn", "metrics", "endpoint_name"}
     assert find_running_cloud(state) is None
