@@ -164,7 +164,8 @@ class LocalCloud:
 
         self.lambda_runtime = LambdaRuntime({}, self.endpoint_url, log_dir=self.state_dir / "logs" / "lambda",
                                             dead_letter=self._dead_letter,
-                                            credentials_for=self._function_credentials if self.strict else None)
+                                            credentials_for=self._function_credentials if self.strict else None,
+                                            cloudwatch_logs=True)
         self.lambda_runtime.install(self.gateway)
         self._on_stop("lambda runtime", self.lambda_runtime.close)
 
