@@ -108,6 +108,7 @@ class LocalCloud:
         self.dispatcher = None
         self.model_package_events = None
         self.api_server = None
+        self.console = None
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self._previous_moto_port: str | None = None
         self._owns_cloud_file = False
@@ -192,6 +193,7 @@ class LocalCloud:
 
         self._start_pipeline_runtime()
 
+        self._start_console()
         if self.dispatch_events:
             self.dispatcher = EventDispatcher(self.stack.event_targets, self.endpoint_url, self.lambda_runtime,
                                               self.state_dir / "dlq", identities=self.identities,
@@ -218,6 +220,25 @@ class LocalCloud:
         )
         self.executor.install()
         self._on_stop("pipeline executor", self.executor.shutdown)
+
+    def _start_console(self) -> None:
+        """The read-only console (local/console), acting as the local administrator through the
+        gateway with the AWS APIs only, like any other client of this cloud."""
+        from local.aws.identities import aws_client
+        from local.console.app import ConsoleServer
+        from local.console.data import ConsoleData
+
+        credentials = self.identities.administrator
+        clients = {service: aws_client(service, self.endpoint_url, credentials)
+                   for service in ("sagemaker", "s3", "logs", "dynamodb")}
+        outputs, pipeline = dict(self.stack.outputs), self.pipeline_name()
+        self.console = ConsoleServer(lambda: ConsoleData(clients["sagemaker"], clients["s3"], clients["logs"],
+                                                         clients["dynamodb"], outputs, pipeline)).start()
+        self._on_stop("console", self.console.stop)
+
+    @property
+    def console_url(self) -> str | None:
+        return self.console.url if self.console else None
 
     def pipeline_substitutions(self) -> dict[str, str]:
         """The resolved `Metadata.Mlops.Substitutions` of the template's pipelines (one map)."""
@@ -327,6 +348,7 @@ class LocalCloud:
             "api_url": self.api_url,
             "runtime_endpoint": f"{self.endpoint_url}/endpoints/{{name}}/invocations",
             "outbox_url": self.outbox.url if self.outbox else None,
+            "console_url": self.console_url,
             "ray_address": self.ray_address,
             "state_dir": str(self.state_dir),
             "outbox_dir": str(self.outbox_dir),
