@@ -33,7 +33,8 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]], css: str = "") 
 
 
 def layout(title: str, body: str, scripts: Iterable[str] = ()) -> str:
-    tags = "".join(f"<script src='{esc(src)}'></script>" for src in scripts)
+    # Deferred: they run once the document (the #dag element) exists, in order.
+    tags = "".join(f"<script defer src='{esc(src)}'></script>" for src in scripts)
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{esc(title)} · mlops console</title><link rel='stylesheet' href='/static/console.css'>"
             f"{tags}</head><body><header><a class='home' href='/'>mlops console</a>"

@@ -4,6 +4,8 @@
 (function () {
   const COLOURS = {Succeeded: "#2e7d32", Executing: "#1565c0", Starting: "#1565c0", Failed: "#c62828",
                    Stopped: "#8d6e63", Stopping: "#8d6e63", NotStarted: "#9e9e9e"};
+  // The same classes as the server-rendered badges (local/console/pages.py STATUS_CLASSES).
+  const CLASSES = {Succeeded: "ok", Executing: "running", Starting: "running", Failed: "bad", Stopped: "bad"};
   const SVG = "http://www.w3.org/2000/svg";
   const POLL_MS = 1500;
   const dag = document.getElementById("dag");
@@ -83,7 +85,7 @@
       row.setAttribute("data-step", step.name);
       row.setAttribute("data-status", step.status);
       cell(row, step.name);
-      cell(row, step.status, "status");
+      cell(row, step.status, "status " + (CLASSES[step.status] || "other"));
       cell(row, step.duration_seconds);
       cell(row, step.cache_hit ? "yes (" + step.cache_hit.split("/").pop() + ")" : "no");
       cell(row, step.failure_reason, "failure");
