@@ -9,7 +9,6 @@ DAG at all.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -224,4 +223,3 @@ def check_lambda_logs(info: dict) -> None:
     assert any(m.startswith("REPORT RequestId:") and "Billed Duration" in m for m in messages)
     assert len(messages) > 2 * sum(m.startswith("START") for m in messages), messages[:20]  # the handler's lines too
     assert len(written) >= 3, sorted(written)  # intake, approval notification, deployment ...
-    json.dumps(written)  # plain strings
