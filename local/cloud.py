@@ -231,7 +231,11 @@ class LocalCloud:
         credentials = self.identities.administrator
         clients = {service: aws_client(service, self.endpoint_url, credentials)
                    for service in ("sagemaker", "s3", "logs", "dynamodb")}
-        outputs, pipeline = dict(self.stack.outputs), self.pipeline_name()
+        try:
+            pipeline = self.pipeline_name()
+        except CloudError:  # a template without (exactly) one pipeline: the console shows no executions
+            pipeline = None
+        outputs = dict(self.stack.outputs)
         self.console = ConsoleServer(lambda: ConsoleData(clients["sagemaker"], clients["s3"], clients["logs"],
                                                          clients["dynamodb"], outputs, pipeline)).start()
         self._on_stop("console", self.console.stop)

@@ -64,10 +64,12 @@ class ConsoleData:
     logs: Any
     dynamodb: Any
     outputs: dict
-    pipeline_name: str
+    pipeline_name: str | None
 
     # -- pipeline executions -----------------------------------------------------------------
     def executions(self, limit: int = 50) -> list[dict]:
+        if not self.pipeline_name:
+            return []
         page = self.sagemaker.list_pipeline_executions(PipelineName=self.pipeline_name, MaxResults=min(limit, 100),
                                                        SortBy="CreationTime", SortOrder="Descending")
         return [{"arn": s["PipelineExecutionArn"], "id": execution_id(s["PipelineExecutionArn"]),
@@ -156,10 +158,12 @@ class ConsoleData:
 
     # -- model registry ----------------------------------------------------------------------
     @property
-    def group(self) -> str:
-        return self.outputs["ModelPackageGroupName"]
+    def group(self) -> str | None:
+        return self.outputs.get("ModelPackageGroupName")
 
     def packages(self, limit: int = 50) -> list[dict]:
+        if not self.group:
+            return []
         page = self.sagemaker.list_model_packages(ModelPackageGroupName=self.group, MaxResults=min(limit, 100),
                                                   SortBy="CreationTime", SortOrder="Descending")
         return [{"arn": p["ModelPackageArn"], "version": p.get("ModelPackageVersion"),

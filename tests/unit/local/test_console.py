@@ -280,3 +280,9 @@ def test_the_vendored_dagre_is_the_one_its_readme_names():
     digest = hashlib.sha256((vendor / "dagre.min.js").read_bytes()).hexdigest()
     assert f"`package/dist/dagre.min.js`, sha256 `{digest}`" in readme
     assert (vendor / "LICENSE").read_text().startswith("Copyright") or "MIT" in (vendor / "LICENSE").read_text()
+
+
+def test_a_stack_without_a_pipeline_or_group_lists_nothing_and_asks_nothing():
+    data = ConsoleData(None, None, None, None, {}, None)  # any call would fail on None
+    assert (data.executions(), data.packages(), data.endpoint(), data.deployments("arn")) == ([], [], None, [])
+    assert "no endpoint in this stack" in pages.index_page([], [], None, "", "")
