@@ -111,7 +111,7 @@ class ConsoleWatcher:
     """Polls the execution page in Chromium while a run goes, recording each step's statuses in the
     order the page showed them."""
 
-    def __init__(self, console_url: str, interval: float = 2.0):
+    def __init__(self, console_url: str, interval: float = 4.0):  # steps run for tens of seconds
         self.console_url = console_url
         self.interval = interval
         self.execution_id: str | None = None
