@@ -108,6 +108,7 @@ class LocalCloud:
         self.dispatcher = None
         self.model_package_events = None
         self.api_server = None
+        self.console = None
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self._previous_moto_port: str | None = None
         self._owns_cloud_file = False
@@ -164,7 +165,8 @@ class LocalCloud:
 
         self.lambda_runtime = LambdaRuntime({}, self.endpoint_url, log_dir=self.state_dir / "logs" / "lambda",
                                             dead_letter=self._dead_letter,
-                                            credentials_for=self._function_credentials if self.strict else None)
+                                            credentials_for=self._function_credentials if self.strict else None,
+                                            cloudwatch_logs=True)
         self.lambda_runtime.install(self.gateway)
         self._on_stop("lambda runtime", self.lambda_runtime.close)
 
@@ -191,6 +193,7 @@ class LocalCloud:
 
         self._start_pipeline_runtime()
 
+        self._start_console()
         if self.dispatch_events:
             self.dispatcher = EventDispatcher(self.stack.event_targets, self.endpoint_url, self.lambda_runtime,
                                               self.state_dir / "dlq", identities=self.identities,
@@ -217,6 +220,29 @@ class LocalCloud:
         )
         self.executor.install()
         self._on_stop("pipeline executor", self.executor.shutdown)
+
+    def _start_console(self) -> None:
+        """The read-only console (local/console), acting as the local administrator through the
+        gateway with the AWS APIs only, like any other client of this cloud."""
+        from local.aws.identities import aws_client
+        from local.console.app import ConsoleServer
+        from local.console.data import ConsoleData
+
+        credentials = self.identities.administrator
+        clients = {service: aws_client(service, self.endpoint_url, credentials)
+                   for service in ("sagemaker", "s3", "logs", "dynamodb")}
+        try:
+            pipeline = self.pipeline_name()
+        except CloudError:  # a template without (exactly) one pipeline: the console shows no executions
+            pipeline = None
+        outputs = dict(self.stack.outputs)
+        self.console = ConsoleServer(lambda: ConsoleData(clients["sagemaker"], clients["s3"], clients["logs"],
+                                                         clients["dynamodb"], outputs, pipeline)).start()
+        self._on_stop("console", self.console.stop)
+
+    @property
+    def console_url(self) -> str | None:
+        return self.console.url if self.console else None
 
     def pipeline_substitutions(self) -> dict[str, str]:
         """The resolved `Metadata.Mlops.Substitutions` of the template's pipelines (one map)."""
@@ -326,6 +352,7 @@ class LocalCloud:
             "api_url": self.api_url,
             "runtime_endpoint": f"{self.endpoint_url}/endpoints/{{name}}/invocations",
             "outbox_url": self.outbox.url if self.outbox else None,
+            "console_url": self.console_url,
             "ray_address": self.ray_address,
             "state_dir": str(self.state_dir),
             "outbox_dir": str(self.outbox_dir),

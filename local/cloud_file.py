@@ -1,7 +1,8 @@
 """`<state dir>/cloud.json`: how other processes find a running local cloud (DESIGN §4).
 
 The running cloud writes it once it is up and removes it when it stops; `find_running_cloud` only
-trusts a file whose process is alive and whose gateway answers.
+trusts a file whose process is alive and whose gateway answers. Besides the endpoints and the
+administrator's credentials it names `console_url`, the read-only console (local/console).
 """
 from __future__ import annotations
 

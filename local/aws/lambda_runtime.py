@@ -17,6 +17,12 @@ sees as Lambda reports it (`Runtime.ExitError`, "signal: killed"). Address-space
 idle threads reserves ~650 MB of address space for ~55 MB resident), so they fail healthy handlers
 and let none of Lambda's own behaviour through.
 
+Logs go where Lambda puts them: each worker (execution environment) has its own CloudWatch Logs
+stream `YYYY/MM/DD/[$LATEST]<32 hex>` in `/aws/lambda/<function name>`, written with the function's
+own role as the Lambda service does (SAM's AWSLambdaBasicExecutionRole grants it), with Lambda's
+START/END/REPORT lines around each invocation. The worker's output is read by the parent, which
+appends it to the function's local log file too (`<log dir>/<function>.log`).
+
 `LambdaRuntime.install(gateway)` serves `POST /2015-03-31/functions/{name}/invocations`, so boto3
 `lambda.invoke` and Step Functions Lambda tasks (which moto sends back to the gateway) run real code.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import select
 import subprocess
@@ -35,6 +42,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from local.aws.lambda_packages import FunctionPackage, PackageBuilder
+# PutLogEvents' limits (events and bytes per call, bytes per event), kept in one place.
+from local.aws.sagemaker_pipelines.job_logs import _batches, _event_message
 from local.aws.stack.model import ACCOUNT_ID, REGION, FunctionSpec, function_name_from
 
 log = logging.getLogger(__name__)
@@ -42,10 +51,12 @@ log = logging.getLogger(__name__)
 INIT_TIMEOUT_SECONDS = 120.0  # generous: importing boto3 + Powertools on a busy 2-core machine
 MEMORY_CHECK_SECONDS = 0.02  # how often a busy worker's peak memory is looked at
 INVOKE_PATH = r"/2015-03-31/functions/(?P<name>[^/]+)/invocations"
+LOG_FLUSH_SECONDS = 1.0  # how long a line may wait for its PutLogEvents while an invocation runs
 
 # The worker: a tiny Lambda runtime loop. Runs with `python -c`, cwd = the function's code dir.
 _WORKER = r'''
-import importlib, json, os, sys, time, traceback
+import importlib, json, math, os, resource, sys, time, traceback
+init_started = time.monotonic()
 out = os.fdopen(int(sys.argv[2]), "w", buffering=1)
 sys.path.insert(0, os.getcwd())
 
@@ -85,9 +96,15 @@ except Exception as exc:
     out.write(json.dumps({"init_error": failure}) + "\n")
     sys.exit(1)
 out.write(json.dumps({"ready": True}) + "\n")
+init_ms = (time.monotonic() - init_started) * 1000
+memory_size = os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
 for line in sys.stdin:
     request = json.loads(line)
-    context = LambdaContext(request["request_id"], request["deadline_ms"])
+    request_id = request["request_id"]
+    context = LambdaContext(request_id, request["deadline_ms"])
+    # Lambda's own lines around an invocation, in the same stream as the handler's output.
+    print(f"START RequestId: {request_id} Version: {os.environ['AWS_LAMBDA_FUNCTION_VERSION']}", flush=True)
+    started = time.monotonic()
     try:
         result = handler(request["event"], context)
         try:
@@ -99,6 +116,15 @@ for line in sys.stdin:
         traceback.print_exc()
         text = json.dumps({"error": error(exc), "request_id": request["request_id"]})
     sys.stdout.flush(); sys.stderr.flush()
+    duration_ms = (time.monotonic() - started) * 1000
+    used_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    report = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: "
+              f"{math.ceil(duration_ms)} ms\tMemory Size: {memory_size} MB\tMax Memory Used: {used_mb} MB\t")
+    if init_ms is not None:
+        report += f"Init Duration: {init_ms:.2f} ms\t"
+        init_ms = None
+    print(f"END RequestId: {request_id}", flush=True)
+    print(report, flush=True)
     out.write(text + "\n")
 '''
 
@@ -122,25 +148,117 @@ class FunctionNotFound(LookupError):
     pass
 
 
+class LambdaLogStream:
+    """One execution environment's CloudWatch Logs stream, as the Lambda service writes it.
+
+    Lines are put in the order the worker wrote them, each with the time it was read, in batches
+    within PutLogEvents' limits (`job_logs`); a REPORT line (an invocation ended) flushes at once,
+    otherwise every second. Writing logs never fails an invocation: a CloudWatch error is logged
+    once and the local log file still has everything.
+    """
+
+    def __init__(self, logs_factory: Callable[[], Any], function_name: str, started: float | None = None):
+        self.logs_factory = logs_factory
+        self.log_group = f"/aws/lambda/{function_name}"
+        when = time.gmtime(time.time() if started is None else started)
+        self.stream = f"{time.strftime('%Y/%m/%d', when)}/[$LATEST]{uuid.uuid4().hex}"
+        self._pending: list[tuple[int, str]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._client: Any = None
+        self._broken = False
+        self._thread = threading.Thread(target=self._run, name=f"lambda-logs-{function_name}", daemon=True)
+        self._thread.start()
+
+    def add(self, line: bytes) -> None:
+        message = _event_message(line.rstrip(b"\n"))
+        if not message.strip():
+            return
+        with self._lock:
+            self._pending.append((int(time.time() * 1000), message))
+        if message.startswith("REPORT RequestId:"):
+            self._wake.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(LOG_FLUSH_SECONDS)
+            self._wake.clear()
+            self._flush()
+        self._flush()
+
+    def _open(self) -> bool:
+        if self._client is None and not self._broken:
+            try:
+                client = self.logs_factory()
+                for call, kwargs in ((client.create_log_group, {"logGroupName": self.log_group}),
+                                     (client.create_log_stream, {"logGroupName": self.log_group,
+                                                                 "logStreamName": self.stream})):
+                    try:
+                        call(**kwargs)
+                    except client.exceptions.ResourceAlreadyExistsException:
+                        pass
+                self._client = client
+            except Exception as exc:  # noqa: BLE001 - see the class docstring
+                log.warning("cannot create the log stream %s %s (%s); the function's log stays in its local file",
+                            self.log_group, self.stream, exc)
+                self._broken = True
+        return self._client is not None
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending or not self._open():
+            return
+        start = 0
+        try:
+            for batch in _batches([message for _, message in pending]):
+                log_events = [{"timestamp": timestamp, "message": message}
+                              for timestamp, message in pending[start:start + len(batch)]]
+                start += len(batch)
+                self._client.put_log_events(logGroupName=self.log_group, logStreamName=self.stream,
+                                            logEvents=log_events)
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            log.warning("cannot put the function's log into %s %s (%s); it stays in its local file",
+                        self.log_group, self.stream, exc)
+            self._broken, self._client = True, None
+
+
 class _Worker:
     """One warm execution environment of one function."""
 
-    def __init__(self, spec: FunctionSpec, env: dict[str, str], log_file: Path | None, interpreter: Path):
+    def __init__(self, spec: FunctionSpec, env: dict[str, str], log_file: Path | None, interpreter: Path,
+                 log_stream: LambdaLogStream | None = None):
         read_fd, write_fd = os.pipe()
         self.memory_limit_kb = spec.memory_size * 1024
         self.out_of_memory = False
-        self.log_handle = open(log_file, "ab", buffering=0) if log_file else subprocess.DEVNULL
+        self.log_handle = open(log_file, "ab", buffering=0) if log_file else None
+        self.log_stream = log_stream
+        # What Lambda writes itself when it ends an invocation the runtime could not (timeout, crash).
+        self.trailer: list[str] = []
+        env = dict(env)
+        if log_stream is not None:
+            env["AWS_LAMBDA_LOG_STREAM_NAME"] = log_stream.stream
         self.process = subprocess.Popen(
-            [str(interpreter), "-u", "-c", _WORKER, spec.handler, str(write_fd)],
+            # The log file's name rides along in the command line (unused by the worker), so a
+            # process listing tells which cloud's state a worker belongs to.
+            [str(interpreter), "-u", "-c", _WORKER, spec.handler, str(write_fd), str(log_file or "")],
             cwd=spec.code_dir,
             env=env,
             stdin=subprocess.PIPE,
-            stdout=self.log_handle,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             pass_fds=(write_fd,),
             start_new_session=True,  # Ctrl-C in the foreground CLI reaches the parent only
         )
         os.close(write_fd)
+        self._pump = threading.Thread(target=self._copy_output, name=f"lambda-output-{spec.name}", daemon=True)
+        self._pump.start()
         self._out = os.fdopen(read_fd, "r")
         self._buffer = ""
         self.init_error: dict | None = None
@@ -153,6 +271,17 @@ class _Worker:
                                "errorType": "Runtime.ExitError"}
         elif "init_error" in message:
             self.init_error = message["init_error"]
+
+    def _copy_output(self) -> None:
+        """The worker's stdout and stderr, line by line, into its local file and its log stream."""
+        for line in iter(self.process.stdout.readline, b""):
+            self._write_log_line(line)
+
+    def _write_log_line(self, line: bytes) -> None:
+        if self.log_handle is not None:
+            self.log_handle.write(line)
+        if self.log_stream is not None:
+            self.log_stream.add(line)
 
     def _read_message(self, deadline: float) -> dict | None:
         """Next JSON line from the worker, or None on timeout/exit (also when it was killed for
@@ -211,15 +340,23 @@ class _Worker:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self._out.close()
-        if self.log_handle is not subprocess.DEVNULL:
+        self._pump.join(timeout=5)  # the output the worker wrote before it ended comes first
+        if not self._pump.is_alive():
+            self.process.stdout.close()
+        for line in self.trailer:
+            self._write_log_line(line.encode() + b"\n")
+        if self.log_stream is not None:
+            self.log_stream.close()
+        if self.log_handle is not None:
             self.log_handle.close()
 
 
 class _FunctionPool:
     def __init__(self, spec: FunctionSpec, env: dict[str, str], log_file: Path | None, max_workers: int,
-                 interpreter: Path):
+                 interpreter: Path, new_log_stream: Callable[[], LambdaLogStream | None] = lambda: None):
         self.spec, self.env, self.log_file, self.max_workers = spec, env, log_file, max_workers
         self.interpreter = interpreter
+        self.new_log_stream = new_log_stream  # one stream per execution environment, as in Lambda
         self.idle: list[_Worker] = []
         self.count = 0
         self.condition = threading.Condition()
@@ -236,9 +373,13 @@ class _FunctionPool:
                     self.count += 1
                     break
                 self.condition.wait()
+        log_stream = None
         try:
-            return _Worker(self.spec, self.env, self.log_file, self.interpreter)
+            log_stream = self.new_log_stream()
+            return _Worker(self.spec, self.env, self.log_file, self.interpreter, log_stream)
         except Exception:
+            if log_stream is not None:
+                log_stream.close()
             self.discard(None)
             raise
 
@@ -300,6 +441,7 @@ class LambdaRuntime:
         dead_letter: Callable[[str, Any, dict], None] | None = None,
         credentials_for: Callable[[FunctionSpec], Any] | None = None,
         packages: PackageBuilder | None = None,
+        cloudwatch_logs: bool = False,
     ):
         self.functions = dict(functions)
         self.packages = packages or PackageBuilder()
@@ -314,6 +456,8 @@ class LambdaRuntime:
         self.dead_letter = dead_letter
         # The function's execution role session (strict face): Lambda hands it to the handler.
         self.credentials_for = credentials_for
+        # Each worker's output also goes to CloudWatch Logs (`/aws/lambda/<name>`) through the gateway.
+        self.cloudwatch_logs = cloudwatch_logs
         self._pools: dict[str, _FunctionPool] = {}
         self._lock = threading.Lock()
         self._async_threads: set[threading.Thread] = set()
@@ -346,7 +490,8 @@ class LambdaRuntime:
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_size),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(spec.timeout)),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": f"local/[$LATEST]{uuid.uuid4().hex}",
+            # Each worker names its own stream (LambdaLogStream); this one stands for a worker without.
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d', time.gmtime())}/[$LATEST]{uuid.uuid4().hex}",
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
             "LAMBDA_TASK_ROOT": str(spec.code_dir),
             "LOCAL_LAMBDA_FUNCTION_ARN": spec.arn,
@@ -368,7 +513,18 @@ class LambdaRuntime:
         with self._lock:
             if self._closed:
                 raise RuntimeError("lambda runtime is shut down")
-            return self._pools.setdefault(spec.name, _FunctionPool(spec, env, log_file, self.max_workers, interpreter))
+            return self._pools.setdefault(spec.name, _FunctionPool(spec, env, log_file, self.max_workers, interpreter,
+                                                                   lambda: self._new_log_stream(spec)))
+
+    def _new_log_stream(self, spec: FunctionSpec) -> LambdaLogStream | None:
+        """A new execution environment's log stream, written with the function's role (as Lambda
+        writes it: the execution role needs logs:CreateLogStream and logs:PutLogEvents)."""
+        if not self.cloudwatch_logs:
+            return None
+        from local.aws.eventbridge import local_client
+
+        credentials = self.credentials_for(spec) if self.credentials_for else None
+        return LambdaLogStream(lambda: local_client("logs", self.endpoint_url, credentials), spec.name)
 
     def spec(self, name_or_arn: str) -> FunctionSpec:
         name = function_name_from(name_or_arn)
@@ -399,7 +555,7 @@ class LambdaRuntime:
                                request_id, started)
         if message is None:
             exited = not worker.alive()
-            pool.discard(worker)
+            status = "error"
             if worker.out_of_memory:
                 error = {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: signal: killed",
                          "errorType": "Runtime.ExitError"}
@@ -410,6 +566,14 @@ class LambdaRuntime:
             else:
                 error = {"errorMessage": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {request_id} "
                                          f"Task timed out after {timeout:.2f} seconds", "errorType": "Sandbox.Timedout"}
+                status = "timeout"
+            duration_ms = (time.monotonic() - started) * 1000
+            # The runtime never got to END/REPORT: Lambda writes them itself, with the outcome.
+            worker.trailer = [error["errorMessage"], f"END RequestId: {request_id}",
+                              f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: "
+                              f"{math.ceil(duration_ms)} ms\tMemory Size: {spec.memory_size} MB\tStatus: {status}\t"
+                              + (f"Error Type: {error['errorType']}\t" if status == "error" else "")]
+            pool.discard(worker)
             log.warning("%s: %s", spec.name, error["errorMessage"])
             return self._error(error, request_id, started)
         pool.release(worker)

@@ -102,6 +102,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with LocalCloud(state_dir, parameters=_parameters(args)) as cloud:
             _say(f"   up in {time.monotonic() - started:.0f} s: AWS endpoint {cloud.endpoint_url}, "
                  f"approval API {cloud.api_url}")
+            _say(f"   console: {cloud.console_url}  (open it to watch the pipeline's DAG live)")
             _print_where(cloud)
             _say("3. dropping the file into incoming/ and following it:")
             args.approve = args.reject = False  # the decision is the next step, shown on its own

@@ -34,6 +34,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for stage in stages or [""]:
             print(f"Approval API:      {cloud.api_url}{stage}")
         print(f"Runtime endpoint:  {cloud.endpoint_url}/endpoints/<name>/invocations")
+        print(f"Console:           {cloud.console_url}   (read-only: executions, DAG, logs, models, lineage)")
         print(f"Drop CSVs into:    s3://{outputs.get('DataBucketName')}/incoming/")
         print(f"State:             {cloud.state_dir}  (outbox: {cloud.outbox_dir})")
         print(f"Credentials:       the local administrator's, in {cloud.cloud_file} ('credentials'); "

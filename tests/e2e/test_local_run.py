@@ -21,6 +21,7 @@ from local import cli
 from local.cloud_file import find_running_cloud
 from local.cli.common import EXIT_QUARANTINED
 from local.cli.datagen import generate_housing
+from tests.e2e import console_checks
 
 REPO = Path(__file__).resolve().parents[2]
 # The installed `mlops` command next to this interpreter (the venv's), as a user runs it.
@@ -106,12 +107,22 @@ def test_a_csv_reaches_a_deployed_endpoint_that_predicts_raw_features(tmp_path):
             assert time.monotonic() < deadline, "the local cloud did not come up"
             time.sleep(1)
 
-        run = subprocess.run([*MLOPS, "local", "run", str(path), "--target", "Sale Price", "--approve", "--json",
-                              "--state-dir", str(state), "--timeout", "1200"],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+        # The console is watched in Chromium while the run goes (tests/e2e/console_checks.py).
+        info = find_running_cloud(state)
+        watcher = console_checks.ConsoleWatcher(info["console_url"]).start()
+        try:
+            with subprocess.Popen([*MLOPS, "local", "run", str(path), "--target", "Sale Price", "--approve", "--json",
+                                   "--state-dir", str(state), "--timeout", "1200"], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
+                run = subprocess.CompletedProcess(running.args, None, *running.communicate(timeout=1500))
+                run.returncode = running.returncode
+        finally:
+            watcher.stop()
         assert run.returncode == 0, run.stderr[-3000:]
         result = one_json_line(run.stdout)
         assert result["status"] == "deployed", (result, run.stderr[-3000:])
+        console_checks.check_console_after_run(info["console_url"], watcher, result, tmp_path / "screenshots")
+        console_checks.check_lambda_logs(info)
         assert result["reason"] is None
         assert result["execution_arn"] and result["model_package_arn"]
         assert result["endpoint_name"]

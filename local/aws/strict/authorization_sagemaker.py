@@ -87,10 +87,11 @@ def start_pipeline_execution(p: Params, scope: Scope):
 
 
 for _op, _action, _callers in (
-    ("DescribePipelineExecution", "sagemaker:DescribePipelineExecution", (at.CLI, at.CLOUD)),
-    ("ListPipelineExecutionSteps", "sagemaker:ListPipelineExecutionSteps", (at.PIPELINE_STATUS, at.CLI)),
+    ("DescribePipelineExecution", "sagemaker:DescribePipelineExecution", (at.CLI, at.CLOUD, at.CONSOLE)),
+    ("ListPipelineExecutionSteps", "sagemaker:ListPipelineExecutionSteps", (at.PIPELINE_STATUS, at.CLI, at.CONSOLE)),
     ("ListPipelineParametersForExecution", "sagemaker:ListPipelineParametersForExecution", (at.CLI,)),
-    ("DescribePipelineDefinitionForExecution", "sagemaker:DescribePipelineDefinitionForExecution", (at.CLI,)),
+    ("DescribePipelineDefinitionForExecution", "sagemaker:DescribePipelineDefinitionForExecution",
+     (at.CLI, at.CONSOLE)),
 ):
     # Execution ARNs always come from SageMaker itself, so they are used as given.
     def _execution(p: Params, scope: Scope, _action=_action):
@@ -98,7 +99,7 @@ for _op, _action, _callers in (
     operation("sagemaker", _op, [_action], _callers)(_execution)
 
 _simple("sagemaker", "ListPipelineExecutions", "sagemaker:ListPipelineExecutions", "pipeline", "PipelineName",
-        (at.CLI, at.CLOUD))
+        (at.CLI, at.CLOUD, at.CONSOLE))
 _simple("sagemaker", "DescribePipeline", "sagemaker:DescribePipeline", "pipeline", "PipelineName",
         (at.EXECUTOR_INTERNAL,))
 
@@ -193,7 +194,7 @@ def create_model_package(p: Params, scope: Scope):
 
 _simple("sagemaker", "DescribeModelPackage", "sagemaker:DescribeModelPackage", "model-package", "ModelPackageName",
         (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.DEPLOY_PREPARE, at.SMOKE_TEST, at.EVALUATE, at.CLI,
-         at.ENDPOINTS_INTERNAL, at.EVENT_DISPATCH))
+         at.CONSOLE, at.ENDPOINTS_INTERNAL, at.EVENT_DISPATCH))
 
 
 @operation("sagemaker", "UpdateModelPackage", ["sagemaker:UpdateModelPackage"], (at.APPROVAL_API,))
@@ -206,7 +207,8 @@ def update_model_package(p: Params, scope: Scope):
     return [on(scope, "sagemaker:UpdateModelPackage", "model-package", p["ModelPackageArn"], context)]
 
 
-@operation("sagemaker", "ListModelPackages", ["sagemaker:ListModelPackages"], (at.DEPLOY_PREPARE, at.EVALUATE, at.CLI))
+@operation("sagemaker", "ListModelPackages", ["sagemaker:ListModelPackages"], (at.DEPLOY_PREPARE, at.EVALUATE, at.CLI,
+                                                                                     at.CONSOLE))
 def list_model_packages(p: Params, scope: Scope):
     # SageMaker's List- calls take no resource-level permissions: the request is on "*".
     return [scope.request("sagemaker:ListModelPackages")]
@@ -214,7 +216,7 @@ def list_model_packages(p: Params, scope: Scope):
 
 # -- hosting ------------------------------------------------------------------------------------
 _simple("sagemaker", "DescribeEndpoint", "sagemaker:DescribeEndpoint", "endpoint", "EndpointName",
-        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.CLI))
+        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.CLI, at.CONSOLE))
 _simple("sagemaker", "DescribeEndpointConfig", "sagemaker:DescribeEndpointConfig", "endpoint-config",
         "EndpointConfigName", (at.DEPLOY_PREPARE, at.CLI, at.ENDPOINTS_INTERNAL))
 _simple("sagemaker", "DescribeModel", "sagemaker:DescribeModel", "model", "ModelName",

@@ -33,7 +33,7 @@ def table_request(scope: Scope, action: str, p: Params, enclosing: str | None = 
 
 
 for _op, _callers in (
-    ("GetItem", (at.INTAKE_IDEMPOTENCY, at.APPROVAL_API, at.CLI)),
+    ("GetItem", (at.INTAKE_IDEMPOTENCY, at.APPROVAL_API, at.CLI, at.CONSOLE)),
     ("PutItem", (at.INTAKE_IDEMPOTENCY, at.STATE_MACHINE, at.NOTIFY_APPROVAL)),
     ("UpdateItem", (at.INTAKE_IDEMPOTENCY, at.STATE_MACHINE)),
     ("DeleteItem", (at.INTAKE_IDEMPOTENCY, at.APPROVAL_API)),
@@ -312,27 +312,33 @@ def put_metric_data(p: Params, scope: Scope):
     return [scope.request("cloudwatch:PutMetricData", context={"cloudwatch:namespace": p["Namespace"]})]
 
 
-@operation("logs", "CreateLogGroup", ["logs:CreateLogGroup"], (at.PROVISION, at.JOB_LOGS))
+@operation("logs", "CreateLogGroup", ["logs:CreateLogGroup"], (at.PROVISION, at.JOB_LOGS, at.FUNCTION_LOGS))
 def create_log_group(p: Params, scope: Scope):
     tags = [{"Key": k, "Value": v} for k, v in (p.get("tags") or {}).items()]
     return [scope.resource("logs:CreateLogGroup", "log-group", tag_context(tags), LogGroupName=p["logGroupName"])]
 
 
-@operation("logs", "CreateLogStream", ["logs:CreateLogStream"], (at.JOB_LOGS,))
+@operation("logs", "CreateLogStream", ["logs:CreateLogStream"], (at.JOB_LOGS, at.FUNCTION_LOGS))
 def create_log_stream(p: Params, scope: Scope):
     return [scope.resource("logs:CreateLogStream", "log-stream", LogGroupName=p["logGroupName"],
                            LogStreamName=p["logStreamName"])]
 
 
-@operation("logs", "PutLogEvents", ["logs:PutLogEvents"], (at.JOB_LOGS,))
+@operation("logs", "PutLogEvents", ["logs:PutLogEvents"], (at.JOB_LOGS, at.FUNCTION_LOGS))
 def put_log_events(p: Params, scope: Scope):
     return [scope.resource("logs:PutLogEvents", "log-stream", LogGroupName=p["logGroupName"],
                            LogStreamName=p["logStreamName"])]
 
 
-@operation("logs", "DescribeLogStreams", ["logs:DescribeLogStreams"], (at.JOB_LOGS, at.CLI))
+@operation("logs", "DescribeLogStreams", ["logs:DescribeLogStreams"], (at.JOB_LOGS, at.CLI, at.CONSOLE))
 def describe_log_streams(p: Params, scope: Scope):
     return [scope.resource("logs:DescribeLogStreams", "log-group", LogGroupName=p["logGroupName"])]
+
+
+@operation("logs", "GetLogEvents", ["logs:GetLogEvents"], (at.CONSOLE,))
+def get_log_events(p: Params, scope: Scope):
+    return [scope.resource("logs:GetLogEvents", "log-stream", LogGroupName=p["logGroupName"],
+                           LogStreamName=p["logStreamName"])]
 
 
 @operation("logs", "PutRetentionPolicy", ["logs:PutRetentionPolicy"], (at.PROVISION,))

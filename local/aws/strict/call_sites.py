@@ -51,6 +51,8 @@ APPROVAL_API_SECRETS = _at("approval_api", APPROVAL_API_ROLE, "functions/approva
 DEPLOY_PREPARE = _at("deploy_prepare", DEPLOY_PREPARE_ROLE, "functions/shared/mlops_shared/deployment.py")
 SMOKE_TEST = _at("deploy_smoke_test", DEPLOY_SMOKE_TEST_ROLE, "functions/shared/mlops_shared/smoke_test.py")
 DEPLOY_NOTIFY = _at("deploy_notify", DEPLOY_NOTIFY_ROLE, "functions/shared/mlops_shared/deployment.py, notifications.py")
+FUNCTION_LOGS = _at("Lambda function logs", "the function's role (AWSLambdaBasicExecutionRole)",
+                    "local/aws/lambda_runtime.py (/aws/lambda/<function>, one stream per worker)")
 FUNCTION_DEAD_LETTERS = _at("Lambda asynchronous invocation", "the function's role (DeadLetterQueue)",
                             "template.yaml DeadLetterQueue of StartPipeline/PipelineStatus/NotifyApproval")
 
@@ -89,6 +91,7 @@ CLOUD = _at("local cloud", LOCAL_ADMINISTRATOR, "local/cloud.py")
 ROLE_CREDENTIALS = _at("local cloud", LOCAL_ADMINISTRATOR,
                        "local/aws/identities.py (the role session of each component)")
 CLI = _at("mlops CLI", LOCAL_ADMINISTRATOR, "local/cli/*.py")
+CONSOLE = _at("local console", LOCAL_ADMINISTRATOR, "local/console/data.py (read-only)")
 
 # -- local stand-ins for AWS services (AWS makes these calls itself) -----------------------------
 EVENT_DISPATCH = _at("local event delivery", LOCAL_SERVICE, "local/aws/eventbridge.py")

@@ -142,6 +142,7 @@ SAMPLES: dict[tuple[str, str], dict] = {
     ("logs", "PutLogEvents"): {"logGroupName": "/aws/sagemaker/ProcessingJobs", "logStreamName": "job/algo-1-1",
                                "logEvents": [{"timestamp": 1, "message": "m"}]},
     ("logs", "DescribeLogStreams"): {"logGroupName": "/aws/sagemaker/ProcessingJobs"},
+    ("logs", "GetLogEvents"): {"logGroupName": "/aws/lambda/fn", "logStreamName": "2025/01/01/[$LATEST]0a"},
     ("logs", "PutRetentionPolicy"): {"logGroupName": "/aws/lambda/stack-start-pipeline", "retentionInDays": 7},
     ("kms", "CreateKey"): {"Description": "d", "KeyUsage": "ENCRYPT_DECRYPT"},
     ("kms", "CreateAlias"): {"AliasName": "alias/stack-notifications", "TargetKeyId": "1234abcd"},
