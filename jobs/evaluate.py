@@ -224,9 +224,12 @@ def build_figures(actual: np.ndarray, predicted: np.ndarray, importance: dict[st
         series.append((np.asarray(champion.predicted, dtype=float), champion.label, CHAMPION_COLOR))
     figures: dict[str, Any] = {}
 
+    # Few rows get bigger, bolder marks; many get small, light ones so the overlap shows density.
+    marker = {"s": float(np.clip(4000 / max(len(rows), 1), 5, 24)), "alpha": 0.45 if len(rows) > 1000 else 0.7,
+              "linewidths": 0}
     fig, ax = plt.subplots(figsize=(6.4, 6))
     for values, label, color in series:
-        ax.scatter(actual[rows], values[rows], s=5, alpha=0.45, color=color, label=label, linewidths=0)
+        ax.scatter(actual[rows], values[rows], color=color, label=label, **marker)
     everything = np.concatenate([actual, *[values for values, _, _ in series]])
     low, high = float(everything.min()), float(everything.max())
     ax.plot([low, high], [low, high], color=REFERENCE_COLOR, linewidth=1, linestyle="--",
@@ -238,10 +241,11 @@ def build_figures(actual: np.ndarray, predicted: np.ndarray, importance: dict[st
     fig.tight_layout()
     figures[PLOTS[0]] = fig
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    # One above the other: the email and the confirmation page are about 600 px wide.
+    fig, (left, right) = plt.subplots(2, 1, figsize=(6.4, 8.4))
     all_residuals = [actual - values for values, _, _ in series]
     for (values, label, color), residuals in zip(series, all_residuals):
-        left.scatter(values[rows], residuals[rows], s=5, alpha=0.45, color=color, label=label, linewidths=0)
+        left.scatter(values[rows], residuals[rows], color=color, label=label, **marker)
     left.axhline(0, color=REFERENCE_COLOR, linewidth=1, linestyle="--", label="no error")
     left.set(xlabel=f"predicted {target}", ylabel=f"actual − predicted {target}",
              title=f"Residuals{_shown(len(actual))}")

@@ -209,9 +209,10 @@ def load_package_review(model_package_arn: str, *, sagemaker=None, s3=None,
         if item["Key"].lower().endswith(".png") and "/" not in item["Key"][len(prefix):]
     }
     expires = max(60, min(int(presign_seconds), MAX_PRESIGN_SECONDS))
-    review.plots = [
-        _read_plot(s3, bucket, plot_key, plot_sizes[plot_key], expires, plot_content) for plot_key in sorted(plot_sizes)
-    ]
+    # In the order the Evaluate step lists them (the most telling first), any others after them.
+    listed = {name: index for index, name in enumerate(report.plots or [])}
+    ordered = sorted(plot_sizes, key=lambda k: (listed.get(posixpath.basename(k), len(listed)), k))
+    review.plots = [_read_plot(s3, bucket, plot_key, plot_sizes[plot_key], expires, plot_content) for plot_key in ordered]
     return review
 
 
