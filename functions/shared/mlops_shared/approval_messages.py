@@ -163,13 +163,17 @@ def choose_inline_plots(plots: list[Plot], *, domain: str,
     """Embeds every plot whose PNG was read, leaving out the largest until they fit `budget_bytes`."""
     from email.utils import make_msgid
 
+    def too_large(size: int) -> str:
+        return (f"at {size / 1e6:.1f} MB it would make the email too large "
+                f"(images are embedded up to {budget_bytes / 1e6:.0f} MB in all)")
+
     loaded = {i: len(p.content) for i, p in enumerate(plots) if p.content is not None}
-    left_out = {i: "it could not be read" for i, p in enumerate(plots) if p.content is None and p.key}
+    left_out = {i: too_large(p.size) if p.size and p.size > budget_bytes else "it could not be read"
+                for i, p in enumerate(plots) if p.content is None and p.key}
     for index, size in sorted(loaded.items(), key=lambda item: -item[1]):
         if sum(loaded.values()) <= budget_bytes:
             break
-        left_out[index] = (f"at {size / 1e6:.1f} MB it would make the email too large "
-                           f"(images are embedded up to {budget_bytes / 1e6:.0f} MB in all)")
+        left_out[index] = too_large(size)
         del loaded[index]
     cids = {i: make_msgid(idstring=f"plot{i}", domain=domain or None)[1:-1] for i in sorted(loaded)}
     return InlinePlots(cids=cids, left_out=left_out)

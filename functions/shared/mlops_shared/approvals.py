@@ -222,6 +222,8 @@ def _read_plot(s3, bucket: str, key: str, size: int | None, expires: int, conten
     plot = Plot(name=posixpath.basename(key).rsplit(".", 1)[0].replace("_", " "),
                 url=s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires),
                 key=key, size=size)
+    # A PNG larger than an email may carry is never downloaded (the email links it and says why).
+    content = content and (size is None or size <= messages.INLINE_IMAGES_BUDGET_BYTES)
     try:
         if content:
             data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()

@@ -119,6 +119,28 @@ def test_plots_over_the_size_budget_stay_links_and_the_email_says_so():
     assert "(not embedded: at 0.1 MB" in text
 
 
+def test_a_plot_larger_than_an_email_may_carry_is_never_downloaded(world, monkeypatch):
+    from mlops_shared import approval_messages, approvals
+
+    s3 = boto3.client("s3")
+    residuals = f"{EVAL_PREFIX}/residuals.png"
+    size = s3.head_object(Bucket=BUCKET, Key=residuals)["ContentLength"]
+    monkeypatch.setattr(approval_messages, "INLINE_IMAGES_BUDGET_BYTES", size - 1)
+    downloads = []
+    # Requests really sent (presigning builds the same parameters but sends nothing).
+    s3.meta.events.register("before-call.s3.GetObject", lambda params, **_: downloads.append(
+        (params["url_path"].rsplit("/", 1)[1], params["headers"].get("Range"))))
+    review = approvals.load_package_review(world.model_package_arn, s3=s3, plot_content=True)
+    by_name = {plot.name: plot for plot in review.plots}
+    assert by_name["residuals"].content is None and by_name["residuals"].width    # sized from its header only
+    assert ("residuals.png", "bytes=0-23") in downloads and ("residuals.png", None) not in downloads
+    assert ("predicted_vs_actual.png", None) in downloads
+    message = build_email(sender=SENDER, recipient=APPROVERS[0], review=review, approve_url="https://a/1",
+                          reject_url="https://a/2", expires_text="soon", budget_bytes=size - 1)
+    assert "residuals.png" not in [part.get_filename() for part in message.get_payload()[1].get_payload()[1:]]
+    assert "(not embedded: at " in message.get_payload()[0].get_content()
+
+
 # -- Slack ------------------------------------------------------------------------------------------
 def valid_for_seconds(url: str) -> float:
     """How long a presigned S3 link stays valid from now (SigV4's X-Amz-Expires or SigV2's Expires)."""
