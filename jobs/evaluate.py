@@ -27,6 +27,7 @@ import logging
 import math
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,12 +119,15 @@ def load_package_model(s3: Any, package: dict[str, Any], workdir: Path) -> Servi
 def score_champion(
     challenger: ServingModel, scaled_test: pd.DataFrame, actual: np.ndarray, package: dict[str, Any],
     s3: Any, workdir: Path,
-) -> ChampionScore:
+) -> tuple[ChampionScore, "ChampionPredictions | None"]:
+    """The champion's score on the challenger's test rows, and its predictions for the plots (None
+    when it is not comparable)."""
     arn = package["ModelPackageArn"]
 
-    def not_comparable(reason: str) -> ChampionScore:
+    def not_comparable(reason: str) -> tuple[ChampionScore, None]:
         log.warning("%s: %s", arn, reason)
-        return ChampionScore(model_package_arn=arn, rmse=None, mae=None, r2=None, comparable=False, reason=reason)
+        return ChampionScore(model_package_arn=arn, rmse=None, mae=None, r2=None, comparable=False,
+                             reason=reason), None
 
     try:
         champion = load_package_model(s3, package, workdir)
@@ -136,48 +140,152 @@ def score_champion(
     except Exception as err:  # noqa: BLE001 - e.g. the artifact is gone from S3
         return not_comparable(f"the champion's artifact could not be loaded: {type(err).__name__}: {err}")
     metrics = regression_metrics(actual, predicted)
-    return ChampionScore(model_package_arn=arn, rmse=metrics.rmse.value, mae=metrics.mae.value,
-                         r2=metrics.r2.value, comparable=True,
-                         model_package_version=package.get("ModelPackageVersion"))
+    version = package.get("ModelPackageVersion")
+    score = ChampionScore(model_package_arn=arn, rmse=metrics.rmse.value, mae=metrics.mae.value,
+                          r2=metrics.r2.value, comparable=True, model_package_version=version)
+    return score, ChampionPredictions(predicted=np.asarray(predicted, dtype=float), rmse=metrics.rmse.value,
+                                      version=version)
 
 
 # --------------------------------------------------------------------------- plots
-def write_plots(out_dir: Path, actual: np.ndarray, predicted: np.ndarray, importance: dict[str, float],
-                target: str) -> list[str]:
+# Enough points to show the shape of the errors; more only make the PNG heavier (an approver's email
+# carries these inline). The rows drawn are a seeded sample, so two runs draw the same picture.
+MAX_POINTS_PER_SERIES = 4000
+PLOT_DPI = 100
+CHALLENGER_COLOR, CHAMPION_COLOR, REFERENCE_COLOR = "#0969da", "#bf5700", "#1f2328"
+
+
+@dataclass(frozen=True)
+class ChampionPredictions:
+    """What the plots need of a champion scored on the same test rows (`score_champion`)."""
+
+    predicted: np.ndarray
+    rmse: float
+    version: int | None = None
+
+    @property
+    def label(self) -> str:
+        version = f" v{self.version}" if self.version is not None else ""
+        return f"champion{version} (RMSE {human_number(self.rmse)})"
+
+
+def human_number(value: float, _position: object = None) -> str:
+    """12,345 -> '12.3k', 1,234,567 -> '1.23M', 950 -> '950': tick labels a person reads at a glance
+    (matplotlib's default would print 1e6 as an offset above the axis)."""
+    magnitude = abs(value)
+    for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if magnitude >= threshold:
+            text = f"{value / threshold:.3g}"
+            return f"{text}{suffix}"
+    if magnitude == 0:
+        return "0"
+    return f"{value:,.0f}" if magnitude >= 10 else f"{value:.3g}"
+
+
+def _sample_rows(count: int) -> np.ndarray:
+    if count <= MAX_POINTS_PER_SERIES:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(0).choice(count, size=MAX_POINTS_PER_SERIES, replace=False))
+
+
+def _readable_axes(ax: Any, *, x_numbers: bool = True, y_numbers: bool = True) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    for numbers, axis in ((x_numbers, ax.xaxis), (y_numbers, ax.yaxis)):
+        if numbers:
+            axis.set_major_formatter(FuncFormatter(human_number))
+            axis.set_major_locator(MaxNLocator(nbins=6))
+    ax.grid(True, color="#d0d7de", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def _shown(count: int) -> str:
+    return f" — {MAX_POINTS_PER_SERIES:,} of {count:,} rows shown" if count > MAX_POINTS_PER_SERIES else ""
+
+
+def build_figures(actual: np.ndarray, predicted: np.ndarray, importance: dict[str, float], target: str,
+                  champion: ChampionPredictions | None = None) -> dict[str, Any]:
+    """The three figures by file name, not yet saved (tests read their artists and legends).
+
+    With a `champion` scored on the same rows, predicted-vs-actual and the residuals show it beside the
+    challenger, each labelled with its RMSE, so the approver sees where the new model is better."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    residuals = actual - predicted
-    fig, ax = plt.subplots(figsize=(6, 6))
-    ax.scatter(actual, predicted, s=6, alpha=0.5)
-    low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
-    ax.plot([low, high], [low, high], color="red", linewidth=1, label="perfect prediction")
-    ax.set(xlabel=f"actual {target}", ylabel=f"predicted {target}", title="Predicted vs actual (test set)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / PLOTS[0], dpi=100)
-    plt.close(fig)
+    actual = np.asarray(actual, dtype=float)
+    predicted = np.asarray(predicted, dtype=float)
+    rows = _sample_rows(len(actual))
+    challenger_rmse = float(np.sqrt(np.mean((predicted - actual) ** 2)))
+    challenger_label = f"challenger (RMSE {human_number(challenger_rmse)})"
+    series = [(predicted, challenger_label, CHALLENGER_COLOR)]
+    if champion is not None:
+        series.append((np.asarray(champion.predicted, dtype=float), champion.label, CHAMPION_COLOR))
+    figures: dict[str, Any] = {}
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    left.scatter(predicted, residuals, s=6, alpha=0.5)
-    left.axhline(0, color="red", linewidth=1)
-    left.set(xlabel=f"predicted {target}", ylabel="actual − predicted", title="Residuals")
-    right.hist(residuals, bins=40)
-    right.set(xlabel="actual − predicted", ylabel="rows", title="Residual distribution")
+    # Few rows get bigger, bolder marks; many get small, light ones so the overlap shows density.
+    marker = {"s": float(np.clip(4000 / max(len(rows), 1), 5, 24)), "alpha": 0.45 if len(rows) > 1000 else 0.7,
+              "linewidths": 0}
+    fig, ax = plt.subplots(figsize=(6.4, 6))
+    for values, label, color in series:
+        ax.scatter(actual[rows], values[rows], color=color, label=label, **marker)
+    everything = np.concatenate([actual, *[values for values, _, _ in series]])
+    low, high = float(everything.min()), float(everything.max())
+    ax.plot([low, high], [low, high], color=REFERENCE_COLOR, linewidth=1, linestyle="--",
+            label="perfect prediction")
+    ax.set(xlabel=f"actual {target}", ylabel=f"predicted {target}",
+           title=f"Predicted vs actual {target} (test set{_shown(len(actual))})")
+    _readable_axes(ax)
+    ax.legend(loc="upper left", markerscale=3, framealpha=0.9)
     fig.tight_layout()
-    fig.savefig(out_dir / PLOTS[1], dpi=100)
-    plt.close(fig)
+    figures[PLOTS[0]] = fig
+
+    # One above the other: the email and the confirmation page are about 600 px wide.
+    fig, (left, right) = plt.subplots(2, 1, figsize=(6.4, 8.4))
+    all_residuals = [actual - values for values, _, _ in series]
+    for (values, label, color), residuals in zip(series, all_residuals):
+        left.scatter(values[rows], residuals[rows], color=color, label=label, **marker)
+    left.axhline(0, color=REFERENCE_COLOR, linewidth=1, linestyle="--", label="no error")
+    left.set(xlabel=f"predicted {target}", ylabel=f"actual − predicted {target}",
+             title=f"Residuals{_shown(len(actual))}")
+    _readable_axes(left)
+    left.legend(loc="upper left", markerscale=3, framealpha=0.9, fontsize="small")
+    edges = np.histogram_bin_edges(np.concatenate(all_residuals), bins=40)
+    for (_, label, color), residuals in zip(series, all_residuals):
+        right.hist(residuals, bins=edges, color=color, alpha=0.45, label=label)
+    right.set(xlabel=f"actual − predicted {target}", ylabel="test rows", title="Residual distribution")
+    _readable_axes(right)
+    right.legend(loc="upper left", framealpha=0.9, fontsize="small")
+    fig.tight_layout()
+    figures[PLOTS[1]] = fig
 
     ordered = sorted(importance.items(), key=lambda item: item[1])
     fig, ax = plt.subplots(figsize=(7, max(3, 0.4 * len(ordered) + 1)))
-    ax.barh([name for name, _ in ordered], [value for _, value in ordered])
-    ax.set(xlabel="share of total gain", title="Feature importance")
+    ax.barh([name for name, _ in ordered], [value for _, value in ordered], color=CHALLENGER_COLOR,
+            label=f"challenger, predicting {target}")
+    from matplotlib.ticker import PercentFormatter
+
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+    ax.grid(True, axis="x", color="#d0d7de", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.set(xlabel="share of the model's total gain", ylabel="feature",
+           title=f"Feature importance (what drives predicted {target})")
+    ax.legend(loc="lower right", framealpha=0.9)
     fig.tight_layout()
-    fig.savefig(out_dir / PLOTS[2], dpi=100)
-    plt.close(fig)
-    return list(PLOTS)
+    figures[PLOTS[2]] = fig
+    return figures
+
+
+def write_plots(out_dir: Path, actual: np.ndarray, predicted: np.ndarray, importance: dict[str, float],
+                target: str, champion: ChampionPredictions | None = None) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    figures = build_figures(actual, predicted, importance, target, champion)
+    for name, fig in figures.items():
+        fig.savefig(out_dir / name, dpi=PLOT_DPI)
+        plt.close(fig)
+    return list(figures)
 
 
 # --------------------------------------------------------------------------- step
@@ -242,19 +350,19 @@ def evaluate(
         predicted = challenger.predict_scaled(test[challenger.feature_order])
         metrics = regression_metrics(actual, predicted)
 
-        champion = None
+        champion = champion_predictions = None
         if model_package_group_name:
             sagemaker = sagemaker or boto3.client("sagemaker")
             package = latest_approved_package(sagemaker, model_package_group_name)
             if package is not None:
-                champion = score_champion(challenger, test[challenger.feature_order], actual, package,
+                champion, champion_predictions = score_champion(challenger, test[challenger.feature_order], actual, package,
                                           s3 or boto3.client("s3"), workdir)
 
         sample = smoke_sample(challenger, test, predicted)
 
     importance = feature_importance(challenger)
     sample.to_csv(out_dir / SMOKE_SAMPLE_FILE, index=False)
-    plots = write_plots(out_dir, actual, predicted, importance, target_column)
+    plots = write_plots(out_dir, actual, predicted, importance, target_column, champion_predictions)
     comparable = bool(champion and champion.comparable and champion.rmse is not None)
     limit = champion.rmse * (1 + champion_tolerance) if comparable else NO_CHAMPION_LIMIT
     rmse = metrics.rmse.value

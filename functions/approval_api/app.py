@@ -47,15 +47,18 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     # frame-ancestors: no other site may frame a page whose button decides (clickjacking);
     # X-Frame-Options says the same to browsers that predate CSP level 2.
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                               "frame-ancestors 'none'",
+    "Content-Security-Policy": messages.PAGE_CSP,
     "X-Frame-Options": "DENY",
 }
 
 
-def _page(status_code: int, body: str) -> Response:
+def _page(status_code: int, body: str, image_urls: list[str] | None = None) -> Response:
+    """An HTML page; its CSP allows exactly the images in `image_urls` (the plots it shows)."""
+    headers = PAGE_HEADERS
+    if image_urls:
+        headers = {**PAGE_HEADERS, "Content-Security-Policy": messages.page_csp(image_urls)}
     return Response(status_code=status_code, content_type="text/html; charset=utf-8", body=body,
-                    headers=PAGE_HEADERS)
+                    headers=headers)
 
 
 @functools.cache
@@ -114,7 +117,7 @@ def confirm(token: str) -> Response:
         return _page(410, messages.expired_link_page(refusal.reason, expired.approver, f"../fresh-links/{token}"))
     review = load_package_review(claims.model_package_arn, presign_seconds=3600)
     page = messages.confirmation_page(review, claims.action, approver, f"on {utc_text(claims.expires_at)}")
-    return _page(200, page)
+    return _page(200, page, image_urls=[plot.url for plot in review.plots])
 
 
 @app.post("/approvals/<token>")

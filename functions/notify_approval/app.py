@@ -50,7 +50,12 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     token_key = parameters.get_secret(settings.token_secret_id, max_age=SECRET_CACHE_SECONDS)
     webhook_url = (parameters.get_secret(settings.slack_webhook_secret_id, max_age=SECRET_CACHE_SECONDS)
                    if settings.slack_webhook_secret_id else None)
-    result = notify_approvers(arn, settings, token_key=token_key, slack_webhook_url=webhook_url, logger=logger)
+    # Optional: with a bot token the plots are uploaded to Slack (shown even where the channel's
+    # members cannot reach S3); without one, Slack shows them from their presigned links.
+    bot_token = (parameters.get_secret(settings.slack_bot_token_secret_id, max_age=SECRET_CACHE_SECONDS)
+                 if settings.slack_bot_token_secret_id and webhook_url else None)
+    result = notify_approvers(arn, settings, token_key=token_key, slack_webhook_url=webhook_url, logger=logger,
+                              slack_bot_token=bot_token)
     summary = {"notified": True, "model_package_arn": result.model_package_arn,
                "emails_sent": len(result.emails_sent), "email_failures": sorted(result.email_failures),
                "slack_posted": result.slack_posted, "already_notified": sorted(result.already_notified)}

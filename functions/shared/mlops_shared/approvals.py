@@ -37,7 +37,7 @@ from mlops_shared.approval_tokens import (
     issue_token,
     verify_token,
 )
-from mlops_shared.artifacts import EvaluationReport
+from mlops_shared.artifacts import PNG_HEADER_BYTES, EvaluationReport, png_dimensions
 from mlops_shared.aws import parse_s3_uri
 
 PENDING = "PendingManualApproval"
@@ -73,6 +73,9 @@ class ApprovalSettings:
     token_secret_id: str = ""
     slack_webhook_secret_id: str = ""
     slack_signing_secret_id: str = ""
+    slack_bot_token_secret_id: str = ""  # optional: plots are uploaded to Slack instead of linked
+    slack_api_base_url: str = slack.API_BASE_URL
+    slack_upload_url_prefixes: tuple[str, ...] = slack.UPLOAD_URL_PREFIXES
     slack_team_id: str = ""  # the workspace whose button presses count (payload `team.id`)
     slack_app_id: str = ""   # the Slack app that sent them (payload `api_app_id`)
     slack_response_url_prefixes: tuple[str, ...] = slack.RESPONSE_URL_PREFIXES
@@ -92,6 +95,12 @@ class ApprovalSettings:
             token_secret_id=env.get("TOKEN_SECRET_ARN", "").strip(),
             slack_webhook_secret_id=env.get("SLACK_WEBHOOK_SECRET_ARN", "").strip(),
             slack_signing_secret_id=env.get("SLACK_SIGNING_SECRET_ARN", "").strip(),
+            slack_bot_token_secret_id=env.get("SLACK_BOT_TOKEN_SECRET_ARN", "").strip(),
+            # Only for a test double of Slack's Web API on the loopback; the stack never sets them.
+            slack_api_base_url=env.get("SLACK_API_BASE_URL", "").strip() or slack.API_BASE_URL,
+            slack_upload_url_prefixes=tuple(
+                p.strip() for p in env.get("SLACK_UPLOAD_URL_PREFIXES", "").split(",") if p.strip()
+            ) or slack.UPLOAD_URL_PREFIXES,
             slack_team_id=env.get("SLACK_TEAM_ID", "").strip(),
             slack_app_id=env.get("SLACK_APP_ID", "").strip(),
             notify_function_name=env.get("NOTIFY_APPROVAL_FUNCTION", "").strip(),
@@ -150,8 +159,9 @@ def token_key_ring(secret_id: str, max_age: float = 300.0) -> KeyRing:
 
 # -- what approvers are shown -------------------------------------------------------------------
 def load_package_review(model_package_arn: str, *, sagemaker=None, s3=None,
-                        presign_seconds: int = MAX_PRESIGN_SECONDS) -> PackageReview:
-    """Reads the package, its evaluation.json and the plots beside it (as presigned GET links)."""
+                        presign_seconds: int = MAX_PRESIGN_SECONDS, plot_content: bool = False) -> PackageReview:
+    """Reads the package, its evaluation.json and the plots beside it (as presigned GET links, with
+    their pixel size from each PNG's header; with `plot_content`, the PNGs themselves, to embed)."""
     sagemaker = sagemaker or boto3.client("sagemaker")
     s3 = s3 or boto3.client("s3")
     package = sagemaker.describe_model_package(ModelPackageName=model_package_arn)
@@ -192,20 +202,40 @@ def load_package_review(model_package_arn: str, *, sagemaker=None, s3=None,
     prefix = posixpath.dirname(key)
     prefix = f"{prefix}/" if prefix else ""
     paginator = s3.get_paginator("list_objects_v2")
-    plot_keys = sorted(
-        item["Key"]
+    plot_sizes = {
+        item["Key"]: item.get("Size")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
         for item in page.get("Contents", [])
         if item["Key"].lower().endswith(".png") and "/" not in item["Key"][len(prefix):]
-    )
+    }
     expires = max(60, min(int(presign_seconds), MAX_PRESIGN_SECONDS))
-    review.plots = [
-        Plot(name=posixpath.basename(plot_key).rsplit(".", 1)[0].replace("_", " "),
-             url=s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": plot_key},
-                                           ExpiresIn=expires))
-        for plot_key in plot_keys
-    ]
+    # In the order the Evaluate step lists them (the most telling first), any others after them.
+    listed = {name: index for index, name in enumerate(report.plots or [])}
+    ordered = sorted(plot_sizes, key=lambda k: (listed.get(posixpath.basename(k), len(listed)), k))
+    review.plots = [_read_plot(s3, bucket, plot_key, plot_sizes[plot_key], expires, plot_content) for plot_key in ordered]
     return review
+
+
+def _read_plot(s3, bucket: str, key: str, size: int | None, expires: int, content: bool) -> Plot:
+    """The plot at `key` as a presigned link, sized from its PNG header (the page's <img> gets width
+    and height, so it does not jump while loading); a plot that cannot be read stays a bare link."""
+    plot = Plot(name=posixpath.basename(key).rsplit(".", 1)[0].replace("_", " "),
+                url=s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires),
+                key=key, size=size)
+    # A PNG larger than an email may carry is never downloaded (the email links it and says why).
+    content = content and (size is None or size <= messages.INLINE_IMAGES_BUDGET_BYTES)
+    try:
+        if content:
+            data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        else:  # the header is enough to size it
+            data = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{PNG_HEADER_BYTES - 1}")["Body"].read()
+    except ClientError:
+        return plot
+    dimensions = png_dimensions(data[:PNG_HEADER_BYTES])
+    if dimensions:
+        plot.width, plot.height = dimensions
+        plot.content = data if content else None
+    return plot
 
 
 # -- notification -------------------------------------------------------------------------------
@@ -289,7 +319,8 @@ def fresh_links_kind(now: float) -> str:
 def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, token_key: TokenKey,
                      slack_webhook_url: str | None, sagemaker=None, s3=None, ses=None, dynamodb=None,
                      now: float | None = None, logger=None, kind: str = APPROVAL_REQUEST,
-                     recipients: tuple[str, ...] | None = None) -> NotificationResult:
+                     recipients: tuple[str, ...] | None = None,
+                     slack_bot_token: str | None = None) -> NotificationResult:
     """Emails every approver their own approve/reject links and posts one Slack message, each at
     most once per package and `kind` (`NotificationLedger`): a retry reaches only those not reached
     yet. With `recipients` (fresh links asked for), only those approvers are emailed and Slack is not.
@@ -311,8 +342,11 @@ def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, toke
     ses = ses or boto3.client("ses")
     dynamodb = dynamodb or boto3.client("dynamodb")
     issued_at = time.time() if now is None else now
+    # The PNGs themselves are read when an email embeds them or Slack gets them as files; the
+    # presigned links last as long as the approval links.
     review = load_package_review(model_package_arn, sagemaker=sagemaker, s3=s3,
-                                 presign_seconds=settings.token_ttl_seconds)
+                                 presign_seconds=settings.token_ttl_seconds,
+                                 plot_content=bool(settings.approver_emails) or slack.is_configured_secret(slack_bot_token))
     expires_text = f"on {utc_text(issued_at + settings.token_ttl_seconds)}"
     result = NotificationResult(model_package_arn=review.model_package_arn)
     if recipients is not None and review.approval_status != PENDING:
@@ -358,7 +392,8 @@ def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, toke
         result.slack_error = result.email_failures.pop(SLACK_CHANNEL_RECIPIENT, None)
     elif slack.is_webhook_url(slack_webhook_url):
         payload = messages.slack_message(review, token_for("approve", SLACK_ANY_APPROVER, "slack"),
-                                         token_for("reject", SLACK_ANY_APPROVER, "slack"), expires_text)
+                                         token_for("reject", SLACK_ANY_APPROVER, "slack"), expires_text,
+                                         uploaded=_upload_plots_to_slack(review, slack_bot_token, settings, logger))
         try:
             slack.post_json(slack_webhook_url, payload)
             result.slack_posted = True
@@ -371,6 +406,27 @@ def notify_approvers(model_package_arn: str, settings: ApprovalSettings, *, toke
     elif logger:
         logger.warning("Slack webhook secret holds no URL; Slack message skipped")
     return result
+
+
+def _upload_plots_to_slack(review: PackageReview, bot_token: str | None, settings: ApprovalSettings,
+                           logger=None) -> dict:
+    """Plot index -> Slack file id of each plot uploaded with the bot token (none without one). A
+    plot whose upload fails is shown from its presigned link instead: the message still goes out."""
+    if not slack.is_configured_secret(bot_token):
+        return {}
+    uploaded = {}
+    for index, plot in enumerate(review.plots):
+        if plot.content is None:
+            continue
+        try:
+            uploaded[index] = slack.upload_file(
+                bot_token, posixpath.basename(plot.key) or f"plot{index}.png", plot.content,
+                f"{review.title}: {plot.name}", api_base_url=settings.slack_api_base_url,
+                upload_url_prefixes=settings.slack_upload_url_prefixes)
+        except slack.SlackUploadError as exc:
+            if logger:
+                logger.warning("plot not uploaded to Slack; its link is shown", extra={"plot": plot.name, "error": str(exc)})
+    return uploaded
 
 
 # -- decision -----------------------------------------------------------------------------------

@@ -333,3 +333,19 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ArtifactFormatError(f"{where}: expected a string, got {value!r}")
         return value
     raise TypeError(f"{where}: unsupported contract type {hint!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# The evaluation's plots (PNG files next to evaluation.json)
+# ------------------------------------------------------------------------------------------------
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_HEADER_BYTES = 24  # signature, IHDR length and type, width, height
+
+
+def png_dimensions(header: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first 24 bytes of a PNG (its IHDR chunk); None when it is no PNG,
+    so a page never sizes an image from a file that is something else."""
+    if len(header) < PNG_HEADER_BYTES or not header.startswith(PNG_SIGNATURE) or header[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    return (width, height) if width > 0 and height > 0 else None

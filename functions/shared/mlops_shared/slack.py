@@ -107,3 +107,64 @@ def post_json(url: str, payload: dict, *, timeout: float = 10.0) -> int:
         raise SlackPostError(f"Slack answered HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise SlackPostError(f"Slack could not be reached ({type(exc).__name__})") from None
+
+
+# -- files uploaded with a bot token ------------------------------------------------------------
+# Slack's Web API and the hosts its upload URLs point at (files.getUploadURLExternal).
+API_BASE_URL = "https://slack.com/api/"
+UPLOAD_URL_PREFIXES = ("https://files.slack.com/",)
+
+
+class SlackUploadError(RuntimeError):
+    pass
+
+
+def _api_call(api_base_url: str, method: str, token: str, *, form: dict | None = None,
+              payload: dict | None = None, timeout: float = 10.0) -> dict:
+    """One Web API call; raises SlackUploadError unless Slack answers `ok`. The token never
+    appears in errors or logs."""
+    from urllib.parse import urlencode
+
+    if payload is not None:
+        data, content_type = json.dumps(payload).encode(), "application/json; charset=utf-8"
+    else:
+        data, content_type = urlencode(form or {}).encode(), "application/x-www-form-urlencoded"
+    request = urllib.request.Request(f"{api_base_url.rstrip('/')}/{method}", data=data, method="POST",
+                                     headers={"Content-Type": content_type, "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - https (or a test's loopback)
+            answer = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raise SlackUploadError(f"Slack {method} answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+        raise SlackUploadError(f"Slack {method} could not be reached ({type(exc).__name__})") from None
+    if not answer.get("ok"):
+        raise SlackUploadError(f"Slack {method} refused: {answer.get('error', 'unknown error')}")
+    return answer
+
+
+def upload_file(token: str, filename: str, content: bytes, title: str, *, api_base_url: str = API_BASE_URL,
+                upload_url_prefixes: tuple[str, ...] = UPLOAD_URL_PREFIXES, timeout: float = 10.0) -> str:
+    """Uploads `content` as a file of the bot (not shared in any channel: the message's image
+    blocks show it) through files.getUploadURLExternal, the upload URL and
+    files.completeUploadExternal; returns the file id."""
+    if not is_configured_secret(token):
+        raise SlackUploadError("the Slack bot token is not configured")
+    ticket = _api_call(api_base_url, "files.getUploadURLExternal", token.strip(),
+                       form={"filename": filename, "length": str(len(content))}, timeout=timeout)
+    upload_url, file_id = ticket.get("upload_url", ""), ticket.get("file_id", "")
+    # The file's bytes go only where Slack's own upload host is (judged on the parsed origin).
+    if not file_id or not is_response_url(upload_url, upload_url_prefixes):
+        raise SlackUploadError("Slack gave an upload URL outside its file host")
+    request = urllib.request.Request(upload_url, data=content, method="POST",
+                                     headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - checked above
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise SlackUploadError(f"Slack's upload URL answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise SlackUploadError(f"Slack's upload URL could not be reached ({type(exc).__name__})") from None
+    _api_call(api_base_url, "files.completeUploadExternal", token.strip(),
+              payload={"files": [{"id": file_id, "title": title}]}, timeout=timeout)
+    return file_id

@@ -212,3 +212,95 @@ def test_predict_raw_checks_its_input_and_matches_the_scaled_path(root, challeng
         model.predict_raw([records[0], {**records[1], "LOT_ACRES": "big"}])
     with pytest.raises(ModelInputError, match="no records"):
         model.predict_raw([])
+
+
+# --------------------------------------------------------------------------- the plots approvers read
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the step drew, by file name, read before they are saved and closed: each figure's
+    axes as (title, x label, y label, legend labels, x tick labels, y tick labels, offset texts)."""
+    seen: dict[str, list[dict]] = {}
+    build = evaluate.build_figures
+
+    def spy(*args, **kwargs):
+        figures = build(*args, **kwargs)
+        for name, fig in figures.items():
+            fig.canvas.draw()  # tick labels and offset texts exist only once drawn
+            seen[name] = [{
+                "title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+                "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
+                "xticks": [t.get_text() for t in ax.get_xticklabels()],
+                "yticks": [t.get_text() for t in ax.get_yticklabels()],
+                "offsets": [ax.xaxis.get_offset_text().get_text(), ax.yaxis.get_offset_text().get_text()],
+                "series": len(ax.collections) + len(ax.patches),
+            } for ax in fig.axes]
+        return figures
+
+    monkeypatch.setattr(evaluate, "build_figures", spy)
+    return seen
+
+
+def legend_labels(drawn: dict, name: str) -> list[str]:
+    return [label for ax in drawn[name] for label in ax["legend"]]
+
+
+def test_the_plots_overlay_a_comparable_champion_labelled_with_both_rmses(root, challenger, registry, drawn):
+    champion_arn = register(root, "champion", generate_housing(1500, seed=32), "Approved", price_factor=1.2)
+    document = run(root)
+    assert document["champion"]["model_package_arn"] == champion_arn
+    version = boto3.client("sagemaker").describe_model_package(ModelPackageName=champion_arn)["ModelPackageVersion"]
+    ours = evaluate.human_number(document["regression_metrics"]["rmse"]["value"])
+    theirs = evaluate.human_number(document["champion"]["rmse"])
+    for name in ("predicted_vs_actual.png", "residuals.png"):
+        labels = legend_labels(drawn, name)
+        assert f"challenger (RMSE {ours})" in labels, (name, labels)
+        assert f"champion v{version} (RMSE {theirs})" in labels, (name, labels)
+    assert not any("champion" in label for label in legend_labels(drawn, "feature_importance.png"))
+
+
+def test_a_champion_that_is_not_comparable_is_not_drawn(root, challenger, registry, drawn):
+    register(root, "other-schema", generate_housing(800, seed=41), "Approved", features=FEATURES[:-1])
+    document = run(root)
+    assert document["champion"]["comparable"] is False
+    for name in evaluate.PLOTS:
+        labels = legend_labels(drawn, name)
+        assert labels and not any("champion" in label for label in labels), (name, labels)
+    assert any(label.startswith("challenger (RMSE ") for label in legend_labels(drawn, "residuals.png"))
+
+
+def test_the_plots_name_the_target_and_read_as_plain_numbers(root, challenger, drawn):
+    run(root, group=None)
+    scatter, = drawn["predicted_vs_actual.png"]
+    assert scatter["xlabel"] == f"actual {TARGET}" and scatter["ylabel"] == f"predicted {TARGET}"
+    assert TARGET in scatter["title"]
+    residual_axes = drawn["residuals.png"]
+    assert all(TARGET in ax["xlabel"] for ax in residual_axes)
+    for name in ("predicted_vs_actual.png", "residuals.png"):
+        for ax in drawn[name]:
+            assert ax["offsets"] == ["", ""], "a 1e6-style offset above the axis"
+            ticks = [t for t in ax["xticks"] + ax["yticks"] if t]
+            assert ticks and not any("e+" in t or "e-" in t for t in ticks), ticks
+    # Prices are hundreds of thousands: the value axes read in k (or M).
+    assert any(t.endswith(("k", "M")) for t in scatter["xticks"] + scatter["yticks"])
+    importance, = drawn["feature_importance.png"]
+    assert any(t.endswith("%") for t in importance["xticks"])
+    out = root / "processing/output/evaluation"
+    for name in evaluate.PLOTS:
+        assert 5000 < (out / name).stat().st_size < 150_000, name
+
+
+def test_human_numbers():
+    assert [evaluate.human_number(v) for v in (0, 5.5, 950, 12_345, 250_000, 1_234_567, -45_000)] == \
+        ["0", "5.5", "950", "12.3k", "250k", "1.23M", "-45k"]
+
+
+def test_many_rows_are_drawn_as_a_seeded_sample_and_the_png_stays_small(tmp_path):
+    rng = np.random.default_rng(3)
+    actual = rng.normal(500_000, 120_000, 50_000)
+    predicted = actual + rng.normal(0, 15_000, actual.size)
+    champion = evaluate.ChampionPredictions(predicted=actual + rng.normal(0, 25_000, actual.size), rmse=25_000.0,
+                                            version=3)
+    names = evaluate.write_plots(tmp_path, actual, predicted, {"A": 0.7, "B": 0.3}, "PRICE", champion)
+    assert names == list(evaluate.PLOTS)
+    for name in names:
+        assert (tmp_path / name).stat().st_size < 150_000, name
