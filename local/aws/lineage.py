@@ -36,7 +36,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 from local.aws.gateway import LocalGateway, aws_error, json_response, request_json

@@ -22,6 +22,7 @@ import sys
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
 from local.cli import approvals_resend, datagen, demo, pipeline, predict, run, up  # noqa: E402
+from local.cli import lineage  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(subparsers)
     predict.register(subparsers)
     approvals_resend.register(subparsers)
+    lineage.register(subparsers)
     return parser
 
 
