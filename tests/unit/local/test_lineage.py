@@ -142,3 +142,25 @@ def test_the_service_constraints_refuse_what_aws_refuses(sagemaker):
     assert direction["Code"] == "ValidationException" and "direction" in direction["Message"]
     two_starts = _error(sagemaker.query_lineage, StartArns=[f"{SM}:context/a", f"{SM}:context/b"])
     assert two_starts["Code"] == "ValidationException"
+
+
+def test_mlops_lineage_refuses_what_is_not_a_package_and_prints_for_people(tmp_path, capsys):
+    from local import cli
+    from local.cli.lineage import describe_for_people
+
+    assert cli.main(["lineage", "houses/1", "--state-dir", str(tmp_path)]) == 2
+    assert "not a versioned model package ARN" in capsys.readouterr().err
+    assert cli.main(["lineage", f"{SM}:model-package/g/1", "--state-dir", str(tmp_path)]) == 2
+    assert "no local cloud is running" in capsys.readouterr().err
+    text = describe_for_people({
+        "model_package_arn": f"{SM}:model-package/g/1", "model_package_group": "g", "version": 1,
+        "dataset": {"uri": "s3://d/k v.csv", "bucket": "d", "key": "k v.csv", "version_id": "v1", "artifact_arn": "a"},
+        "manifest": None, "code": {"image_uri": "img:local@sha256:ab", "image_digest": "sha256:ab",
+                                   "code_version": "local", "artifact_arn": "i"},
+        "pipeline_execution": {"arn": "exec", "context_arn": "c"},
+        "training": {"tuning_job_name": "t", "training_job_name": "t-001", "hyperparameters": {"eta": "0.3"}, "arn": "x"},
+        "endpoints": [{"endpoint_name": "e", "endpoint_arn": "ea", "context_arn": "ec", "since": "2026-01-01T00:00:00+00:00",
+                       "current": False}],
+        "associations": [], "missing": ["the dataset manifest"]})
+    assert "s3://d/k v.csv?versionId=v1" in text and "  eta = 0.3" in text
+    assert "e since 2026-01-01T00:00:00+00:00 (replaced since)" in text and "missing          the dataset manifest" in text
