@@ -50,6 +50,8 @@ def wait_for_lineage(state_dir: Path, model_package_arn: str, timeout: float = 1
         lineage = mlops_lineage_json(state_dir, model_package_arn)
         if lineage["training"] is not None and lineage["code"] is not None:
             return lineage
+        dead = [p.read_text()[:3000] for p in sorted((Path(state_dir) / "dlq").glob("*record-lineage*.json"))]
+        assert not dead, f"the lineage recorder failed: {dead}"
         assert time.monotonic() < deadline, f"lineage still incomplete after {timeout:.0f} s: {lineage['missing']}"
         time.sleep(1.0)
 
