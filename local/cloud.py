@@ -25,6 +25,8 @@ from local.aws.endpoints import LocalEndpoints
 from local.aws.eventbridge import EventDispatcher, wait_until_idle
 from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
 from local.aws.gateway import LocalGateway
+from local.aws.lineage import LineageService
+from local.aws.lineage_jobs import LocalJobDescriptions
 from local.aws.lambda_runtime import LambdaRuntime, local_aws_environment
 from local.aws.model_registry import ModelPackageEvents
 from local.aws.sagemaker_pipelines.service import PipelineExecutor
@@ -162,6 +164,7 @@ class LocalCloud:
 
         self.model_package_events = ModelPackageEvents(self.gateway, credentials=self._runtime_credentials)
         self.model_package_events.install()
+        self.lineage = LineageService(self.gateway, account=ACCOUNT_ID).install()  # moto has no lineage API
 
         self.lambda_runtime = LambdaRuntime({}, self.endpoint_url, log_dir=self.state_dir / "logs" / "lambda",
                                             dead_letter=self._dead_letter,
@@ -219,6 +222,8 @@ class LocalCloud:
             image=self.jobs_image,
         )
         self.executor.install()
+        # The jobs the executor ran, described to the lineage recorder (moto never hears of them).
+        LocalJobDescriptions(self.gateway, self.executor, self.jobs_image.fingerprint).install()
         self._on_stop("pipeline executor", self.executor.shutdown)
 
     def _start_console(self) -> None:

@@ -13,6 +13,7 @@ returns the process exit code.
 | `mlops data generate` | `local.cli.datagen` |
 | `mlops approvals resend PACKAGE_ARN` | `local.cli.approvals_resend` |
 | `mlops status` | `local.cli.status` |
+| `mlops lineage PACKAGE_ARN` | `local.cli.lineage` |
 
 Exit codes: `local.cli.common` (`exit_code_for`), the table in docs/contracts.md. Every option's help
 shows its default (`local.cli.common.MlopsArgumentParser`).
@@ -25,7 +26,7 @@ import sys
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
-from local.cli import approvals_resend, datagen, demo, pipeline, predict, run, status, up  # noqa: E402
+from local.cli import approvals_resend, datagen, demo, lineage, pipeline, predict, run, status, up  # noqa: E402
 from local.cli.common import MlopsArgumentParser, VersionAction  # noqa: E402
 
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.register(subparsers)
     approvals_resend.register(subparsers)
     status.register(subparsers)
+    lineage.register(subparsers)
     return parser
 
 

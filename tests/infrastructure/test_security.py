@@ -26,7 +26,7 @@ DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 GLOBAL_SKIPS = {"CKV_AWS_117", "CKV_AWS_173", "CKV_AWS_115", "CKV_AWS_158", "CKV_AWS_119", "CKV_AWS_149", "CKV_AWS_27"}
 # APIs that support no resource-level permissions: the only actions allowed on Resource "*".
 UNSCOPABLE_ACTIONS = {
-    "sagemaker:ListModelPackages", "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
+    "sagemaker:ListModelPackages", "sagemaker:ListArtifacts", "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
     "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
     "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",

@@ -14,8 +14,10 @@ import pytest
 from local.aws.endpoints import LocalEndpoints
 from local.aws.gateway import LocalGateway
 from local.aws.lambda_runtime import LambdaRuntime
+from local.aws.lineage import LineageService
 from local.aws.public_parameters import PublicParameters, powertools_parameter_path
 from local.aws.stack.model import FunctionSpec
+from local.cli.lineage import lineage_of
 from tests.infrastructure.lambda_versions import requirements_lock_pins
 from tests.model_artifacts import FEATURES, TrafficLoop, expected_predictions, publish_package
 
@@ -38,6 +40,7 @@ def world(tmp_path_factory):
     gateway = LocalGateway().start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", gateway.url)
     endpoints = LocalEndpoints(gateway, tmp / "endpoints", max_bake_seconds=1.0).install()
+    LineageService(gateway).install()  # deploy_notify records each deployment's lineage
     s3, sm, sns, sqs = (boto3.client(s) for s in ("s3", "sagemaker", "sns", "sqs"))
     s3.create_bucket(Bucket=BUCKET)
     sm.create_model_package_group(ModelPackageGroupName=GROUP)
@@ -189,6 +192,13 @@ def test_approve_update_reject_and_broken_deployments(world):
     assert serving(world, record) == pytest.approx(first_answer, rel=1e-5)
     bodies = notifications(world)
     assert any("Outcome: deployed" in body and "after a rejection" in body for body in bodies)
+    # The lineage says which endpoint served each package since when, and which one serves now.
+    redeployed, original = sorted(lineage_of(world["sm"], first["arn"])["endpoints"], key=lambda e: e["since"],
+                                  reverse=True)
+    [replaced] = lineage_of(world["sm"], second["arn"])["endpoints"]
+    assert {e["endpoint_name"] for e in (redeployed, original, replaced)} == {ENDPOINT}
+    assert (original["current"], replaced["current"], redeployed["current"]) == (False, False, True)
+    assert original["since"] < replaced["since"] < redeployed["since"]
 
     # 6. Rejecting a package that is not serving changes nothing.
     result = run(world, broken["arn"], "Rejected")
@@ -258,3 +268,6 @@ def test_local_cloud_deploys_on_approval_once(tmp_path):
         executions = cloud.wait_for(finished, timeout=120, description="the duplicate")
         assert len(executions) == 2 and all(e["status"] == "SUCCEEDED" for e in executions)
         assert len(sm.list_endpoint_configs()["EndpointConfigs"]) == 1
+        # The deployment's lineage, recorded once by deploy_notify under its own role.
+        [served] = lineage_of(sm, package["arn"])["endpoints"]
+        assert (served["endpoint_name"], served["current"]) == (endpoint, True)

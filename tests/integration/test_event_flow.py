@@ -14,6 +14,7 @@ import pytest
 
 from local import cli
 from local.cli.datagen import generate_housing
+from tests.e2e.lineage_checks import assert_lineage_matches_run
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -305,3 +306,7 @@ def test_one_upload_trains_and_registers_one_model(make_cloud, ray_head, tmp_pat
     [event] = receive(cloud, observed, 1, timeout=30)
     assert event["detail"]["ModelApprovalStatus"] == "PendingManualApproval"
     assert event["detail"]["ModelPackageArn"] == result["model_package_arn"]
+
+    # `mlops lineage` names the object version, execution, trial hyperparameters and image this run used.
+    lineage = assert_lineage_matches_run(cloud.state_dir, result)
+    assert lineage["endpoints"] == []  # registered, not deployed

@@ -257,10 +257,13 @@ def _dead_letters(cloud, state: Path) -> None:
         faults.inject(path=rf"/{outputs['ArtifactsBucketName']}/pipeline/dead-letter/Evaluate/evaluation/.*",
                       method="GET", protocol="rest-xml", code="InternalError", status=500,
                       message="down for the test", times=10_000)
+        # ... nor can its lineage be written (the lineage API refuses every artifact).
+        failing("SageMaker.CreateArtifact")
         pending = publish_package(cloud.client("s3"), cloud.client("sagemaker"), state / "dead",
                                   bucket=outputs["ArtifactsBucketName"], group=outputs["ModelPackageGroupName"],
                                   execution_id="dead-letter")
         dead_lettered(outputs["NotifyApprovalDeadLetterQueueUrl"], "the package whose report its handler could not read")
+        dead_lettered(outputs["RecordLineageDeadLetterQueueUrl"], "the package whose lineage its handler could not write")
         faults.clear()
 
         failing("AWSStepFunctions.StartExecution")

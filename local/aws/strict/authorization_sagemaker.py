@@ -88,7 +88,8 @@ def start_pipeline_execution(p: Params, scope: Scope):
 
 for _op, _action, _callers in (
     ("DescribePipelineExecution", "sagemaker:DescribePipelineExecution", (at.CLI, at.CLOUD, at.CONSOLE)),
-    ("ListPipelineExecutionSteps", "sagemaker:ListPipelineExecutionSteps", (at.PIPELINE_STATUS, at.CLI, at.CONSOLE)),
+    ("ListPipelineExecutionSteps", "sagemaker:ListPipelineExecutionSteps",
+     (at.PIPELINE_STATUS, at.RECORD_LINEAGE, at.CLI, at.CONSOLE)),
     ("ListPipelineParametersForExecution", "sagemaker:ListPipelineParametersForExecution", (at.CLI,)),
     ("DescribePipelineDefinitionForExecution", "sagemaker:DescribePipelineDefinitionForExecution",
      (at.CLI, at.CONSOLE)),
@@ -134,9 +135,9 @@ def create_hyper_parameter_tuning_job(p: Params, scope: Scope):
 
 
 _simple("sagemaker", "DescribeProcessingJob", "sagemaker:DescribeProcessingJob", "processing-job",
-        "ProcessingJobName", (at.PIPELINES,))
+        "ProcessingJobName", (at.PIPELINES, at.RECORD_LINEAGE))
 _simple("sagemaker", "DescribeHyperParameterTuningJob", "sagemaker:DescribeHyperParameterTuningJob",
-        "hyper-parameter-tuning-job", "HyperParameterTuningJobName", (at.PIPELINES,))
+        "hyper-parameter-tuning-job", "HyperParameterTuningJobName", (at.PIPELINES, at.RECORD_LINEAGE))
 _simple("sagemaker", "ListTrainingJobsForHyperParameterTuningJob",
         "sagemaker:ListTrainingJobsForHyperParameterTuningJob", "hyper-parameter-tuning-job",
         "HyperParameterTuningJobName", (at.PIPELINES,))
@@ -194,7 +195,7 @@ def create_model_package(p: Params, scope: Scope):
 
 _simple("sagemaker", "DescribeModelPackage", "sagemaker:DescribeModelPackage", "model-package", "ModelPackageName",
         (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.DEPLOY_PREPARE, at.SMOKE_TEST, at.EVALUATE, at.CLI,
-         at.CONSOLE, at.ENDPOINTS_INTERNAL, at.EVENT_DISPATCH))
+         at.RECORD_LINEAGE, at.CONSOLE, at.ENDPOINTS_INTERNAL, at.EVENT_DISPATCH))
 
 
 @operation("sagemaker", "UpdateModelPackage", ["sagemaker:UpdateModelPackage"], (at.APPROVAL_API,))
@@ -293,3 +294,81 @@ _simple("sagemaker", "DescribeFeatureGroup", "sagemaker:DescribeFeatureGroup", "
         (at.INGEST, at.FEATURE_STORE_INTERNAL))
 _simple("sagemaker-featurestore-runtime", "PutRecord", "sagemaker:PutRecord", "feature-group", "FeatureGroupName",
         (at.INGEST,))
+
+
+# -- ML lineage tracking (functions/shared/mlops_shared/lineage.py; local/aws/lineage.py) --------
+# Entities given by ARN are used as given; contexts and actions named in a request are on their
+# name (kept in case: lineage names are not lower-cased in ARNs, as the ARNs CreateContext returns show).
+# An artifact's ARN is a hash of its source SageMaker computes, so CreateArtifact is on `artifact/*`.
+_LINEAGE_WRITERS = (at.RECORD_LINEAGE, at.DEPLOY_NOTIFY_LINEAGE)
+
+
+@operation("sagemaker", "CreateArtifact", ["sagemaker:CreateArtifact", "sagemaker:AddTags"], _LINEAGE_WRITERS)
+def create_artifact(p: Params, scope: Scope):
+    arn = scope.arn("sagemaker", "artifact", HashOfArtifactSource="*")
+    requests = [scope.request("sagemaker:CreateArtifact", arn, tag_context(p.get("Tags")), resource_type="artifact")]
+    if p.get("Tags"):
+        requests.append(scope.request("sagemaker:AddTags", arn, {**tag_context(p.get("Tags")),
+                                      "sagemaker:TaggingAction": "CreateArtifact"}, resource_type="artifact"))
+    return requests
+
+
+def _named_lineage_create(op: str, resource_type: str, member: str):
+    action = f"sagemaker:{op}"
+
+    @operation("sagemaker", op, [action, "sagemaker:AddTags"], _LINEAGE_WRITERS)
+    def build(p: Params, scope: Scope):
+        names = {"action": "ActionName", "context": "ContextName"}
+        arn = scope.arn("sagemaker", resource_type, **{names[resource_type]: p[member]})
+        requests = [scope.request(action, arn, tag_context(p.get("Tags")), resource_type=resource_type)]
+        if p.get("Tags"):
+            requests.append(scope.request("sagemaker:AddTags", arn, {**tag_context(p.get("Tags")),
+                                          "sagemaker:TaggingAction": op}, resource_type=resource_type))
+        return requests
+    return build
+
+
+_named_lineage_create("CreateAction", "action", "ActionName")
+_named_lineage_create("CreateContext", "context", "ContextName")
+
+
+def _lineage_resource_type(arn: str) -> str:
+    return arn.split(":", 5)[-1].split("/", 1)[0]
+
+
+@operation("sagemaker", "AddAssociation", ["sagemaker:AddAssociation"], _LINEAGE_WRITERS)
+def add_association(p: Params, scope: Scope):
+    # Authorized on both ends: the reference lists each end's resource type as required.
+    return [scope.request("sagemaker:AddAssociation", p[member], resource_type=_lineage_resource_type(p[member]))
+            for member in ("SourceArn", "DestinationArn")]
+
+
+@operation("sagemaker", "DescribeArtifact", ["sagemaker:DescribeArtifact"], (*_LINEAGE_WRITERS, at.CLI))
+def describe_artifact(p: Params, scope: Scope):
+    return [scope.request("sagemaker:DescribeArtifact", p["ArtifactArn"], resource_type="artifact")]
+
+
+def _named_lineage_describe(op: str, resource_type: str, member: str):
+    action = f"sagemaker:{op}"
+
+    @operation("sagemaker", op, [action], (*_LINEAGE_WRITERS, at.CLI))
+    def build(p: Params, scope: Scope):
+        value = p[member]
+        if not value.startswith("arn:"):
+            names = {"action": "ActionName", "context": "ContextName"}
+            value = scope.arn("sagemaker", resource_type, **{names[resource_type]: value})
+        return [scope.request(action, value, resource_type=resource_type)]
+    return build
+
+
+_named_lineage_describe("DescribeAction", "action", "ActionName")
+_named_lineage_describe("DescribeContext", "context", "ContextName")
+
+for _op in ("ListArtifacts", "ListActions", "ListContexts", "ListAssociations", "QueryLineage"):
+    def _listing(p: Params, scope: Scope, _action=f"sagemaker:{_op}"):
+        # Takes no resource-level permissions: the request is on "*".
+        return [scope.request(_action)]
+    operation("sagemaker", _op, [f"sagemaker:{_op}"], (*_LINEAGE_WRITERS, at.CLI))(_listing)
+
+_simple("sagemaker", "DescribeTrainingJob", "sagemaker:DescribeTrainingJob", "training-job", "TrainingJobName",
+        (at.RECORD_LINEAGE, at.CLI))

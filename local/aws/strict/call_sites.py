@@ -17,6 +17,7 @@ APPROVAL_API_ROLE = "ApprovalApiFunctionRole"
 DEPLOY_PREPARE_ROLE = "DeployPrepareFunctionRole"
 DEPLOY_SMOKE_TEST_ROLE = "DeploySmokeTestFunctionRole"
 DEPLOY_NOTIFY_ROLE = "DeployNotifyFunctionRole"
+RECORD_LINEAGE_ROLE = "RecordLineageFunctionRole"
 DEPLOY_STATE_MACHINE_ROLE = "DeployStateMachineRole"
 DEPLOY_RULE_ROLES = "DeployStateMachinePackageApprovedRole / DeployStateMachinePackageRejectedRole"
 PIPELINE_EXECUTION_ROLE = "PipelineExecutionRole"
@@ -53,6 +54,9 @@ SMOKE_TEST = _at("deploy_smoke_test", DEPLOY_SMOKE_TEST_ROLE, "functions/shared/
 DEPLOY_NOTIFY = _at("deploy_notify", DEPLOY_NOTIFY_ROLE, "functions/shared/mlops_shared/deployment.py, notifications.py")
 FUNCTION_LOGS = _at("Lambda function logs", "the function's role (AWSLambdaBasicExecutionRole)",
                     "local/aws/lambda_runtime.py (/aws/lambda/<function>, one stream per worker)")
+RECORD_LINEAGE = _at("record_lineage", RECORD_LINEAGE_ROLE, "functions/shared/mlops_shared/lineage.py")
+DEPLOY_NOTIFY_LINEAGE = _at("deploy_notify", DEPLOY_NOTIFY_ROLE,
+                            "functions/shared/mlops_shared/lineage.py (record_deployment)")
 FUNCTION_DEAD_LETTERS = _at("Lambda asynchronous invocation", "the function's role (DeadLetterQueue)",
                             "template.yaml DeadLetterQueue of StartPipeline/PipelineStatus/NotifyApproval")
 

@@ -25,6 +25,24 @@ TAGS = [{"Key": "ModelPackageArn", "Value": PACKAGE}, {"Key": "DeploymentId", "V
 
 # One request per operation of the table, with the members the product sends.
 SAMPLES: dict[tuple[str, str], dict] = {
+    ("sagemaker", "CreateArtifact"): {"Source": {"SourceUri": "s3://data/incoming/a.csv",
+                                                 "SourceTypes": [{"SourceIdType": "S3Version", "Value": "v1"}]},
+                                      "ArtifactType": "DataSet"},
+    ("sagemaker", "CreateAction"): {"ActionName": "training-abc", "ActionType": "ModelTraining",
+                                    "Source": {"SourceUri": f"{SM}:training-job/abc"}},
+    ("sagemaker", "CreateContext"): {"ContextName": "endpoint-prod", "ContextType": "Endpoint",
+                                     "Source": {"SourceUri": f"{SM}:endpoint/prod"}, "Tags": TAGS},
+    ("sagemaker", "AddAssociation"): {"SourceArn": f"{SM}:artifact/0123456789abcdef0123456789abcdef",
+                                      "DestinationArn": f"{SM}:context/endpoint-prod", "AssociationType": "ContributedTo"},
+    ("sagemaker", "DescribeArtifact"): {"ArtifactArn": f"{SM}:artifact/0123456789abcdef0123456789abcdef"},
+    ("sagemaker", "DescribeAction"): {"ActionName": "training-abc"},
+    ("sagemaker", "DescribeContext"): {"ContextName": f"{SM}:context/endpoint-prod"},
+    ("sagemaker", "ListArtifacts"): {"SourceUri": PACKAGE},
+    ("sagemaker", "ListActions"): {"SourceUri": f"{SM}:training-job/abc"},
+    ("sagemaker", "ListContexts"): {"SourceUri": EXECUTION},
+    ("sagemaker", "ListAssociations"): {"DestinationArn": f"{SM}:context/endpoint-prod"},
+    ("sagemaker", "QueryLineage"): {"StartArns": [f"{SM}:context/endpoint-prod"], "Direction": "Ascendants"},
+    ("sagemaker", "DescribeTrainingJob"): {"TrainingJobName": "abc-Trial-1"},
     ("s3", "GetObject"): {"Bucket": "data", "Key": "incoming/a.csv", "VersionId": "v1", "Range": "bytes=0-9"},
     ("s3", "HeadObject"): {"Bucket": "data", "Key": "incoming/a.csv"},
     ("s3", "PutObject"): {"Bucket": "data", "Key": "quarantine/a.csv.reason.json", "Tagging": "a=1&b=2", "ACL": "private"},
@@ -423,3 +441,21 @@ def test_table_entries_cannot_invent_actions_resource_types_or_condition_keys():
         scope.request("s3:GetObject", "arn:aws:s3:::b", resource_type="bucket")
     with pytest.raises(ValueError, match="requires a endpoint resource"):
         scope.request("sagemaker:DescribeEndpoint")
+
+
+# -- SageMaker lineage ----------------------------------------------------------------------------
+def test_lineage_writes_are_on_the_entities_and_an_association_on_both_ends():
+    (artifact,) = requests_for("sagemaker", "CreateArtifact")
+    assert (artifact.action, artifact.resource) == ("sagemaker:CreateArtifact", f"{SM}:artifact/*")
+    create, tagging = requests_for("sagemaker", "CreateContext")
+    assert create.resource == tagging.resource == f"{SM}:context/endpoint-prod"
+    assert tagging.context["sagemaker:TaggingAction"] == "CreateContext"
+    source, destination = requests_for("sagemaker", "AddAssociation")
+    assert (source.resource, destination.resource) == (f"{SM}:artifact/0123456789abcdef0123456789abcdef",
+                                                       f"{SM}:context/endpoint-prod")
+    (by_name,) = requests_for("sagemaker", "DescribeAction")
+    assert by_name.resource == f"{SM}:action/training-abc"
+    (query,) = requests_for("sagemaker", "QueryLineage")
+    assert query.resource == "*"
+    (training,) = requests_for("sagemaker", "DescribeTrainingJob")
+    assert training.resource == f"{SM}:training-job/abc-trial-1"
