@@ -139,6 +139,7 @@ class LocalCloud:
     def _start_parts(self) -> None:
         started = time.monotonic()
         self._log_refusals(self.state_dir / "logs" / "strict-face.log")
+        self._log_emulator_internals(self.state_dir / "logs" / "emulators.log")
         # Jobs, the Ray head and the model servers run in the jobs image's environment.
         self.jobs_image = default_image()
         self.gateway = LocalGateway().start()
@@ -333,6 +334,29 @@ class LocalCloud:
             refusals.removeHandler(handler)
             handler.close()
         self._on_stop("strict face log", stop)
+
+    # Loggers of the emulators' own machinery, not of anything the system does: moto's Step Functions
+    # interpreter logs an ERROR for every optional JSONPath a Choice state tests and finds absent
+    # (AWS does not: the state machine behaves as designed), the SAM translator warns about its
+    # feature-toggle config. On a terminal they read like failures; in a file they are there for
+    # whoever debugs the emulators. The state machine's real outcome is in its execution history.
+    EMULATOR_LOGGERS = ("moto.stepfunctions.parser", "samtranslator")
+
+    def _log_emulator_internals(self, path: Path) -> None:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        loggers = [logging.getLogger(name) for name in self.EMULATOR_LOGGERS]
+        before = [(logger, logger.propagate) for logger in loggers]
+        for logger in loggers:
+            logger.addHandler(handler)
+            logger.propagate = False
+
+        def stop() -> None:
+            for logger, propagate in before:
+                logger.removeHandler(handler)
+                logger.propagate = propagate
+            handler.close()
+        self._on_stop("emulator log", stop)
 
     # -- state file -----------------------------------------------------------------------------
     @property

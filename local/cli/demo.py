@@ -78,7 +78,7 @@ def _print_where(cloud) -> None:
     state = cloud.state_dir
     _say(f"   state:   {state}")
     _say(f"   outbox:  {cloud.outbox_dir}  (emails .eml, Slack messages .json)")
-    _say(f"   logs:    {state / 'logs'}  (Lambda handlers; strict-face.log: every refused request)")
+    _say(f"   logs:    {state / 'logs'}  (Lambda handlers; strict-face.log: every refused request; emulators.log: moto's and SAM's own messages)")
     _say(f"            {state / 'work' / 'pipelines'}  (pipeline steps)")
     _say(f"            {state / 'work' / 'endpoints'}  (model servers)")
 

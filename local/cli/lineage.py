@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     from local.cli.common import DEFAULT_STATE_DIR
 
     parser = subparsers.add_parser("lineage", help="what produced a model package and where it is served",
-                                   description=__doc__.splitlines()[0])
+                                   description=__doc__.split("\n\n", 1)[0].replace("\n", " "))
     parser.add_argument("model_package_arn", metavar="PACKAGE_ARN",
                         help="versioned model package ARN (`mlops local run` output: model_package_arn)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines for people")

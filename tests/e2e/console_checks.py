@@ -70,6 +70,34 @@ def parse(html: str) -> _Elements:
     return parser
 
 
+class _Section(HTMLParser):
+    """The text inside the element with a given id (and everything nested in it)."""
+
+    def __init__(self, element_id: str):
+        super().__init__()
+        self.element_id, self.depth, self.text = element_id, 0, []
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID and (self.depth or dict(attrs).get("id") == self.element_id):
+            self.depth += 1
+
+    def handle_endtag(self, tag):
+        if self.depth:
+            self.depth -= 1
+
+    def handle_data(self, data):
+        if self.depth:
+            self.text.append(data)
+
+
+def section_text(html: str, element_id: str) -> str:
+    parser = _Section(element_id)
+    parser.feed(html)
+    return " ".join(parser.text)
+
+
 def dag_statuses(dom: str) -> dict[str, str]:
     """Step name -> status of the DAG nodes the page's script drew (`<g class="step" ...>`)."""
     return {a["data-step"]: a["data-status"] for tag, a in parse(dom).elements
@@ -147,7 +175,8 @@ class ConsoleWatcher:
                 if "Executing" in history and "Succeeded" in history[history.index("Executing"):]]
 
 
-def check_console_after_run(console_url: str, watcher: ConsoleWatcher, result: dict, shots: Path) -> None:
+def check_console_after_run(console_url: str, watcher: ConsoleWatcher, result: dict, shots: Path,
+                            lineage: dict | None = None) -> None:
     """What a person looks for once the run is over: every step of the execution, the registered
     model with its approval, metrics, plots and lineage, each in the rendered page and on screen."""
     assert watcher.errors == [] or watcher.seen, watcher.errors[-3:]
@@ -171,7 +200,8 @@ def check_console_after_run(console_url: str, watcher: ConsoleWatcher, result: d
 
     version = result["model_package_arn"].rsplit("/", 1)[1]
     package_url = f"{console_url}/packages/{version}"
-    page = parse(rendered_dom(package_url, budget_ms=1000))
+    dom = rendered_dom(package_url, budget_ms=1000)
+    page = parse(dom)
     text = " ".join(page.text)
     assert "Approved" in text and "Approved by " in text, text[:3000]  # who decided, from ApprovalDescription
     assert f"{result['metrics']['rmse']:,.1f}" in text, (result["metrics"], text[:3000])
@@ -181,7 +211,16 @@ def check_console_after_run(console_url: str, watcher: ConsoleWatcher, result: d
         status, headers, body = get(console_url + src.replace("&amp;", "&"))
         assert status == 200 and headers["Content-Type"] == "image/png" and body.startswith(b"\x89PNG"), (src, status)
     assert any(a.get("id") == "lineage" for _, a in page.elements), "no lineage section"
-    assert "lineage: not recorded" in text or "dataset" in text
+    lineage_text = section_text(dom, "lineage")
+    if lineage is None:
+        assert "lineage: not recorded" in lineage_text or "dataset" in lineage_text, lineage_text
+    else:  # the chain `mlops lineage` read, as the page shows it
+        assert "lineage: not recorded" not in lineage_text, lineage_text
+        dataset = lineage["dataset"]
+        for expected in (dataset["key"], dataset["version_id"], lineage["pipeline_execution"]["arn"].rsplit("/", 1)[1],
+                         lineage["training"]["training_job_name"], *lineage["training"]["hyperparameters"].values()):
+            assert expected and str(expected) in lineage_text, (expected, lineage_text[:3000])
+        assert result["endpoint_name"] in lineage_text, lineage_text[:3000]  # the endpoint serving it
     png = screenshot(package_url, shots / "console-package.png", size=(1400, 1400))
     variance, colours, _ = pixel_stats(png, SUCCEEDED_GREEN)
     assert variance > 100 and colours > 200, "the package page shows no plots"

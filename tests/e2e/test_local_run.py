@@ -22,6 +22,7 @@ from local.cloud_file import find_running_cloud
 from local.cli.common import EXIT_QUARANTINED
 from local.cli.datagen import generate_housing
 from tests.e2e import console_checks
+from tests.e2e.lineage_checks import assert_lineage_matches_run
 
 REPO = Path(__file__).resolve().parents[2]
 # The installed `mlops` command next to this interpreter (the venv's), as a user runs it.
@@ -121,7 +122,10 @@ def test_a_csv_reaches_a_deployed_endpoint_that_predicts_raw_features(tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
         result = one_json_line(run.stdout)
         assert result["status"] == "deployed", (result, run.stderr[-3000:])
-        console_checks.check_console_after_run(info["console_url"], watcher, result, tmp_path / "screenshots")
+        # Lineage first: the console's package page must show the same recorded chain.
+        lineage = assert_lineage_matches_run(state, result)
+        console_checks.check_console_after_run(info["console_url"], watcher, result, tmp_path / "screenshots",
+                                               lineage=lineage)
         console_checks.check_lambda_logs(info)
         assert result["reason"] is None
         assert result["execution_arn"] and result["model_package_arn"]

@@ -343,7 +343,7 @@ def add_association(p: Params, scope: Scope):
             for member in ("SourceArn", "DestinationArn")]
 
 
-@operation("sagemaker", "DescribeArtifact", ["sagemaker:DescribeArtifact"], (*_LINEAGE_WRITERS, at.CLI))
+@operation("sagemaker", "DescribeArtifact", ["sagemaker:DescribeArtifact"], (*_LINEAGE_WRITERS, at.CLI, at.CONSOLE))
 def describe_artifact(p: Params, scope: Scope):
     return [scope.request("sagemaker:DescribeArtifact", p["ArtifactArn"], resource_type="artifact")]
 
@@ -351,7 +351,7 @@ def describe_artifact(p: Params, scope: Scope):
 def _named_lineage_describe(op: str, resource_type: str, member: str):
     action = f"sagemaker:{op}"
 
-    @operation("sagemaker", op, [action], (*_LINEAGE_WRITERS, at.CLI))
+    @operation("sagemaker", op, [action], (*_LINEAGE_WRITERS, at.CLI, at.CONSOLE))
     def build(p: Params, scope: Scope):
         value = p[member]
         if not value.startswith("arn:"):
@@ -368,7 +368,7 @@ for _op in ("ListArtifacts", "ListActions", "ListContexts", "ListAssociations", 
     def _listing(p: Params, scope: Scope, _action=f"sagemaker:{_op}"):
         # Takes no resource-level permissions: the request is on "*".
         return [scope.request(_action)]
-    operation("sagemaker", _op, [f"sagemaker:{_op}"], (*_LINEAGE_WRITERS, at.CLI))(_listing)
+    operation("sagemaker", _op, [f"sagemaker:{_op}"], (*_LINEAGE_WRITERS, at.CLI, at.CONSOLE))(_listing)
 
 _simple("sagemaker", "DescribeTrainingJob", "sagemaker:DescribeTrainingJob", "training-job", "TrainingJobName",
-        (at.RECORD_LINEAGE, at.CLI))
+        (at.RECORD_LINEAGE, at.CLI, at.CONSOLE))
