@@ -31,7 +31,8 @@ from local.cloud_file import find_running_cloud
 from local.jobs_image import default_image
 
 PROCESSING_LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
-_DATASET_LINE = re.compile(r"dataset (s3://\S+) \(version (\S+)\) from ")
+# Keys are what people name files: spaces, parentheses, `&` — only the version and the reference URI are tokens.
+_DATASET_LINE = re.compile(r"dataset (s3://.+?) \(version ([^\s)]+)\) from s3://\S+$")
 
 
 def mlops_lineage_json(state_dir: Path, model_package_arn: str) -> dict:
