@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from local import cli
+from local.cli.common import EXIT_PIPELINE_FAILED, EXIT_QUARANTINED
 from local.cli.datagen import generate_housing
 from tests.e2e.lineage_checks import assert_lineage_matches_run
 
@@ -100,11 +101,11 @@ def test_bad_files_are_quarantined_with_the_original_kept_and_no_execution(make_
         assert original["Body"].read() == body  # the source is never lost
         assert s3.get_object(Bucket=bucket, Key=f"quarantine/{name}")["Body"].read() == body
 
-    # Through the CLI, like a user: one more bad file, reported as a correct quarantine (exit 0).
+    # Through the CLI, like a user: one more bad file, reported as a quarantine (its own exit code).
     path = tmp_path / "cli-bad.csv"
     path.write_bytes(bad_files["no-target.csv"][0])
     code, result = run_cli(capsys, cloud, path, "--timeout", "120")
-    assert code == 0
+    assert code == EXIT_QUARANTINED, result
     assert result["status"] == "quarantined" and result["reason"].startswith("missing_target")
     assert result["execution_arn"] is None
 
@@ -222,7 +223,7 @@ def test_a_failing_pipeline_notifies_the_failing_step_and_reason(make_cloud, tmp
     path.write_bytes(csv_failing_at_ingest())
 
     code, result = run_cli(capsys, cloud, path, "--timeout", "300")
-    assert code == 0, result  # a failed pipeline is a designed outcome, not an internal error
+    assert code == EXIT_PIPELINE_FAILED, result  # its own code: not an internal error, not success
     assert result["status"] == "failed"
     assert result["reason"].startswith("Ingest: ") and "rejected 1 of 7001 rows" in result["reason"]
     assert result["execution_arn"] and result["model_package_arn"] is None
