@@ -19,7 +19,7 @@ from local.aws.public_parameters import PublicParameters
 
 ROOT = Path(__file__).resolve().parents[3]
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
-TRACED = {"approval_api", "notify_approval", "pipeline_status", "start_pipeline"}
+TRACED = {"approval_api", "notify_approval", "pipeline_status", "record_lineage", "start_pipeline"}
 # The API resolver of approval_api is built on Powertools' event data classes; the others read the
 # plain event dict.
 USES_EVENT_DATA_CLASSES = {"approval_api"}
