@@ -157,9 +157,10 @@ class LambdaLogStream:
     once and the local log file still has everything.
     """
 
-    def __init__(self, logs_factory: Callable[[], Any], function_name: str, started: float | None = None):
+    def __init__(self, logs_factory: Callable[[], Any], function_name: str, started: float | None = None,
+                 log_group: str | None = None):
         self.logs_factory = logs_factory
-        self.log_group = f"/aws/lambda/{function_name}"
+        self.log_group = log_group or f"/aws/lambda/{function_name}"  # the function's LoggingConfig.LogGroup
         when = time.gmtime(time.time() if started is None else started)
         self.stream = f"{time.strftime('%Y/%m/%d', when)}/[$LATEST]{uuid.uuid4().hex}"
         self._pending: list[tuple[int, str]] = []
@@ -489,7 +490,7 @@ class LambdaRuntime:
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_size),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(spec.timeout)),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+            "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
             # Each worker names its own stream (LambdaLogStream); this one stands for a worker without.
             "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d', time.gmtime())}/[$LATEST]{uuid.uuid4().hex}",
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
@@ -524,7 +525,8 @@ class LambdaRuntime:
         from local.aws.eventbridge import local_client
 
         credentials = self.credentials_for(spec) if self.credentials_for else None
-        return LambdaLogStream(lambda: local_client("logs", self.endpoint_url, credentials), spec.name)
+        return LambdaLogStream(lambda: local_client("logs", self.endpoint_url, credentials), spec.name,
+                               log_group=spec.log_group)
 
     def spec(self, name_or_arn: str) -> FunctionSpec:
         name = function_name_from(name_or_arn)

@@ -66,6 +66,12 @@ class FunctionSpec:
     permissions: list[dict] = field(default_factory=list)
     managed_layers: list[ManagedLayer] = field(default_factory=list)  # AWS-published layers, in order
     architecture: str = "x86_64"
+    # LoggingConfig.LogGroup, where Lambda sends the function's output; "" = Lambda's default.
+    log_group_name: str = ""
+
+    @property
+    def log_group(self) -> str:
+        return self.log_group_name or f"/aws/lambda/{self.name}"
 
     def resource_policy(self) -> dict | None:
         if not self.permissions:

@@ -114,3 +114,19 @@ def test_without_cloudwatch_logs_nothing_is_written(aws, tmp_path):
     finally:
         runtime.close()
     assert boto3.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"] == []
+
+
+def test_a_function_with_a_logging_config_logs_to_its_log_group(aws, tmp_path):
+    """LoggingConfig.LogGroup names where Lambda sends the output (the handler sees it too)."""
+    spec = _function(tmp_path, "configured-fn")
+    spec.log_group_name = "/custom/configured-fn"
+    runtime = LambdaRuntime({spec.name: spec}, aws, log_dir=tmp_path / "logs", cloudwatch_logs=True)
+    try:
+        assert runtime.invoke(spec.name, {"n": 7}).payload == 7
+    finally:
+        runtime.close()
+    logs = boto3.client("logs")
+    [stream] = logs.describe_log_streams(logGroupName="/custom/configured-fn")["logStreams"]
+    assert any("handling 7 " in e for e in _events(logs, "/custom/configured-fn", stream["logStreamName"]))
+    assert logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/configured-fn")["logGroups"] == []
+

@@ -134,6 +134,8 @@ Resources:
       CodeUri: fn/
       Handler: app.lambda_handler
       Layers: [!Ref SharedLayer]
+      LoggingConfig:
+        LogGroup: !Ref Logs
       Environment:
         Variables:
           DATA_BUCKET: !Ref DataBucket
@@ -246,6 +248,7 @@ def test_template_is_provisioned_into_moto(aws, stack_dir):
     assert function.code_dir == (stack_dir / "fn").resolve()
     assert function.layer_dirs == [(stack_dir / "layer" / "python").resolve()]
     assert function.timeout == 30
+    assert function.log_group == stack.ref("Logs")  # LoggingConfig.LogGroup: where Lambda sends its output
     assert function.environment == {
         "POWERTOOLS_SERVICE_NAME": "mlops",
         "DEFAULT_TARGET_COLUMN": "PRICE",

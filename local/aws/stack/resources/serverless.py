@@ -70,6 +70,8 @@ def function(p: Provisioner, logical_id: str, definition: dict) -> None:
                                .get("MaximumRetryAttempts", 2)),
         managed_layers=managed_layers,
         architecture=architectures[0],
+        log_group_name=str(((props.get("LoggingConfig") or global_props.get("LoggingConfig") or {})
+                            .get("LogGroup")) or ""),
     )
     p.stack.functions[name] = spec
     p.add(logical_id, definition["Type"], name, Arn=arn, Name=name, RoleArn=role_arn)
