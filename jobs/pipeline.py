@@ -100,6 +100,9 @@ def _parameters() -> dict:
         # Auto | PutRecord | OfflineStore: how ingest writes the feature store (see jobs/ingest.py).
         ParameterString("IngestionMode", default_value="Auto"),
         ParameterString("ProcessingInstanceType", default_value="ml.m5.xlarge"),
+        # Evaluate reads the test split and one model: a smaller instance, since its cost is mostly
+        # start-up billed at the instance's price (docs/performance.md).
+        ParameterString("EvaluateInstanceType", default_value="ml.m5.large"),
         ParameterInteger("ProcessingInstanceCount", default_value=1),
         ParameterString("TrainingInstanceType", default_value="ml.m5.xlarge"),
         ParameterInteger("TrainingInstanceCount", default_value=1),
@@ -130,12 +133,13 @@ def _step_uri(p: dict, step: str, *parts: str) -> Join:
     return Join(on="/", values=[p["ArtifactsS3Uri"], ExecutionVariables.PIPELINE_EXECUTION_ID, step, *parts])
 
 
-def _processor(p: dict, session: PipelineSession, module: str, env: dict | None = None) -> Processor:
+def _processor(p: dict, session: PipelineSession, module: str, env: dict | None = None,
+               instance_type: str = "ProcessingInstanceType", instance_count=None) -> Processor:
     return Processor(
         role=ROLE_PLACEHOLDER,
         image_uri=p["JobImageUri"],
-        instance_count=p["ProcessingInstanceCount"],
-        instance_type=p["ProcessingInstanceType"],
+        instance_count=p["ProcessingInstanceCount"] if instance_count is None else instance_count,
+        instance_type=p[instance_type],
         entrypoint=["python3", "-m", module],
         base_job_name=module.replace("jobs.", "ray-mlops-"),
         env=env,
@@ -260,7 +264,8 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
 
     # -- Evaluate: test-set metrics, plots, champion comparison -----------------------------------
     evaluation_report = PropertyFile(name="EvaluationReport", output_name="evaluation", path="evaluation.json")
-    evaluate = _processor(p, session, "jobs.evaluate")
+    # One instance: the step runs on the head host only (jobs.ray_cluster.head_only), others would idle.
+    evaluate = _processor(p, session, "jobs.evaluate", instance_type="EvaluateInstanceType", instance_count=1)
     step_evaluate = ProcessingStep(
         name="Evaluate",
         step_args=evaluate.run(

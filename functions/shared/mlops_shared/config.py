@@ -49,6 +49,8 @@ STACK_PIPELINE_PARAMETERS: dict[str, str] = {
     "TrainingInstanceCount": "TRAINING_INSTANCE_COUNT",
     "MaxTuningJobs": "MAX_TUNING_JOBS",
     "MaxParallelTuningJobs": "MAX_PARALLEL_TUNING_JOBS",
+    "EvaluateInstanceType": "EVALUATE_INSTANCE_TYPE",
+    "IngestionMode": "INGESTION_MODE",
     # Intake applies it to the sample too (StartPipelineSettings.max_rejected_rows).
     "MaxRejectedRows": "MAX_REJECTED_ROWS",
 }
