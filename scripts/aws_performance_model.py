@@ -16,6 +16,7 @@ the architecture diagram. docs/performance.md explains the model and the design 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import shlex
 import sys
@@ -397,6 +398,7 @@ def replace_block(text: str, block: str) -> str:
     return head + block + rest.split(END, 1)[1]
 
 
+@functools.lru_cache(maxsize=1)  # one parse per process: the tests call main() several times
 def load_inputs() -> tuple[dict, str]:
     sys.path.insert(0, str(ROOT))
     from local.aws.stack.template import load_template

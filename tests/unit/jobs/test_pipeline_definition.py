@@ -13,7 +13,7 @@ CONTRACT_PARAMETERS = {
     "InputDataUri", "DatasetReferenceUri", "DatasetLabel", "DatasetVersion", "TargetColumn", "TargetLabel", "FeatureGroupName", "ModelPackageGroupName",
     "ArtifactsS3Uri", "JobImageUri", "RMSEThreshold", "ChampionTolerance", "TrainFraction",
     "ValidationFraction", "TestFraction", "MaxRejectedRows", "IngestActors", "IngestActorCpus",
-    "OfflineStoreTimeoutSeconds", "IngestionMode", "ProcessingInstanceType", "ProcessingInstanceCount",
+    "OfflineStoreTimeoutSeconds", "IngestionMode", "ProcessingInstanceType", "ProcessingInstanceCount", "EvaluateInstanceType",
     "TrainingInstanceType", "TrainingInstanceCount", "MaxTuningJobs", "MaxParallelTuningJobs",
 }
 

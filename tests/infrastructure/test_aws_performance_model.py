@@ -1,0 +1,116 @@
+"""The AWS latency and cost model: its README table is current, every number has a source and a
+range, it follows the stack settings, and the dev design meets the 15-minute target on paper."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from local.aws.stack.template import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("aws_performance_model", ROOT / "scripts" / "aws_performance_model.py")
+model = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = model  # its dataclasses look their module up while being defined
+spec.loader.exec_module(model)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return load_template(ROOT / "template.yaml"), (ROOT / "samconfig.toml").read_text(encoding="utf-8")
+
+
+def _module_constant(path: Path, name: str):
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} not found in {path}")
+
+
+def test_the_readme_holds_the_current_table():
+    assert model.main(["--check"]) == 0, "run: python scripts/aws_performance_model.py"
+
+
+def test_a_stale_table_is_caught(tmp_path):
+    readme = tmp_path / "README.md"
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(model.BEGIN)
+    stale = text[:start] + text[start:].replace("| dev | 10k |", "| dev | 10k (old) |", 1)
+    assert stale != text
+    readme.write_text(stale, encoding="utf-8")
+    assert model.main(["--check", "--readme", str(readme)]) == 1
+    assert model.main(["--readme", str(readme)]) == 0  # regenerating mends it
+    assert readme.read_text(encoding="utf-8") == text
+
+
+def test_every_number_has_a_source_and_a_range():
+    for name, fact in model.FACTS.items():
+        assert fact.source in model.SOURCES, name
+        assert fact.low <= fact.typical <= fact.high, name
+    for key, source in model.SOURCES.items():
+        assert source.title, key
+        assert source.url or key == "assumption", key
+    with pytest.raises(ValueError):
+        model.Fact(5, 6, 7, "s", "assumption")
+
+
+def test_the_model_uses_the_jobs_own_constants():
+    assert model.BULK_THRESHOLD_ROWS == _module_constant(ROOT / "jobs" / "ingest.py", "DEFAULT_DIRECT_WRITE_MIN_ROWS")
+
+
+def test_settings_come_from_the_template_and_samconfig(inputs):
+    template, samconfig = inputs
+    dev = model.stack_settings(template, samconfig, "dev")
+    prod = model.stack_settings(template, samconfig, "prod")
+    assert dev["MaxTuningJobs"] == "4" and dev["MaxParallelTuningJobs"] == "4"
+    assert dev["IngestionMode"] == "OfflineStore" and prod["IngestionMode"] == "Auto"
+    assert prod["TrainingInstanceCount"] == "2" and prod["MaxTuningJobs"] == "12"
+    assert dev["CanaryWaitSeconds"] == str(template["Parameters"]["CanaryWaitSeconds"]["Default"])
+    for settings in (dev, prod):  # every instance type the stack uses has a price
+        for name in ("ProcessingInstanceType", "TrainingInstanceType", "EvaluateInstanceType"):
+            kind = "training" if name == "TrainingInstanceType" else "processing"
+            assert settings[name] in model.PRICES_PER_HOUR[kind], name
+        assert settings["EndpointInstanceType"] in model.PRICES_PER_HOUR["hosting"]
+
+
+def test_dev_reaches_a_registered_model_within_15_minutes_at_10k_rows(inputs):
+    template, samconfig = inputs
+    [dev_10k] = [s for s in model.scenarios(template, samconfig) if s.env == "dev" and s.rows == 10_000]
+    typical, optimistic, pessimistic = dev_10k.registered()
+    assert typical <= model.TARGET_DROP_TO_REGISTERED_MINUTES * 60
+    assert optimistic < typical < pessimistic
+    reference = model.reference_scenario(template, samconfig)
+    assert reference.registered()[0] > typical
+
+
+def test_the_model_answers_to_the_design_choices(inputs):
+    template, samconfig = inputs
+    dev = model.stack_settings(template, samconfig, "dev")
+
+    def minutes(rows=10_000, **changes):
+        return model.Scenario("dev", rows, {**dev, **changes}).registered()[0] / 60
+
+    # Each trial wave pays a training job's start-up: 2 at a time is one more wave than 4.
+    assert minutes(MaxParallelTuningJobs="2") - minutes() == pytest.approx(
+        (model.FACTS["training_startup_s"].typical + model.FACTS["ray_start_s"].typical
+         + model.FACTS["trial_fixed_s"].typical + model.FACTS["trial_per_row_s"].typical * 6_000) / 60)
+    # PutRecord waits for the offline store; Auto uses it below the bulk threshold only.
+    assert minutes(IngestionMode="PutRecord") - minutes() > model.FACTS["offline_store_wait_s"].typical / 60
+    assert minutes(IngestionMode="Auto") > minutes()
+    assert minutes(1_000_000, IngestionMode="Auto") == pytest.approx(minutes(1_000_000))
+    # More data takes longer and costs more.
+    small, large = (model.Scenario("dev", rows, dev) for rows in (10_000, 10_000_000))
+    assert large.registered()[0] > small.registered()[0] and large.cost()[0] > small.cost()[0]
+
+
+def test_a_blue_green_update_waits_for_the_canary(inputs):
+    template, samconfig = inputs
+    dev = model.stack_settings(template, samconfig, "dev")
+    scenario = model.Scenario("dev", 10_000, dev)
+    first, update = scenario.serving(True)[0], scenario.serving(False)[0]
+    assert update - first == pytest.approx(float(dev["CanaryWaitSeconds"]))
+    longer = model.Scenario("dev", 10_000, {**dev, "CanaryWaitSeconds": "900"})
+    assert longer.serving(False)[0] - update == pytest.approx(600)
