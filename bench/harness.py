@@ -39,7 +39,9 @@ RATIO_AT_LEAST = "ratio_at_least"
 RATIO_AT_MOST = "ratio_at_most"
 VALUE_AT_MOST = "value_at_most"
 VALUE_AT_LEAST = "value_at_least"
-TARGET_KINDS = (RATIO_AT_LEAST, RATIO_AT_MOST, VALUE_AT_MOST, VALUE_AT_LEAST)
+# Measured and reported, judged elsewhere (the note says where): no "met?" verdict.
+REPORTED = "reported"
+TARGET_KINDS = (RATIO_AT_LEAST, RATIO_AT_MOST, VALUE_AT_MOST, VALUE_AT_LEAST, REPORTED)
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,19 @@ class Target:
 
     kind: str
     threshold: float
+    note: str = ""  # REPORTED: where the target lives instead
 
     def __post_init__(self) -> None:
         if self.kind not in TARGET_KINDS:
             raise ValueError(f"target kind must be one of {TARGET_KINDS}, got {self.kind!r}")
+        if self.kind == REPORTED and not self.note:
+            raise ValueError("a reported-only target needs a note saying where it is judged")
         if not math.isfinite(self.threshold):
             raise ValueError(f"target threshold must be finite, got {self.threshold}")
 
     def describe(self, unit: str = "") -> str:
+        if self.kind == REPORTED:
+            return self.note
         number = format_number(self.threshold)
         if self.kind == RATIO_AT_LEAST:
             return f"≥ {number}× baseline"
@@ -69,8 +76,8 @@ class Target:
         return f"{'≤' if self.kind == VALUE_AT_MOST else '≥'} {number}{suffix}"
 
     def is_met(self, ours: float | None, baseline: float | None) -> bool | None:
-        """True/False, or None when the row lacks what the target needs."""
-        if ours is None:
+        """True/False, or None when the row lacks what the target needs (or has no verdict here)."""
+        if ours is None or self.kind == REPORTED:
             return None
         if self.kind == VALUE_AT_MOST:
             return ours <= self.threshold

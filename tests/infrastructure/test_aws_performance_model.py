@@ -114,3 +114,18 @@ def test_a_blue_green_update_waits_for_the_canary(inputs):
     assert update - first == pytest.approx(float(dev["CanaryWaitSeconds"]))
     longer = model.Scenario("dev", 10_000, {**dev, "CanaryWaitSeconds": "900"})
     assert longer.serving(False)[0] - update == pytest.approx(600)
+
+
+def test_the_put_record_bench_row_points_at_this_model():
+    """bench P1's PutRecord row is reported, judged here; its AWS figures are this model's."""
+    from bench.harness import REPORTED, Target
+
+    p1 = ROOT / "bench" / "p1_ingest.py"
+    assert _module_constant(p1, "AWS_PUT_RECORD_LATENCY_S") == model.FACTS["put_record_latency_s"].typical
+    assert _module_constant(p1, "AWS_CALLS_IN_FLIGHT") == (
+        model.VCPUS["ml.m5.xlarge"] * model.PUT_RECORD_CALLS_PER_ACTOR)
+    reported = Target(REPORTED, 0, note="see AWS model (docs/performance.md)")
+    assert reported.describe("rows/s") == "see AWS model (docs/performance.md)"
+    assert reported.is_met(636.0, 418.0) is None
+    with pytest.raises(ValueError):
+        Target(REPORTED, 0)
