@@ -106,6 +106,16 @@ def test_the_model_answers_to_the_design_choices(inputs):
     assert large.registered()[0] > small.registered()[0] and large.cost()[0] > small.cost()[0]
 
 
+def test_one_job_for_ingest_and_preprocess_saves_a_processing_start_up(inputs):
+    template, samconfig = inputs
+    [dev_10k] = [s for s in model.scenarios(template, samconfig) if s.env == "dev" and s.rows == 10_000]
+    merged = model.merged_scenario(template, samconfig)
+    saved = dev_10k.registered()[0] - merged.registered()[0]
+    assert saved == pytest.approx(model.FACTS["processing_startup_s"].typical
+                                  + model.FACTS["pipeline_step_transition_s"].typical)
+    assert merged.cost()[0] < dev_10k.cost()[0]
+
+
 def test_a_blue_green_update_waits_for_the_canary(inputs):
     template, samconfig = inputs
     dev = model.stack_settings(template, samconfig, "dev")
