@@ -134,11 +134,11 @@ def _step_uri(p: dict, step: str, *parts: str) -> Join:
 
 
 def _processor(p: dict, session: PipelineSession, module: str, env: dict | None = None,
-               instance_type: str = "ProcessingInstanceType", instance_count=None) -> Processor:
+               instance_type: str = "ProcessingInstanceType") -> Processor:
     return Processor(
         role=ROLE_PLACEHOLDER,
         image_uri=p["JobImageUri"],
-        instance_count=p["ProcessingInstanceCount"] if instance_count is None else instance_count,
+        instance_count=p["ProcessingInstanceCount"],
         instance_type=p[instance_type],
         entrypoint=["python3", "-m", module],
         base_job_name=module.replace("jobs.", "ray-mlops-"),
@@ -264,8 +264,7 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
 
     # -- Evaluate: test-set metrics, plots, champion comparison -----------------------------------
     evaluation_report = PropertyFile(name="EvaluationReport", output_name="evaluation", path="evaluation.json")
-    # One instance: the step runs on the head host only (jobs.ray_cluster.head_only), others would idle.
-    evaluate = _processor(p, session, "jobs.evaluate", instance_type="EvaluateInstanceType", instance_count=1)
+    evaluate = _processor(p, session, "jobs.evaluate", instance_type="EvaluateInstanceType")
     step_evaluate = ProcessingStep(
         name="Evaluate",
         step_args=evaluate.run(

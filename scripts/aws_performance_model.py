@@ -279,7 +279,8 @@ def training_steps(rows: int, s: dict[str, str], design: str = "ours") -> list[S
                + _f("pipeline_step_transition_s", c)),
         _three(lambda c: jobs * job_cost(_f("training_startup_s", c), trial_work(c), t_type, t_count, "training", c)),
         f"{jobs} trials, {min(parallel, jobs)} at a time = {waves} start-up wave(s)"))
-    steps.append(processing("Evaluate", evaluate_work, e_type, 1))
+    # Every job runs on ProcessingInstanceCount hosts (docs/contracts.md); Evaluate works on the head.
+    steps.append(processing("Evaluate", evaluate_work, e_type, p_count))
     steps.append(Step("CheckRMSE + RegisterModel", _three(lambda c: _f("register_s", c)), (0.0, 0.0, 0.0)))
     return steps
 
