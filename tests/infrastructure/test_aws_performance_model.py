@@ -151,3 +151,17 @@ def test_the_put_record_bench_row_points_at_this_model():
     assert reported.is_met(636.0, 418.0) is None
     with pytest.raises(ValueError):
         Target(REPORTED, 0)
+
+
+def test_tuning_trials_carry_no_warm_pool_setting():
+    """botocore's model lets a tuning job's training definition carry KeepAlivePeriodInSeconds, but
+    tuning keeps no warm pools (docs/performance.md): the definition must not pretend otherwise."""
+    import json
+
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for(
+        "HyperParameterTrainingJobDefinition")
+    assert "KeepAlivePeriodInSeconds" in shape.members["ResourceConfig"].members
+    definition = json.loads((ROOT / "jobs" / "pipeline_definition.json").read_text(encoding="utf-8"))
+    assert "KeepAlivePeriodInSeconds" not in json.dumps(definition)
