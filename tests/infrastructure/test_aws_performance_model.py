@@ -165,3 +165,15 @@ def test_tuning_trials_carry_no_warm_pool_setting():
     assert "KeepAlivePeriodInSeconds" in shape.members["ResourceConfig"].members
     definition = json.loads((ROOT / "jobs" / "pipeline_definition.json").read_text(encoding="utf-8"))
     assert "KeepAlivePeriodInSeconds" not in json.dumps(definition)
+
+
+def test_the_stack_and_the_pipeline_agree_on_the_new_settings(inputs):
+    """The stack sends EvaluateInstanceType and IngestionMode; its defaults are the pipeline's."""
+    import json
+
+    template, _ = inputs
+    definition = json.loads((ROOT / "jobs" / "pipeline_definition.json").read_text(encoding="utf-8"))
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    for name in ("EvaluateInstanceType", "IngestionMode"):
+        assert template["Parameters"][name]["Default"] == defaults[name], name
+    assert template["Parameters"]["IngestionMode"]["AllowedValues"] == ["Auto", "PutRecord", "OfflineStore"]

@@ -77,7 +77,7 @@ def test_parameters_are_described(template):
     expected = {
         "Environment", "DefaultTargetColumn", "RMSEThreshold", "ChampionTolerance", "FeatureGroupBaseName",
         "ModelPackageGroupNameSuffix", "JobImageUri", "ProcessingInstanceType", "ProcessingInstanceCount",
-        "TrainingInstanceType", "TrainingInstanceCount", "MaxTuningJobs", "MaxParallelTuningJobs",
+        "TrainingInstanceType", "TrainingInstanceCount", "MaxTuningJobs", "MaxParallelTuningJobs", "EvaluateInstanceType", "IngestionMode",
         "NotificationEmail", "PipelineDefinitionBucket", "PipelineDefinitionKey", "LogRetentionDays",
     }
     parameters = template["Parameters"]
