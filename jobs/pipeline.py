@@ -24,6 +24,7 @@ import warnings
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
 import boto3  # noqa: E402
+from sagemaker.drift_check_baselines import DriftCheckBaselines  # noqa: E402
 from sagemaker.estimator import Estimator  # noqa: E402
 from sagemaker.inputs import TrainingInput  # noqa: E402
 from sagemaker.model import Model  # noqa: E402
@@ -42,6 +43,7 @@ from sagemaker.workflow.pipeline_context import PipelineSession  # noqa: E402
 from sagemaker.workflow.properties import PropertyFile  # noqa: E402
 from sagemaker.workflow.steps import CacheConfig, ProcessingStep, TuningStep  # noqa: E402
 
+from jobs.baseline import BASELINE_FILE  # noqa: E402
 from mlops_shared.artifacts import CHAMPION_LIMIT_JSON_PATH, RMSE_JSON_PATH  # noqa: E402
 
 PIPELINE_NAME = "ray-mlops-training"
@@ -269,6 +271,9 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
                                 destination="/opt/ml/processing/input/model"),
                 ProcessingInput(input_name="test", source=preprocess_output("test"),
                                 destination="/opt/ml/processing/input/test"),
+                # For its baseline_statistics.json, copied next to evaluation.json (the drift baseline).
+                ProcessingInput(input_name="preprocessor", source=preprocess_output("preprocessor"),
+                                destination="/opt/ml/processing/input/preprocessor"),
             ],
             outputs=[
                 ProcessingOutput(output_name="evaluation", source="/opt/ml/processing/output/evaluation",
@@ -287,6 +292,11 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
         on="/",
         values=[step_evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
                 "evaluation.json"],
+    )
+    baseline_statistics_uri = Join(
+        on="/",
+        values=[step_evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
+                BASELINE_FILE],
     )
 
     # -- Register (PendingManualApproval) ---------------------------------------------------------
@@ -307,6 +317,10 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
             approval_status="PendingManualApproval",
             model_metrics=ModelMetrics(
                 model_statistics=MetricsSource(s3_uri=evaluation_json_uri, content_type="application/json")
+            ),
+            # What the drift monitor (jobs/drift.py) compares the endpoint's traffic with.
+            drift_check_baselines=DriftCheckBaselines(
+                model_data_statistics=MetricsSource(s3_uri=baseline_statistics_uri, content_type="application/json")
             ),
             customer_metadata_properties={
                 "dataset_uri": p["DatasetLabel"],  # readable; exact when the URI fits the registry's rules
