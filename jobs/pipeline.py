@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import warnings
+from typing import Callable
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
@@ -363,8 +364,9 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
     )
 
 
-def definition_json() -> str:
-    """The pipeline definition as deterministic, pretty-printed JSON (what the stack deploys)."""
+def definition_json(build: Callable[[], Pipeline] = build_pipeline) -> str:
+    """The pipeline definition (`build()`'s; jobs/drift_pipeline.py passes its own) as deterministic,
+    pretty-printed JSON (what the stack deploys)."""
     # The SDK narrates building offline ("No Job being started", "Popping out ...JobName"): that
     # is exactly what is intended here, so keep it out of the output.
     noisy = [logging.getLogger(name) for name in ("sagemaker", "sagemaker.workflow.utilities",
@@ -375,7 +377,7 @@ def definition_json() -> str:
             logger.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Running within a PipelineSession")
-            definition = json.loads(build_pipeline().definition())
+            definition = json.loads(build().definition())
     finally:
         for logger, level in zip(noisy, levels):
             logger.setLevel(level)

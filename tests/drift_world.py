@@ -14,21 +14,18 @@ import pandas as pd
 
 from jobs import baseline
 
-FEATURES = ["SQUARE_FEET", "NUM_BEDROOMS", "LOT_ACRES", "DECK"]
+FEATURES = ["YEAR_BUILT", "SQUARE_FEET", "NUM_BEDROOMS", "NUM_BATHROOMS", "LOT_ACRES", "GARAGE_SPACES",
+            "FRONT_PORCH", "DECK"]
 TARGET = "PRICE"
 
 
-def housing(rows: int, seed: int, *, square_feet_mean: float = 3000.0) -> pd.DataFrame:
-    """Rows like the reference sample's (DESIGN.md: SQUARE_FEET ~ N(3000, 750), ...)."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "SQUARE_FEET": rng.normal(square_feet_mean, 750, rows).round(),
-        "NUM_BEDROOMS": rng.integers(2, 7, rows).astype(float),
-        "LOT_ACRES": rng.normal(1, 0.25, rows).round(2),
-        "DECK": rng.integers(0, 2, rows).astype(float),
-    })
-    frame[TARGET] = 150 * frame["SQUARE_FEET"] + 10000 * frame["NUM_BEDROOMS"] + 15000 * frame["LOT_ACRES"]
-    return frame
+def housing(rows: int, seed: int, *, square_feet_shift: float = 0.0) -> pd.DataFrame:
+    """Rows of the reference sample (`mlops local datagen`), SQUARE_FEET moved by `square_feet_shift`."""
+    from local.cli.datagen import generate_housing
+
+    frame = generate_housing(rows, seed)
+    frame["SQUARE_FEET"] = frame["SQUARE_FEET"] + square_feet_shift
+    return frame[[TARGET, *FEATURES]]
 
 
 def baseline_document(train: pd.DataFrame) -> dict[str, Any]:

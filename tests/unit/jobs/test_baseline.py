@@ -113,3 +113,19 @@ def test_documents_that_break_the_schema_are_refused():
     good["columns"][0]["histogram"]["bin_counts"].append(1)
     with pytest.raises(baseline.BaselineError, match="bin edges but"):
         baseline.parse_baseline(good)
+
+
+def test_evaluate_puts_the_baseline_next_to_evaluation_json(tmp_path, monkeypatch):
+    from jobs import common, evaluate
+
+    monkeypatch.setenv("SM_CONTAINER_ROOT", str(tmp_path))
+    out = common.processing_output("evaluation")
+    assert evaluate.copy_baseline(out) is None  # a definition without the input: nothing to copy
+    source = tmp_path / "processing" / "input" / "preprocessor"
+    source.mkdir(parents=True)
+    with pytest.raises(common.JobFailure, match="holds no baseline_statistics.json"):
+        evaluate.copy_baseline(out)
+    document = baseline.baseline_statistics(pd.DataFrame({"x": [1.0, 2.0], "t": [3.0, 4.0]}), ["x", "t"], "t")
+    baseline.write_baseline(source, document)
+    copied = evaluate.copy_baseline(out)
+    assert copied == out / baseline.BASELINE_FILE and json.loads(copied.read_text()) == document

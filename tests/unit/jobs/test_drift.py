@@ -60,7 +60,7 @@ def _metric(served, name: str, **dimensions) -> list[float]:
 
 def test_only_the_feature_shifted_in_half_of_the_traffic_drifts(served):
     calm = world.housing(500, seed=11)
-    shifted = world.housing(500, seed=12, square_feet_mean=4500)
+    shifted = world.housing(500, seed=12, square_feet_shift=1500)
     _traffic(served, pd.concat([calm, shifted]).sample(frac=1, random_state=3), END - dt.timedelta(minutes=55))
 
     report = _run(served)
@@ -70,7 +70,7 @@ def test_only_the_feature_shifted_in_half_of_the_traffic_drifts(served):
     assert report["model_package_arn"] == served["arn"] and report["baseline_uri"].endswith("baseline_statistics.json")
     by_feature = {f["feature"]: f for f in report["features"]}
     assert by_feature["SQUARE_FEET"]["statistics"]["psi"]["value"] >= 0.2
-    assert all(by_feature[f]["statistics"]["psi"]["value"] < 0.1 for f in ("NUM_BEDROOMS", "LOT_ACRES", "DECK"))
+    assert all(by_feature[f]["statistics"]["psi"]["value"] < 0.1 for f in world.FEATURES if f != "SQUARE_FEET")
 
     key = f"monitoring/{ENDPOINT}/2026/12/01/123000/"
     stored = json.loads(served["s3"].get_object(Bucket=BUCKET, Key=key + "drift_report.json")["Body"].read())
@@ -114,7 +114,7 @@ def test_missing_values_and_values_out_of_range_drift_on_their_own_statistics(se
 def test_records_outside_the_window_and_unreadable_ones_are_left_out(served):
     s3 = served["s3"]
     inside = world.traffic_records(world.housing(200, seed=41), END - dt.timedelta(minutes=10))
-    before = world.traffic_records(world.housing(200, seed=42, square_feet_mean=9000), END - dt.timedelta(minutes=70))
+    before = world.traffic_records(world.housing(200, seed=42, square_feet_shift=6000), END - dt.timedelta(minutes=70))
     bad = world.capture_record(world.housing(1, seed=43)[world.FEATURES], END - dt.timedelta(minutes=5))
     bad["captureData"]["endpointInput"]["data"] = '{"instances": [{"NOT_A_FEATURE": 1}]}'
     base64_record = world.capture_record(world.housing(20, seed=44)[world.FEATURES], END - dt.timedelta(minutes=4),
@@ -137,12 +137,12 @@ def test_no_capture_reports_so_and_publishes_nothing(served):
 
 
 def test_too_few_rows_are_shown_but_not_judged(served):
-    _traffic(served, world.housing(40, seed=51, square_feet_mean=9000), END - dt.timedelta(minutes=20))
+    _traffic(served, world.housing(40, seed=51, square_feet_shift=6000), END - dt.timedelta(minutes=20))
 
     report = _run(served)
 
     assert report["status"] == "insufficient_data" and report["drifted_features"] == []
-    assert report["capture"]["rows"] == 40 and report["features"][0]["statistics"]["psi"]["value"] > 1
+    assert report["capture"]["rows"] == 40 and {f["feature"]: f for f in report["features"]}["SQUARE_FEET"]["statistics"]["psi"]["value"] > 1
     assert _metric(served, "DriftedFeatures", EndpointName=ENDPOINT) == []
 
 
