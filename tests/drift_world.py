@@ -9,7 +9,6 @@ import json
 import uuid
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from jobs import baseline
