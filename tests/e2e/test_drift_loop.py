@@ -123,8 +123,9 @@ def test_traffic_shifted_in_half_drifts_exactly_that_feature_and_notifies(cloud,
     assert shifted["capture"]["rows"] == 2 * ROWS_PER_PHASE
     assert shifted["drifted_features"] == ["SQUARE_FEET"], shifted
     s3, bucket = cloud.client("s3"), cloud.stack.outputs["ArtifactsBucketName"]
-    plot = s3.get_object(Bucket=bucket, Key=shifted["features"][1]["plot"].split("/", 3)[3])["Body"].read()
-    assert shifted["features"][1]["feature"] == "SQUARE_FEET" and plot.startswith(b"\x89PNG") and len(plot) > 5000
+    square_feet = {f["feature"]: f for f in shifted["features"]}["SQUARE_FEET"]
+    plot = s3.get_object(Bucket=bucket, Key=square_feet["plot"].split("/", 3)[3])["Body"].read()
+    assert plot.startswith(b"\x89PNG") and len(plot) > 5000
 
     end = dt.datetime.fromisoformat(shifted["window"]["end"].replace("Z", "+00:00"))
     points = cloud.client("cloudwatch").get_metric_statistics(
