@@ -46,6 +46,18 @@ def _traffic(served, frame: pd.DataFrame, start: dt.datetime) -> None:
     world.write_capture(served["s3"], BUCKET, ENDPOINT, "AllTraffic", records[half:], start + dt.timedelta(minutes=40))
 
 
+def _bar_pixels(png: bytes) -> dict[str, bool]:
+    """Whether the plot holds a visible area of each histogram's colour."""
+    import io
+
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(io.BytesIO(png), format="png")[..., :3]
+    colours = {"baseline": (0x1F, 0x77, 0xB4), "window": (0xFF, 0x7F, 0x0E)}
+    return {name: int((np.abs(pixels - np.array(rgb) / 255).max(axis=-1) < 0.02).sum()) > 500
+            for name, rgb in colours.items()}
+
+
 def _run(served, **thresholds) -> dict:
     return drift.run(_args(**thresholds), served["sagemaker"], served["s3"], served["cloudwatch"])
 
@@ -77,6 +89,7 @@ def test_only_the_feature_shifted_in_half_of_the_traffic_drifts(served):
     assert stored["drifted_features"] == ["SQUARE_FEET"] and stored["window"]["end"] == "2026-12-01T12:30:00Z"
     png = served["s3"].get_object(Bucket=BUCKET, Key=key + "plots/SQUARE_FEET.png")["Body"].read()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert _bar_pixels(png) == {"baseline": True, "window": True}  # both histograms are drawn, not a blank canvas
     listed = served["s3"].list_objects_v2(Bucket=BUCKET, Prefix=key + "plots/")["Contents"]
     assert [o["Key"] for o in listed] == [key + "plots/SQUARE_FEET.png"]
 
