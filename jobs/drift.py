@@ -14,8 +14,9 @@ baseline (docs/monitoring.md, "Drift monitoring").
    (CSV, JSON or BASE64 of either) are decoded with `jobs.serve.FeatureSchema` — the parser the
    endpoint itself uses, so a record reads here as the model read it; a body the endpoint refused
    is counted as unreadable and left out.
-3. Per feature, values are sorted into the baseline's bins as they stream (counts only: memory is
-   features × bins, whatever the window holds, which is why this job needs no Ray): PSI over the
+3. Per feature, values are sorted into the baseline's bins file by file (counts only: memory is one
+   capture file's rows plus features × bins, whatever the window holds, which is why this job needs
+   no Ray; about 20,000 rows/s measured on the shared 2-core machine): PSI over the
    bins, missing-share change (window − baseline) and out-of-range share (present values outside
    the baseline's min..max). A feature drifts when any statistic reaches its threshold.
 4. Writes `<monitoring>/<endpoint>/<window end YYYY/MM/DD/HHMMSS>/drift_report.json` and, per drifted
