@@ -67,9 +67,10 @@ test-fast: $(STAMP) $(LAMBDA_STAMP) tools jobs-env
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-## Regenerate jobs/pipeline_definition.json from jobs/pipeline.py (a test checks it is current).
+## Regenerate jobs/pipeline_definition.json and jobs/drift_pipeline_definition.json (tests check they are current).
 definition: $(STAMP)
 	$(BIN)/python -m jobs.pipeline --write jobs/pipeline_definition.json
+	$(BIN)/python -m jobs.drift_pipeline --write jobs/drift_pipeline_definition.json
 
 lock:
 	$(BIN)/uv pip compile requirements.in -o requirements.lock --python-version 3.11

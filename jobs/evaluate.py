@@ -9,7 +9,8 @@ Outputs in `processing/output/evaluation/`: `evaluation.json` (format in docs/co
 pipeline's condition reads `regression_metrics.rmse.value` and `gate.champion_rmse_limit`) and the
 PNG plots `predicted_vs_actual.png`, `residuals.png`, `feature_importance.png`, and
 `smoke_sample.csv` (a few test rows in raw units with this step's predictions, for the deployment's
-smoke test).
+smoke test), and a copy of Preprocess's `baseline_statistics.json` (input
+`processing/input/preprocessor/`), the drift baseline RegisterModel registers.
 
 On several hosts the step runs once, on the head host (`jobs.ray_cluster.head_only`).
 
@@ -25,6 +26,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from jobs import common, ray_cluster
+from jobs.baseline import BASELINE_FILE
 from jobs.model_io import (
     ModelArtifactError,
     ModelInputError,
@@ -318,6 +321,20 @@ def smoke_sample(model: ServingModel, test: pd.DataFrame, predicted: np.ndarray)
     return sample.reset_index(drop=True)
 
 
+def copy_baseline(out_dir: Path) -> Path | None:
+    """Puts Preprocess's `baseline_statistics.json` (input `preprocessor`) next to evaluation.json,
+    where RegisterModel registers it as the package's drift baseline; None when the step has no such
+    input (a definition without it)."""
+    source = common.processing_input("preprocessor") / BASELINE_FILE
+    if not source.parent.is_dir():
+        return None
+    if not source.is_file():
+        raise common.JobFailure(f"the preprocessor input {source.parent} holds no {BASELINE_FILE}")
+    target = out_dir / BASELINE_FILE
+    shutil.copyfile(source, target)
+    return target
+
+
 def evaluate(
     target_column: str,
     model_package_group_name: str | None,
@@ -361,6 +378,7 @@ def evaluate(
         sample = smoke_sample(challenger, test, predicted)
 
     importance = feature_importance(challenger)
+    copy_baseline(out_dir)
     sample.to_csv(out_dir / SMOKE_SAMPLE_FILE, index=False)
     plots = write_plots(out_dir, actual, predicted, importance, target_column, champion_predictions)
     comparable = bool(champion and champion.comparable and champion.rmse is not None)

@@ -20,10 +20,12 @@ import logging
 import os
 import sys
 import warnings
+from typing import Callable
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
 import boto3  # noqa: E402
+from sagemaker.drift_check_baselines import DriftCheckBaselines  # noqa: E402
 from sagemaker.estimator import Estimator  # noqa: E402
 from sagemaker.inputs import TrainingInput  # noqa: E402
 from sagemaker.model import Model  # noqa: E402
@@ -42,6 +44,7 @@ from sagemaker.workflow.pipeline_context import PipelineSession  # noqa: E402
 from sagemaker.workflow.properties import PropertyFile  # noqa: E402
 from sagemaker.workflow.steps import CacheConfig, ProcessingStep, TuningStep  # noqa: E402
 
+from jobs.baseline import BASELINE_FILE  # noqa: E402
 from mlops_shared.artifacts import CHAMPION_LIMIT_JSON_PATH, RMSE_JSON_PATH  # noqa: E402
 
 PIPELINE_NAME = "ray-mlops-training"
@@ -273,6 +276,9 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
                                 destination="/opt/ml/processing/input/model"),
                 ProcessingInput(input_name="test", source=preprocess_output("test"),
                                 destination="/opt/ml/processing/input/test"),
+                # For its baseline_statistics.json, copied next to evaluation.json (the drift baseline).
+                ProcessingInput(input_name="preprocessor", source=preprocess_output("preprocessor"),
+                                destination="/opt/ml/processing/input/preprocessor"),
             ],
             outputs=[
                 ProcessingOutput(output_name="evaluation", source="/opt/ml/processing/output/evaluation",
@@ -291,6 +297,11 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
         on="/",
         values=[step_evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
                 "evaluation.json"],
+    )
+    baseline_statistics_uri = Join(
+        on="/",
+        values=[step_evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
+                BASELINE_FILE],
     )
 
     # -- Register (PendingManualApproval) ---------------------------------------------------------
@@ -311,6 +322,10 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
             approval_status="PendingManualApproval",
             model_metrics=ModelMetrics(
                 model_statistics=MetricsSource(s3_uri=evaluation_json_uri, content_type="application/json")
+            ),
+            # What the drift monitor (jobs/drift.py) compares the endpoint's traffic with.
+            drift_check_baselines=DriftCheckBaselines(
+                model_data_statistics=MetricsSource(s3_uri=baseline_statistics_uri, content_type="application/json")
             ),
             customer_metadata_properties={
                 "dataset_uri": p["DatasetLabel"],  # readable; exact when the URI fits the registry's rules
@@ -353,8 +368,9 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
     )
 
 
-def definition_json() -> str:
-    """The pipeline definition as deterministic, pretty-printed JSON (what the stack deploys)."""
+def definition_json(build: Callable[[], Pipeline] = build_pipeline) -> str:
+    """The pipeline definition (`build()`'s; jobs/drift_pipeline.py passes its own) as deterministic,
+    pretty-printed JSON (what the stack deploys)."""
     # The SDK narrates building offline ("No Job being started", "Popping out ...JobName"): that
     # is exactly what is intended here, so keep it out of the output.
     noisy = [logging.getLogger(name) for name in ("sagemaker", "sagemaker.workflow.utilities",
@@ -365,7 +381,7 @@ def definition_json() -> str:
             logger.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Running within a PipelineSession")
-            definition = json.loads(build_pipeline().definition())
+            definition = json.loads(build().definition())
     finally:
         for logger, level in zip(noisy, levels):
             logger.setLevel(level)

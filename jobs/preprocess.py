@@ -43,7 +43,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from jobs import common, feature_store_layout, ray_cluster, scaling
+from jobs import baseline, common, feature_store_layout, ray_cluster, scaling
 from mlops_shared.artifacts import ArtifactFormatError, IngestManifest, PreprocessorDocument, ScalerParameters
 from mlops_shared.aws import parse_s3_uri
 
@@ -380,6 +380,9 @@ def _split_and_scale(
 
     train = shuffled.split_at_indices(bounds)[0]
     mean, scale, present = fit_scaler(train, features)
+    # The drift monitor's baseline: the raw train split (read from Ray's shared memory, a column at a time).
+    baseline.write_baseline(common.processing_output("preprocessor"), baseline.baseline_statistics(
+        _blocks(train), columns, target, dataset_version=version))
     missing_share = {name: round(1 - int(n) / train_rows, 6) for name, n in zip(features, present)}
     # Scaling is row by row, so one pass over the shuffled rows scales all three splits; the splits
     # are then slices of it at the same bounds.

@@ -182,6 +182,9 @@ def endpoint_calls(state_machine: dict) -> list[str]:
     return sorted(set(calls), key=calls.index)
 
 
+TRAINING_DEFINITION = "jobs/pipeline_definition.json"
+
+
 def mermaid(template: dict, definition: dict) -> str:
     resources = template["Resources"]
     lines = ["flowchart LR"]
@@ -191,18 +194,24 @@ def mermaid(template: dict, definition: dict) -> str:
     routes: dict[tuple[str, str], list[str]] = {}
     pipelines = [lid for lid, res in drawn.items() if res["Type"] == "AWS::SageMaker::Pipeline"]
     registries = [lid for lid, res in drawn.items() if res["Type"] == "AWS::SageMaker::ModelPackageGroup"]
-    # Each pipeline as a subgraph of its steps (the template holds one; its definition is the file
-    # its Metadata names).
+    # Each pipeline as a subgraph of its steps: `definition` is the training pipeline's
+    # (jobs/pipeline_definition.json); another pipeline's is the file its Metadata names, and its
+    # steps' node ids carry the pipeline's name so that equal step names stay apart.
     for pipeline in pipelines:
-        names, step_edges = pipeline_steps(definition)
-        lines.append(f'  subgraph {node_id(pipeline)}["{pipeline} (SageMaker Pipeline, jobs/pipeline.py)"]')
+        file = ((drawn[pipeline].get("Metadata") or {}).get("Mlops") or {}).get("DefinitionFile") or TRAINING_DEFINITION
+        own = file != TRAINING_DEFINITION
+        steps_definition = json.loads((ROOT / file).read_text()) if own else definition
+        prefix = f"step_{node_id(pipeline)}_" if own else "step_"
+        names, step_edges = pipeline_steps(steps_definition)
+        source_module = file.replace("_definition.json", ".py")
+        lines.append(f'  subgraph {node_id(pipeline)}["{pipeline} (SageMaker Pipeline, {source_module})"]')
         lines.append("    direction LR")
-        lines += [f'    step_{node_id(name)}("{name}")' for name in names]
+        lines += [f'    {prefix}{node_id(name)}("{name}")' for name in names]
         for source, target, mark in step_edges:
-            lines.append(f"    step_{node_id(source)} -->{'|' + mark + '|' if mark else ''} step_{node_id(target)}")
+            lines.append(f"    {prefix}{node_id(source)} -->{'|' + mark + '|' if mark else ''} {prefix}{node_id(target)}")
         lines.append("  end")
-        for step in registering_steps(definition):
-            edges += [f'  step_{node_id(step)} -->|"registers (PendingManualApproval)"| {node_id(group)}'
+        for step in registering_steps(steps_definition):
+            edges += [f'  {prefix}{node_id(step)} -->|"registers (PendingManualApproval)"| {node_id(group)}'
                       for group in registries]
 
     for lid, res in drawn.items():

@@ -3,9 +3,10 @@
 The stack takes two things it cannot build itself:
 
 * the jobs image (``jobs/Dockerfile``) in ECR — parameter ``JobImageUri``;
-* the pipeline definition (``Metadata.Mlops.DefinitionFile`` of the ``AWS::SageMaker::Pipeline``) with
-  its ``Metadata.Mlops.Substitutions`` applied, in S3 — parameters ``PipelineDefinitionBucket`` /
-  ``PipelineDefinitionKey``.
+* the pipeline definitions (``Metadata.Mlops.DefinitionFile`` of each ``AWS::SageMaker::Pipeline``)
+  with their ``Metadata.Mlops.Substitutions`` applied, in S3 — parameters ``PipelineDefinitionBucket``
+  and, per pipeline, the key parameter its ``Metadata.Mlops.DefinitionKeyParameter`` names
+  (default ``PipelineDefinitionKey``; the drift monitor's is ``DriftPipelineDefinitionKey``).
 
 This script resolves the substitutions from the template itself (the jobs role has a fixed name, so
 its ARN is known before the stack exists), uploads the definition to a content-addressed key
@@ -201,10 +202,16 @@ class PreDeployResolver:
         )
 
 
+DEFAULT_KEY_PARAMETER = "PipelineDefinitionKey"
+
+
 @dataclass(frozen=True)
 class PipelineDefinition:
     logical_id: str
     text: str
+    # The stack parameter that takes this definition's key (`Metadata.Mlops.DefinitionKeyParameter`;
+    # every pipeline shares PipelineDefinitionBucket).
+    key_parameter: str = DEFAULT_KEY_PARAMETER
 
     @property
     def sha256(self) -> str:
@@ -227,9 +234,14 @@ def pipeline_definitions(template: dict[str, Any], context: StackContext, root: 
             continue
         text = (root / mlops["DefinitionFile"]).read_text()
         substitutions = {name: resolver.resolve(value) for name, value in (mlops.get("Substitutions") or {}).items()}
-        definitions.append(PipelineDefinition(logical_id, substitute_definition(text, substitutions)))
+        definitions.append(PipelineDefinition(logical_id, substitute_definition(text, substitutions),
+                                              mlops.get("DefinitionKeyParameter") or DEFAULT_KEY_PARAMETER))
     if not definitions:
         raise PublishError("the template has no AWS::SageMaker::Pipeline with Metadata.Mlops.DefinitionFile")
+    parameters = [d.key_parameter for d in definitions]
+    if len(set(parameters)) != len(parameters):
+        raise PublishError("two pipelines take their definition key from the same parameter "
+                           f"({', '.join(parameters)}): give each its own Metadata.Mlops.DefinitionKeyParameter")
     return definitions
 
 
@@ -432,13 +444,12 @@ def publish(config: DeployConfig, *, session: boto3.session.Session | None = Non
     ensure_deployment_bucket(s3, bucket, config.region, partition, tls_only=tls_only)
     context = StackContext(config.stack_name, config.region, account_id, partition, overrides)
     definitions = pipeline_definitions(load_template(template_path), context, root)
-    if len(definitions) != 1:
-        raise PublishError("one pipeline definition expected (the stack has one bucket/key parameter pair)")
-    [definition] = definitions
-    uploaded = upload_definition(s3, bucket, definition)
-    print(f"definition s3://{bucket}/{definition.key} ({'uploaded' if uploaded else 'already there'})", file=sys.stderr)
+    for definition in definitions:
+        uploaded = upload_definition(s3, bucket, definition)
+        print(f"definition of {definition.logical_id} s3://{bucket}/{definition.key} "
+              f"({'uploaded' if uploaded else 'already there'})", file=sys.stderr)
+        overrides[definition.key_parameter] = definition.key
     overrides["PipelineDefinitionBucket"] = bucket
-    overrides["PipelineDefinitionKey"] = definition.key
     return Published(image_uri, bucket, definitions, overrides)
 
 
@@ -472,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"image_uri": result.image_uri, "bucket": result.bucket,
                           "definition_key": result.definitions[0].key,
+                          "definition_keys": {d.key_parameter: d.key for d in result.definitions},
                           "parameter_overrides": result.parameter_overrides}, indent=2))
     else:
         print(" ".join(render_parameter_overrides(result.parameter_overrides)))

@@ -58,16 +58,27 @@ def test_overrides_survive_sam_cli_parsing():
 def test_definition_gets_the_jobs_role_of_the_stack_and_a_content_addressed_key():
     template = publish.load_template()
     dev = StackContext("ray-mlops-dev", "us-east-1", ACCOUNT)
-    [definition] = publish.pipeline_definitions(template, dev)
-    assert definition.logical_id == "TrainingPipeline"
+    definition, drift = publish.pipeline_definitions(template, dev)
+    assert (definition.logical_id, definition.key_parameter) == ("TrainingPipeline", "PipelineDefinitionKey")
+    assert (drift.logical_id, drift.key_parameter) == ("DriftMonitorPipeline", "DriftPipelineDefinitionKey")
+    drift_raw = (ROOT / "jobs" / "drift_pipeline_definition.json").read_text()
+    assert drift.text == drift_raw.replace("${PipelineJobsRoleArn}", JOBS_ROLE_ARN) != drift_raw
+    assert drift.key != definition.key
     assert "${PipelineJobsRoleArn}" not in definition.text
     raw = (ROOT / "jobs" / "pipeline_definition.json").read_text()
     assert definition.text == raw.replace("${PipelineJobsRoleArn}", JOBS_ROLE_ARN)
     assert json.loads(definition.text)  # still JSON
     assert definition.key == f"pipeline/definition-{hashlib.sha256(definition.text.encode()).hexdigest()}.json"
-    [prod] = publish.pipeline_definitions(template, StackContext("ray-mlops-prod", "eu-west-1", ACCOUNT))
+    prod, _ = publish.pipeline_definitions(template, StackContext("ray-mlops-prod", "eu-west-1", ACCOUNT))
     assert "role/ray-mlops-prod-jobs-eu-west-1" in prod.text
     assert prod.key != definition.key  # another role, another object: stacks never share a definition
+
+
+def test_two_pipelines_cannot_share_a_definition_key_parameter():
+    template = publish.load_template()
+    del template["Resources"]["DriftMonitorPipeline"]["Metadata"]["Mlops"]["DefinitionKeyParameter"]
+    with pytest.raises(PublishError, match="same parameter"):
+        publish.pipeline_definitions(template, StackContext("s", "us-east-1", ACCOUNT))
 
 
 def test_substitutions_only_use_values_known_before_the_stack_exists():
@@ -102,23 +113,25 @@ def test_publish_uploads_the_definition_once_and_returns_every_override(aws):
                             tls_only=False)
     bucket = f"ray-mlops-dev-deploy-{ACCOUNT}-us-east-1"
     assert first.bucket == bucket
-    [definition] = first.definitions
+    definition, drift = first.definitions
     assert first.parameter_overrides == {
         **dev_config().parameter_overrides,
         "NotificationEmail": "ops@example.com",
         "JobImageUri": image,
         "PipelineDefinitionBucket": bucket,
         "PipelineDefinitionKey": definition.key,
+        "DriftPipelineDefinitionKey": drift.key,
     }
     s3 = boto3.client("s3")
-    stored = s3.get_object(Bucket=bucket, Key=definition.key)["Body"].read().decode()
-    assert stored == definition.text and JOBS_ROLE_ARN in stored
+    for each in (definition, drift):
+        stored = s3.get_object(Bucket=bucket, Key=each.key)["Body"].read().decode()
+        assert stored == each.text and JOBS_ROLE_ARN in stored
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
 
     second = publish.publish(dev_config(), image_uri=image, tls_only=False)
     assert second.parameter_overrides["PipelineDefinitionKey"] == definition.key
     versions = s3.list_object_versions(Bucket=bucket, Prefix="pipeline/")["Versions"]
-    assert len(versions) == 1  # the same definition is not uploaded again
+    assert len(versions) == 2  # the same definitions are not uploaded again
 
 
 def copy_image_context(tmp_path: Path) -> Path:

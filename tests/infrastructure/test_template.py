@@ -176,6 +176,22 @@ def test_function_environments_feed_the_handlers(template):
     PipelineStatusSettings.from_env({k: "x" for k in status_env})
 
 
+def test_drift_monitor_pipeline_has_its_own_definition_and_key(template):
+    pipeline = template["Resources"]["DriftMonitorPipeline"]
+    assert pipeline["Type"] == "AWS::SageMaker::Pipeline"
+    assert pipeline["Properties"]["PipelineName"] == {"Fn::Sub": "${AWS::StackName}-drift-monitor"}
+    location = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionS3Location"]
+    assert location == {"Bucket": {"Ref": "PipelineDefinitionBucket"}, "Key": {"Ref": "DriftPipelineDefinitionKey"}}
+    metadata = pipeline["Metadata"]["Mlops"]
+    assert metadata["DefinitionFile"] == "jobs/drift_pipeline_definition.json"
+    assert metadata["DefinitionKeyParameter"] == "DriftPipelineDefinitionKey"
+    assert metadata["Substitutions"] == {"PipelineJobsRoleArn": {"Fn::GetAtt": ["PipelineJobsRole", "Arn"]}}
+    statements = {s["Sid"]: s for s in template["Resources"]["PipelineJobsRole"]["Properties"]["Policies"][0]
+                  ["PolicyDocument"]["Statement"]}
+    assert statements["DriftMetrics"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "RaySageMakerMLOps/DataDrift"}}
+
+
 def test_training_pipeline_and_registry_have_stable_names(template):
     pipeline = template["Resources"]["TrainingPipeline"]
     assert pipeline["Type"] == "AWS::SageMaker::Pipeline"

@@ -126,6 +126,13 @@ def test_pipeline_trains_evaluates_and_registers(local, first_run):
     definition = json.loads(sm.describe_pipeline_definition_for_execution(PipelineExecutionArn=arn)["PipelineDefinition"])
     assert [step["Name"] for step in definition["Steps"]][0] == "Ingest"
     assert package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].endswith(f"{execution_id}/Evaluate/evaluation/evaluation.json")
+    # The drift baseline: Preprocess's statistics of the raw train split, next to evaluation.json,
+    # registered as the package's DriftCheckBaselines (docs/monitoring.md).
+    baseline_uri = package["DriftCheckBaselines"]["ModelDataQuality"]["Statistics"]["S3Uri"]
+    assert baseline_uri == f"s3://it-artifacts/pipeline/{execution_id}/Evaluate/evaluation/baseline_statistics.json"
+    baseline_document = json.loads(s3.get_object(Bucket="it-artifacts", Key=baseline_uri.split("/", 3)[3])["Body"].read())
+    assert baseline_document["target"] == "PRICE" and "PRICE" in [c["name"] for c in baseline_document["columns"]]
+    assert abs(baseline_document["rows"] - 3 * report["rows"]["test"]) <= 2  # the train split of 0.6/0.2/0.2
     assert (arn, "HPTuning", "Succeeded") in progress
 
 

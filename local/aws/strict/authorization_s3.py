@@ -17,9 +17,9 @@ from local.aws.strict.operation_table import Params, Scope, operation
 
 # download_file and the managed copy HEAD the object first; PIPELINES reads JsonGet property files.
 GETTERS = (at.INTAKE, at.NOTIFY_APPROVAL, at.APPROVAL_API, at.APPROVAL_LINKS, at.SMOKE_TEST, at.INGEST,
-           at.PREPROCESS, at.EVALUATE, at.JOB_DATA, at.PIPELINES, at.HOSTING, at.CLI, at.CONSOLE)
+           at.PREPROCESS, at.EVALUATE, at.DRIFT, at.JOB_DATA, at.PIPELINES, at.HOSTING, at.CLI, at.CONSOLE)
 HEADERS = (at.INTAKE, at.QUARANTINE, at.PREPROCESS, at.EVALUATE, at.JOB_DATA, at.HOSTING, at.CLI)
-WRITERS = (at.QUARANTINE, at.OFFLINE_STORE_DIRECT, at.JOB_DATA, at.FEATURE_STORE_OFFLINE, at.CLI)
+WRITERS = (at.QUARANTINE, at.OFFLINE_STORE_DIRECT, at.DRIFT, at.JOB_DATA, at.FEATURE_STORE_OFFLINE, at.CLI)
 MULTIPART = (at.QUARANTINE, at.JOB_DATA, at.CLI)  # s3.copy and upload_file switch to multipart when large
 
 
@@ -123,7 +123,7 @@ def listing(p: Params, scope: Scope) -> list[AuthorizationRequest]:
 
 
 @operation("s3", "ListObjectsV2", ["s3:ListBucket"], (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.INGEST, at.PREPROCESS,
-                                                     at.JOB_DATA, at.CONSOLE))
+                                                     at.DRIFT, at.JOB_DATA, at.CONSOLE))
 def list_objects_v2(p: Params, scope: Scope):
     return listing(p, scope)
 

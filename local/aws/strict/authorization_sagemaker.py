@@ -194,7 +194,7 @@ def create_model_package(p: Params, scope: Scope):
 
 
 _simple("sagemaker", "DescribeModelPackage", "sagemaker:DescribeModelPackage", "model-package", "ModelPackageName",
-        (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.DEPLOY_PREPARE, at.SMOKE_TEST, at.EVALUATE, at.CLI,
+        (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.DEPLOY_PREPARE, at.SMOKE_TEST, at.EVALUATE, at.DRIFT, at.CLI,
          at.RECORD_LINEAGE, at.CONSOLE, at.ENDPOINTS_INTERNAL, at.EVENT_DISPATCH))
 
 
@@ -217,11 +217,11 @@ def list_model_packages(p: Params, scope: Scope):
 
 # -- hosting ------------------------------------------------------------------------------------
 _simple("sagemaker", "DescribeEndpoint", "sagemaker:DescribeEndpoint", "endpoint", "EndpointName",
-        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.CLI, at.CONSOLE))
+        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.DRIFT, at.CLI, at.CONSOLE))
 _simple("sagemaker", "DescribeEndpointConfig", "sagemaker:DescribeEndpointConfig", "endpoint-config",
-        "EndpointConfigName", (at.DEPLOY_PREPARE, at.CLI, at.ENDPOINTS_INTERNAL))
+        "EndpointConfigName", (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL))
 _simple("sagemaker", "DescribeModel", "sagemaker:DescribeModel", "model", "ModelName",
-        (at.DEPLOY_PREPARE, at.CLI, at.ENDPOINTS_INTERNAL))
+        (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL))
 _simple("sagemaker", "DeleteEndpoint", "sagemaker:DeleteEndpoint", "endpoint", "EndpointName",
         (at.DEPLOY_PREPARE, at.STATE_MACHINE))
 _simple("sagemaker", "DeleteEndpointConfig", "sagemaker:DeleteEndpointConfig", "endpoint-config",

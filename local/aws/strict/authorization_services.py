@@ -307,9 +307,16 @@ def put_metric_alarm(p: Params, scope: Scope):
     return [scope.resource("cloudwatch:PutMetricAlarm", "alarm", context, AlarmName=p["AlarmName"])]
 
 
-@operation("cloudwatch", "PutMetricData", ["cloudwatch:PutMetricData"], ())
+@operation("cloudwatch", "PutMetricData", ["cloudwatch:PutMetricData"], (at.DRIFT,))
 def put_metric_data(p: Params, scope: Scope):
     return [scope.request("cloudwatch:PutMetricData", context={"cloudwatch:namespace": p["Namespace"]})]
+
+
+# Reading metrics back (the drift monitor's, in tests and by the person at the keyboard): no
+# resource-level permissions, no condition keys.
+@operation("cloudwatch", "GetMetricStatistics", ["cloudwatch:GetMetricStatistics"], (at.CLI,))
+def get_metric_statistics(p: Params, scope: Scope):
+    return [scope.request("cloudwatch:GetMetricStatistics")]
 
 
 @operation("logs", "CreateLogGroup", ["logs:CreateLogGroup"], (at.PROVISION, at.JOB_LOGS, at.FUNCTION_LOGS))

@@ -79,6 +79,7 @@ OFFLINE_STORE_DIRECT = _at("ingest job", PIPELINE_JOBS_ROLE, "jobs/feature_store
 PREPROCESS = _at("preprocess job", PIPELINE_JOBS_ROLE, "jobs/preprocess.py")
 TRAIN = _at("train job", PIPELINE_JOBS_ROLE, "jobs/train.py (record_experiment)")
 EVALUATE = _at("evaluate job", PIPELINE_JOBS_ROLE, "jobs/evaluate.py")
+DRIFT = _at("drift monitor job", PIPELINE_JOBS_ROLE, "jobs/drift.py (serving package, capture, report, metrics)")
 JOB_DATA = _at("SageMaker job data movement", PIPELINE_JOBS_ROLE,
                "local/aws/sagemaker_pipelines/jobs.py (ProcessingInputs/Outputs, training channels, model upload)")
 JOB_LOGS = _at("SageMaker job logs", PIPELINE_JOBS_ROLE,

@@ -235,9 +235,26 @@ def _check_splits(root: Path, source: pd.DataFrame) -> dict[str, pd.DataFrame]:
     source = source.sort_values(key).reset_index(drop=True)
     np.testing.assert_allclose(restored[FEATURES].to_numpy(), source[FEATURES].to_numpy(), rtol=1e-9, atol=1e-6)
     assert restored["PRICE"].tolist() == source["PRICE"].tolist()
+    _check_baseline(root, splits["train"], mean, scale)
     # Shuffled: the train split is not the first rows of the store.
     assert splits["train"]["PRICE"].head(50).tolist() != source["PRICE"].head(50).tolist()
     return splits
+
+
+def _check_baseline(root: Path, train: pd.DataFrame, mean: np.ndarray, scale: np.ndarray) -> None:
+    """The drift baseline is the train split's, in the raw feature space, target included."""
+    from jobs import baseline
+
+    document = json.loads((root / "processing/output/preprocessor" / baseline.BASELINE_FILE).read_text())
+    columns = baseline.parse_baseline(document)
+    assert list(columns) == ["PRICE", *FEATURES] and document["rows"] == 1400 and document["target"] == "PRICE"
+    raw = train.copy()
+    raw[FEATURES] = raw[FEATURES].to_numpy() * scale + mean
+    for name in ["PRICE", *FEATURES]:
+        assert columns[name]["count"] == raw[name].notna().sum()
+        assert columns[name]["min"] == pytest.approx(raw[name].min()) and columns[name]["max"] == pytest.approx(raw[name].max())
+        assert columns[name]["mean"] == pytest.approx(raw[name].mean())
+        assert sum(columns[name]["histogram"]["bin_counts"]) == columns[name]["count"]
 
 
 ARGV = ["--target-column", "PRICE", "--train-fraction", "0.7", "--validation-fraction", "0.2",
