@@ -24,8 +24,10 @@ each when its expression is due:
   with DeadLetterConfig, sent to that queue with the schedule's role (the payload as body,
   Scheduler's ERROR_CODE / ERROR_MESSAGE / EXECUTION_ID / SCHEDULE_ARN / TARGET_ARN attributes).
 
-`run_schedule(name)` fires one now (tests, `mlops local schedule run NAME`). The polling thread
-wakes every `poll_seconds` (5 s locally).
+`run_schedule(name)` fires one now (tests, `LocalCloud.run_schedule`). From another process,
+`mlops local schedule run NAME` does what works on AWS too: it creates a one-time copy of the
+schedule (`at()` now, ActionAfterCompletion DELETE) that this runtime fires at its next poll and
+then deletes. The polling thread wakes every `poll_seconds` (5 s locally).
 """
 from __future__ import annotations
 
@@ -286,6 +288,11 @@ class LocalScheduler:
             end = _aware(schedule.get("EndDate"))
             if end is None or scheduled_time <= end:
                 results.append(self.fire(schedule, scheduled_time))
+            if _AT.match(schedule["ScheduleExpression"].strip()) and schedule.get("ActionAfterCompletion") == "DELETE":
+                self._runtime("scheduler").delete_schedule(Name=schedule["Name"],
+                                                           GroupName=schedule.get("GroupName", "default"))
+                self._tracked.pop(key, None)
+                continue
             tracked.next_due = next_fire_time(schedule["ScheduleExpression"], scheduled_time, anchor=tracked.anchor,
                                               tz=schedule.get("ScheduleExpressionTimezone") or "UTC")
             tracked.fire_at = self._fire_at(schedule, tracked.next_due)
@@ -300,6 +307,10 @@ class LocalScheduler:
         after = max(now, start) if start else now
         if start and start > now:
             after = start - timedelta(microseconds=1)
+        created = _aware(schedule.get("CreationDate"))
+        if _AT.match(schedule["ScheduleExpression"].strip()) and created is not None:
+            # A one-time schedule is due once from its creation, however late this poll sees it.
+            after = min(after, created.replace(microsecond=0) - timedelta(seconds=1))
         due = next_fire_time(schedule["ScheduleExpression"], after, anchor=anchor,
                              tz=schedule.get("ScheduleExpressionTimezone") or "UTC")
         tracked = _Tracked(due, anchor, self._fire_at(schedule, due), schedule["ScheduleExpression"])

@@ -138,3 +138,19 @@ def test_a_failing_target_is_retried_as_the_policy_says(world, monkeypatch):
                      "ResponseMetadata": {"HTTPStatusCode": 400}}, "SendMessage")))
     failed = world.runtime.run_schedule("flaky")
     assert failed.attempts == 3 and failed.dead_lettered  # 1 + MaximumRetryAttempts 2
+
+
+def test_run_now_from_another_process_is_a_one_time_copy_the_runtime_fires_and_deletes(world):
+    from local.cli.schedule import run_now
+
+    world.schedule("hourly", SEND, {"QueueUrl": world.inbox, "MessageBody": "now"}, expression="rate(1 hour)")
+    runtime = LocalScheduler(world.runtime.endpoint_url, poll_seconds=0.2).start()
+    try:
+        result = run_now(boto3.client("scheduler"), "hourly", wait=20)
+    finally:
+        runtime.stop()
+    assert result["status"] == "fired" and result["one_time_schedule"].startswith("hourly-run-")
+    assert [m["Body"] for m in world.received(world.inbox)] == ["now"]
+    assert [s["Name"] for s in boto3.client("scheduler").list_schedules()["Schedules"]] == ["hourly"]
+    [fired] = runtime.history
+    assert fired.schedule == result["one_time_schedule"] and fired.status == "succeeded"
