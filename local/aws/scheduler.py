@@ -381,9 +381,13 @@ class LocalScheduler:
             return response
         if arn.split(":")[2] == "sqs":
             sqs = self._as_role("sqs", target["RoleArn"], schedule_arn)
-            url = sqs.get_queue_url(QueueName=arn.split(":")[5], QueueOwnerAWSAccountId=arn.split(":")[4])["QueueUrl"]
-            return {"MessageId": sqs.send_message(QueueUrl=url, MessageBody=payload or "")["MessageId"]}
+            return {"MessageId": sqs.send_message(QueueUrl=self._queue_url(arn), MessageBody=payload or "")["MessageId"]}
         raise ScheduleError(f"target {arn}: the local scheduler fires universal (aws-sdk) and SQS targets only")
+
+    def _queue_url(self, queue_arn: str) -> str:
+        """The queue's URL on this endpoint (Scheduler sends by ARN: the role needs no sqs:GetQueueUrl)."""
+        _, _, _, _, account, name = queue_arn.split(":", 5)
+        return f"{self.endpoint_url.rstrip('/')}/{account}/{name}"
 
     def _dead_letter(self, schedule: dict, payload: str | None, execution_id: str, code: str, message: str) -> bool:
         queue_arn = ((schedule["Target"].get("DeadLetterConfig") or {}).get("Arn"))
@@ -391,8 +395,7 @@ class LocalScheduler:
             return False
         try:
             sqs = self._as_role("sqs", schedule["Target"]["RoleArn"], schedule["Arn"])
-            _, _, _, _, account, name = queue_arn.split(":", 5)
-            url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+            url = self._queue_url(queue_arn)
             attributes = {"ERROR_CODE": code, "ERROR_MESSAGE": message[:1000] or code, "EXECUTION_ID": execution_id,
                           "SCHEDULE_ARN": schedule["Arn"], "TARGET_ARN": schedule["Target"]["Arn"]}
             sqs.send_message(QueueUrl=url, MessageBody=payload or "{}",

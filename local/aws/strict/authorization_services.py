@@ -111,7 +111,7 @@ def set_queue_attributes(p: Params, scope: Scope):
     return [scope.request("sqs:SetQueueAttributes", queue_arn(scope, p["QueueUrl"]), resource_type="queue")]
 
 
-@operation("sqs", "GetQueueUrl", ["sqs:GetQueueUrl"], (at.PROVISION, at.EVENT_DISPATCH, at.SCHEDULE_DEAD_LETTERS))
+@operation("sqs", "GetQueueUrl", ["sqs:GetQueueUrl"], (at.PROVISION, at.EVENT_DISPATCH))
 def get_queue_url(p: Params, scope: Scope):
     account = p.get("QueueOwnerAWSAccountId") or scope.account
     return [scope.request("sqs:GetQueueUrl", f"arn:{scope.partition}:sqs:{scope.region}:{account}:{p['QueueName']}",
