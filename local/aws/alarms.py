@@ -149,7 +149,8 @@ class AlarmEvaluator:
         """(new state or None to keep it, reason, reason data) of `alarm` at `now`."""
         periods = int(alarm.get("EvaluationPeriods", 1))
         period = int(alarm.get("Period") or _math_period(alarm))
-        end = now.replace(microsecond=0)
+        # Up to and including this second: a datapoint stamped "now" counts.
+        end = (now + timedelta(seconds=1)).replace(microsecond=0)
         start = end - timedelta(seconds=period * periods)
         values = self._values(alarm, start, end, period)  # one value (or None) per period, oldest first
         threshold = float(alarm.get("Threshold", 0))
