@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from local.aws.alarms import AlarmEvaluator
 from local.aws.api_gateway import ApiServer
 from local.aws.endpoints import LocalEndpoints
 from local.aws.eventbridge import EventDispatcher, wait_until_idle
@@ -31,6 +32,7 @@ from local.aws.lambda_runtime import LambdaRuntime, local_aws_environment
 from local.aws.model_registry import ModelPackageEvents
 from local.aws.sagemaker_pipelines.service import PipelineExecutor
 from local.aws.identities import Identities
+from local.aws.scheduler import FireResult, LocalScheduler
 from local.aws.stack.model import ACCOUNT_ID, REGION, Stack
 from local.aws.stack.provisioner import provision
 from local.cloud_file import cloud_file, remove_cloud_file, write_cloud_file
@@ -112,6 +114,8 @@ class LocalCloud:
         self.model_package_events = None
         self.api_server = None
         self.console = None
+        self.scheduler: LocalScheduler | None = None
+        self.alarm_evaluator: AlarmEvaluator | None = None
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self._previous_moto_port: str | None = None
         self._owns_cloud_file = False
@@ -204,8 +208,29 @@ class LocalCloud:
                                               self.state_dir / "dlq", identities=self.identities,
                                               strict=self.face).start()
             self._on_stop("event dispatcher", self.dispatcher.stop)
+        self._start_schedules_and_alarms()
         self._write_cloud_file()
         log.info("local cloud up in %.1f s: %s (state in %s)", time.monotonic() - started, self.endpoint_url, self.state_dir)
+
+    def _start_schedules_and_alarms(self) -> None:
+        """EventBridge Scheduler and CloudWatch alarm evaluation, which moto only keeps books of
+        (local.aws.scheduler, local.aws.alarms); both act as the local runtime, targets as their roles."""
+        self.scheduler = LocalScheduler(self.endpoint_url, self.identities).start()
+        self._on_stop("scheduler", self.scheduler.stop)
+        self.alarm_evaluator = AlarmEvaluator(self.endpoint_url, self._runtime_credentials).start()
+        self._on_stop("alarm evaluator", self.alarm_evaluator.stop)
+
+    def run_schedule(self, name: str, group: str = "default") -> FireResult:
+        """Fires the EventBridge Scheduler schedule `name` now (its target, as its role)."""
+        if self.scheduler is None:
+            raise CloudError("local cloud not started")
+        return self.scheduler.run_schedule(name, group)
+
+    def evaluate_alarms(self, names: list[str] | None = None) -> list:
+        """Evaluates the CloudWatch alarms now (else every 10 s); returns the state changes."""
+        if self.alarm_evaluator is None:
+            raise CloudError("local cloud not started")
+        return self.alarm_evaluator.evaluate_now(names)
 
     def _start_pipeline_runtime(self) -> None:
         ray_address = self.external_ray_address

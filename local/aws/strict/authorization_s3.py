@@ -17,9 +17,9 @@ from local.aws.strict.operation_table import Params, Scope, operation
 
 # download_file and the managed copy HEAD the object first; PIPELINES reads JsonGet property files.
 GETTERS = (at.INTAKE, at.NOTIFY_APPROVAL, at.APPROVAL_API, at.APPROVAL_LINKS, at.SMOKE_TEST, at.INGEST,
-           at.PREPROCESS, at.EVALUATE, at.DRIFT, at.JOB_DATA, at.PIPELINES, at.HOSTING, at.CLI, at.CONSOLE)
-HEADERS = (at.INTAKE, at.QUARANTINE, at.PREPROCESS, at.EVALUATE, at.JOB_DATA, at.HOSTING, at.CLI)
-WRITERS = (at.QUARANTINE, at.OFFLINE_STORE_DIRECT, at.DRIFT, at.JOB_DATA, at.FEATURE_STORE_OFFLINE, at.CLI)
+           at.PREPROCESS, at.EVALUATE, at.DRIFT, at.JOB_DATA, at.PIPELINES, at.HOSTING, at.CLI, at.CONSOLE, at.DRIFT_ALARM)
+HEADERS = (at.INTAKE, at.QUARANTINE, at.PREPROCESS, at.EVALUATE, at.JOB_DATA, at.HOSTING, at.CLI, at.DRIFT_ALARM_RETRAIN)
+WRITERS = (at.QUARANTINE, at.OFFLINE_STORE_DIRECT, at.DRIFT, at.JOB_DATA, at.FEATURE_STORE_OFFLINE, at.CLI, at.DRIFT_ALARM_RETRAIN)
 MULTIPART = (at.QUARANTINE, at.JOB_DATA, at.CLI)  # s3.copy and upload_file switch to multipart when large
 
 
@@ -112,20 +112,25 @@ def abort_multipart_upload(p: Params, scope: Scope):
     return [_object(scope, "s3:AbortMultipartUpload", p["Bucket"], p["Key"])]
 
 
-def listing(p: Params, scope: Scope) -> list[AuthorizationRequest]:
+def listing(p: Params, scope: Scope, action: str = "s3:ListBucket") -> list[AuthorizationRequest]:
     # s3:prefix is in the context of every listing; a listing without Prefix lists from "".
     context: dict[str, Any] = {"s3:prefix": p.get("Prefix", "")}
     if p.get("Delimiter") is not None:
         context["s3:delimiter"] = p["Delimiter"]
     if p.get("MaxKeys") is not None:
         context["s3:max-keys"] = int(p["MaxKeys"])
-    return [_bucket(scope, "s3:ListBucket", p["Bucket"], context)]
+    return [_bucket(scope, action, p["Bucket"], context)]
 
 
 @operation("s3", "ListObjectsV2", ["s3:ListBucket"], (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.INGEST, at.PREPROCESS,
-                                                     at.DRIFT, at.JOB_DATA, at.CONSOLE))
+                                                     at.DRIFT, at.JOB_DATA, at.CONSOLE, at.DRIFT_ALARM))
 def list_objects_v2(p: Params, scope: Scope):
     return listing(p, scope)
+
+
+@operation("s3", "ListObjectVersions", ["s3:ListBucketVersions"], (at.DRIFT_ALARM_RETRAIN,))
+def list_object_versions(p: Params, scope: Scope):
+    return listing(p, scope, "s3:ListBucketVersions")
 
 
 @operation("s3", "CreateBucket", ["s3:CreateBucket"], (at.PROVISION,))

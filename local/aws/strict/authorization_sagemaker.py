@@ -81,7 +81,8 @@ def _simple(service: str, name: str, action: str, resource_type: str, member: st
 
 
 # -- pipelines ----------------------------------------------------------------------------------
-@operation("sagemaker", "StartPipelineExecution", ["sagemaker:StartPipelineExecution"], (at.INTAKE, at.CLI))
+@operation("sagemaker", "StartPipelineExecution", ["sagemaker:StartPipelineExecution"],
+           (at.INTAKE, at.CLI, at.DRIFT_MONITOR_SCHEDULE, at.DRIFT_ALARM_RETRAIN))
 def start_pipeline_execution(p: Params, scope: Scope):
     return [on(scope, "sagemaker:StartPipelineExecution", "pipeline", p["PipelineName"])]
 
@@ -195,7 +196,7 @@ def create_model_package(p: Params, scope: Scope):
 
 _simple("sagemaker", "DescribeModelPackage", "sagemaker:DescribeModelPackage", "model-package", "ModelPackageName",
         (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.DEPLOY_PREPARE, at.SMOKE_TEST, at.EVALUATE, at.DRIFT, at.CLI,
-         at.RECORD_LINEAGE, at.CONSOLE, at.ENDPOINTS_INTERNAL, at.EVENT_DISPATCH))
+         at.RECORD_LINEAGE, at.CONSOLE, at.ENDPOINTS_INTERNAL, at.EVENT_DISPATCH, at.DRIFT_ALARM_RETRAIN))
 
 
 @operation("sagemaker", "UpdateModelPackage", ["sagemaker:UpdateModelPackage"], (at.APPROVAL_API,))
@@ -217,11 +218,11 @@ def list_model_packages(p: Params, scope: Scope):
 
 # -- hosting ------------------------------------------------------------------------------------
 _simple("sagemaker", "DescribeEndpoint", "sagemaker:DescribeEndpoint", "endpoint", "EndpointName",
-        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.DRIFT, at.CLI, at.CONSOLE))
+        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.DRIFT, at.CLI, at.CONSOLE, at.DRIFT_ALARM_RETRAIN))
 _simple("sagemaker", "DescribeEndpointConfig", "sagemaker:DescribeEndpointConfig", "endpoint-config",
-        "EndpointConfigName", (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL))
+        "EndpointConfigName", (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL, at.DRIFT_ALARM_RETRAIN))
 _simple("sagemaker", "DescribeModel", "sagemaker:DescribeModel", "model", "ModelName",
-        (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL))
+        (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL, at.DRIFT_ALARM_RETRAIN))
 _simple("sagemaker", "DeleteEndpoint", "sagemaker:DeleteEndpoint", "endpoint", "EndpointName",
         (at.DEPLOY_PREPARE, at.STATE_MACHINE))
 _simple("sagemaker", "DeleteEndpointConfig", "sagemaker:DeleteEndpointConfig", "endpoint-config",

@@ -69,7 +69,7 @@ def update_time_to_live(p: Params, scope: Scope):
 
 # -- SNS ----------------------------------------------------------------------------------------
 @operation("sns", "Publish", ["sns:Publish"], (at.INTAKE_NOTIFY, at.PIPELINE_STATUS_NOTIFY, at.DEPLOY_NOTIFY,
-                                               at.EVENT_DISPATCH))
+                                               at.EVENT_DISPATCH, at.DRIFT_ALARM, at.ALARM_EVALUATOR))
 def publish(p: Params, scope: Scope):
     return [scope.request("sns:Publish", p.get("TopicArn") or p["TargetArn"], resource_type="topic")]
 
@@ -96,7 +96,7 @@ def queue_arn(scope: Scope, queue_url: str) -> str:
 
 
 for _op, _callers in (
-    ("SendMessage", (at.EVENTBRIDGE_DEAD_LETTERS, at.FUNCTION_DEAD_LETTERS, at.EVENT_DISPATCH)),
+    ("SendMessage", (at.EVENTBRIDGE_DEAD_LETTERS, at.FUNCTION_DEAD_LETTERS, at.EVENT_DISPATCH, at.SCHEDULE_DEAD_LETTERS)),
     ("ReceiveMessage", (at.EVENT_DISPATCH,)),
     ("DeleteMessage", (at.EVENT_DISPATCH,)),
     ("GetQueueAttributes", (at.EVENT_DISPATCH,)),
@@ -261,7 +261,7 @@ def rule_arn(scope: Scope, rule: str, bus: str | None) -> tuple[str, str]:
             "rule-on-custom-event-bus")
 
 
-@operation("events", "PutEvents", ["events:PutEvents"], (at.EXECUTOR_INTERNAL, at.EVENT_DISPATCH))
+@operation("events", "PutEvents", ["events:PutEvents"], (at.EXECUTOR_INTERNAL, at.EVENT_DISPATCH, at.ALARM_EVALUATOR))
 def put_events(p: Params, scope: Scope):
     by_bus: dict[str, list[dict]] = {}
     for entry in p["Entries"]:

@@ -18,6 +18,8 @@ DEPLOY_PREPARE_ROLE = "DeployPrepareFunctionRole"
 DEPLOY_SMOKE_TEST_ROLE = "DeploySmokeTestFunctionRole"
 DEPLOY_NOTIFY_ROLE = "DeployNotifyFunctionRole"
 RECORD_LINEAGE_ROLE = "RecordLineageFunctionRole"
+DRIFT_ALARM_ROLE = "DriftAlarmFunctionRole"
+DRIFT_MONITOR_SCHEDULE_ROLE = "DriftMonitorScheduleRole"
 DEPLOY_STATE_MACHINE_ROLE = "DeployStateMachineRole"
 DEPLOY_RULE_ROLES = "DeployStateMachinePackageApprovedRole / DeployStateMachinePackageRejectedRole"
 PIPELINE_EXECUTION_ROLE = "PipelineExecutionRole"
@@ -57,6 +59,11 @@ FUNCTION_LOGS = _at("Lambda function logs", "the function's role (AWSLambdaBasic
 RECORD_LINEAGE = _at("record_lineage", RECORD_LINEAGE_ROLE, "functions/shared/mlops_shared/lineage.py")
 DEPLOY_NOTIFY_LINEAGE = _at("deploy_notify", DEPLOY_NOTIFY_ROLE,
                             "functions/shared/mlops_shared/lineage.py (record_deployment)")
+DRIFT_ALARM = _at("drift_alarm", DRIFT_ALARM_ROLE,
+                  "functions/shared/mlops_shared/drift_response.py (drift reports, notification)")
+DRIFT_ALARM_RETRAIN = _at("drift_alarm", DRIFT_ALARM_ROLE,
+                          "functions/shared/mlops_shared/drift_response.py (RetrainOnDrift: serving package, "
+                          "labelled dataset versions, the training pipeline)")
 FUNCTION_DEAD_LETTERS = _at("Lambda asynchronous invocation", "the function's role (DeadLetterQueue)",
                             "template.yaml DeadLetterQueue of StartPipeline/PipelineStatus/NotifyApproval")
 
@@ -69,6 +76,12 @@ EVENTBRIDGE_TO_LAMBDA = _at("EventBridge rules", EVENTS_SERVICE,
 EVENTBRIDGE_TO_STATE_MACHINE = _at("EventBridge rules", DEPLOY_RULE_ROLES, "template.yaml PackageApproved, PackageRejected")
 EVENTBRIDGE_DEAD_LETTERS = _at("EventBridge rules", EVENTS_SERVICE, "template.yaml DeadLetterConfig (queue policies)")
 API_GATEWAY = _at("ApprovalApi", API_GATEWAY_SERVICE, "template.yaml ApprovalApiFunction Api events (Lambda permission)")
+
+# -- EventBridge Scheduler targets (the schedule's role; locally: local/aws/scheduler.py) -------------
+DRIFT_MONITOR_SCHEDULE = _at("DriftMonitorSchedule", DRIFT_MONITOR_SCHEDULE_ROLE,
+                             "template.yaml DriftMonitorSchedule universal target (StartPipelineExecution)")
+SCHEDULE_DEAD_LETTERS = _at("DriftMonitorSchedule", DRIFT_MONITOR_SCHEDULE_ROLE,
+                            "template.yaml DriftMonitorSchedule DeadLetterConfig (local/aws/scheduler.py)")
 
 # -- SageMaker Pipelines with PipelineExecutionRole (locally: local/executor.py) ------------------
 PIPELINES = _at("SageMaker Pipelines", PIPELINE_EXECUTION_ROLE, "local/aws/sagemaker_pipelines/runner.py, jobs/pipeline_definition.json")
@@ -102,4 +115,7 @@ CONSOLE = _at("local console", LOCAL_ADMINISTRATOR, "local/console/data.py (read
 EVENT_DISPATCH = _at("local event delivery", LOCAL_SERVICE, "local/aws/eventbridge.py")
 EXECUTOR_INTERNAL = _at("local pipeline executor", LOCAL_SERVICE, "local/aws/sagemaker_pipelines/service.py (definition, status events)")
 ENDPOINTS_INTERNAL = _at("local hosting", LOCAL_SERVICE, "local/aws/endpoints.py (endpoint config, model, package)")
+ALARM_EVALUATOR = _at("local CloudWatch alarms", LOCAL_SERVICE,
+                      "local/aws/alarms.py (DescribeAlarms, GetMetricStatistics, SetAlarmState, SNS actions, events)")
+SCHEDULER_INTERNAL = _at("local EventBridge Scheduler", LOCAL_SERVICE, "local/aws/scheduler.py (ListSchedules, GetSchedule)")
 FEATURE_STORE_INTERNAL = _at("local Feature Store runtime", LOCAL_SERVICE, "local/aws/featurestore_runtime/service.py (group description)")

@@ -40,7 +40,7 @@ from local.aws.strict.service_constraints import service_model
 CHECKED_SERVICES = (
     "s3", "sagemaker", "sagemaker-runtime", "sagemaker-featurestore-runtime", "dynamodb", "stepfunctions",
     "sns", "sqs", "ses", "sesv2", "sts", "iam", "events", "logs", "secretsmanager", "ssm", "kms", "ecr",
-    "lambda", "cloudformation", "cloudwatch",
+    "lambda", "cloudformation", "cloudwatch", "scheduler",
 )
 
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")

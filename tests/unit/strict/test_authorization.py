@@ -56,6 +56,7 @@ SAMPLES: dict[tuple[str, str], dict] = {
     ("s3", "AbortMultipartUpload"): {"Bucket": "art", "Key": "pipeline/x/model.tar.gz", "UploadId": "u"},
     ("s3", "ListObjectsV2"): {"Bucket": "art", "Prefix": "pipeline/abc/Evaluate/evaluation/", "MaxKeys": 100,
                               "Delimiter": "/"},
+    ("s3", "ListObjectVersions"): {"Bucket": "data", "Prefix": "incoming/"},
     ("s3", "CreateBucket"): {"Bucket": "data"},
     ("s3", "PutBucketVersioning"): {"Bucket": "data", "VersioningConfiguration": {"Status": "Enabled"}},
     ("s3", "PutBucketPolicy"): {"Bucket": "data", "Policy": "{}"},

@@ -15,6 +15,7 @@
 | AWS::KMS::Key, AWS::KMS::Alias | `kms.key`, `kms.alias` |
 | AWS::SageMaker::ModelPackageGroup, AWS::SageMaker::Pipeline | `sagemaker.model_package_group`, `sagemaker.pipeline` |
 | AWS::Events::Rule (and SAM EventBridgeRule events) | `eventbridge.rule` (`eventbridge.sam_event_rules`) |
+| AWS::Scheduler::Schedule (fired by `local.aws.scheduler`) | `scheduler.schedule` |
 | AWS::Serverless::Function, ::LayerVersion, ::StateMachine, ::Api, ::HttpApi | `serverless.*` |
 | AWS::Lambda::Permission (SAM generates them for function events) | `serverless.permission` |
 
@@ -34,6 +35,7 @@ from local.aws.stack.resources import (
     logs,
     s3,
     sagemaker,
+    scheduler,
     secretsmanager,
     serverless,
     ses,
@@ -65,6 +67,7 @@ CREATORS: dict[str, Callable[["Provisioner", str, dict], None]] = {
     "AWS::SageMaker::ModelPackageGroup": sagemaker.model_package_group,
     "AWS::SageMaker::Pipeline": sagemaker.pipeline,
     "AWS::Events::Rule": eventbridge.rule,
+    "AWS::Scheduler::Schedule": scheduler.schedule,
     "AWS::Serverless::LayerVersion": serverless.layer,
     "AWS::Serverless::Function": serverless.function,
     "AWS::Lambda::Permission": serverless.permission,
