@@ -305,3 +305,35 @@ def done_notification(status: str, parameters: Mapping[str, str], manifest: Mapp
             f"{quarantine.quarantine_key(parameters.get('InputKey', ''), SCORE_PREFIX, SCORE_QUARANTINE_PREFIX)}"
             f"{quarantine.REASON_SUFFIX} with their line numbers.",
         ]))
+
+
+def client_request_token(drop: ScoringDrop) -> str:
+    """Retries of one drop share it (StartPipelineExecution is idempotent on it)."""
+    from mlops_shared.dataset_reference import identity_digest
+
+    return identity_digest(drop.bucket, drop.key, drop.version_id or (drop.etag or "").strip('"'))
+
+
+def notify_done(detail: Mapping[str, Any], settings: ScoringSettings, *, s3: Any = None, sagemaker: Any = None,
+                sns: Any = None) -> dict[str, Any]:
+    """The scoring pipeline's "Pipeline Execution Status Change" (Succeeded/Failed/Stopped) -> one
+    notification with the predictions URI and package version (or the failure reason)."""
+    s3 = s3 or boto3.client("s3")
+    sagemaker = sagemaker or boto3.client("sagemaker")
+    status = detail.get("currentPipelineExecutionStatus", "")
+    if status not in ("Succeeded", "Failed", "Stopped"):
+        return {"status": "ignored", "execution_status": status}
+    execution_arn = detail["pipelineExecutionArn"]
+    parameters = {p["Name"]: p["Value"] for p in sagemaker.list_pipeline_parameters_for_execution(
+        PipelineExecutionArn=execution_arn).get("PipelineParameters", [])}
+    manifest = failure_reason = None
+    if status == "Succeeded":
+        manifest = json.loads(s3.get_object(Bucket=parameters["InputBucket"],
+                                            Key=manifest_key(parameters["InputKey"]))["Body"].read())
+    else:
+        failure_reason = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn).get("FailureReason")
+    message_id = notifications.publish(done_notification(status, parameters, manifest, failure_reason),
+                                       settings.notification_topic_arn, sns=sns)
+    return {"status": "notified", "execution_status": status, "execution_arn": execution_arn,
+            "predictions_uri": manifest.get("predictions_uri") if manifest else None,
+            "model_package_version": parameters.get("ModelPackageVersion"), "notification_message_id": message_id}
