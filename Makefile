@@ -70,6 +70,7 @@ bench: $(STAMP)
 ## Regenerate jobs/pipeline_definition.json from jobs/pipeline.py (a test checks it is current).
 definition: $(STAMP)
 	$(BIN)/python -m jobs.pipeline --write jobs/pipeline_definition.json
+	$(BIN)/python -m jobs.scoring_pipeline --write jobs/scoring_pipeline_definition.json
 
 lock:
 	$(BIN)/uv pip compile requirements.in -o requirements.lock --python-version 3.11

@@ -52,6 +52,7 @@ LOCAL_PARAMETERS = {
     "JobImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ray-sagemaker-mlops-jobs:local",
     "PipelineDefinitionBucket": "local-pipeline-definitions",
     "PipelineDefinitionKey": "pipeline/definition-local.json",
+    "ScoringPipelineDefinitionKey": "pipeline/scoring-definition-local.json",
     "ApproverEmails": "approver@example.com",
     "SenderEmail": "mlops-approvals@example.com",
 }

@@ -3,9 +3,10 @@
 The stack takes two things it cannot build itself:
 
 * the jobs image (``jobs/Dockerfile``) in ECR — parameter ``JobImageUri``;
-* the pipeline definition (``Metadata.Mlops.DefinitionFile`` of the ``AWS::SageMaker::Pipeline``) with
-  its ``Metadata.Mlops.Substitutions`` applied, in S3 — parameters ``PipelineDefinitionBucket`` /
-  ``PipelineDefinitionKey``.
+* each pipeline definition (``Metadata.Mlops.DefinitionFile`` of every ``AWS::SageMaker::Pipeline``)
+  with its ``Metadata.Mlops.Substitutions`` applied, in S3 — parameter ``PipelineDefinitionBucket``
+  and the key parameter its ``PipelineDefinitionS3Location.Key`` names (``PipelineDefinitionKey``,
+  ``ScoringPipelineDefinitionKey``, ...).
 
 This script resolves the substitutions from the template itself (the jobs role has a fixed name, so
 its ARN is known before the stack exists), uploads the definition to a content-addressed key
@@ -205,6 +206,8 @@ class PreDeployResolver:
 class PipelineDefinition:
     logical_id: str
     text: str
+    # The stack parameter naming the definition's key (the `Ref` of PipelineDefinitionS3Location.Key).
+    key_parameter: str = "PipelineDefinitionKey"
 
     @property
     def sha256(self) -> str:
@@ -227,7 +230,11 @@ def pipeline_definitions(template: dict[str, Any], context: StackContext, root: 
             continue
         text = (root / mlops["DefinitionFile"]).read_text()
         substitutions = {name: resolver.resolve(value) for name, value in (mlops.get("Substitutions") or {}).items()}
-        definitions.append(PipelineDefinition(logical_id, substitute_definition(text, substitutions)))
+        location = ((resource.get("Properties") or {}).get("PipelineDefinition") or {}).get("PipelineDefinitionS3Location") or {}
+        key_ref = location.get("Key")
+        key_parameter = key_ref.get("Ref") if isinstance(key_ref, dict) else None
+        definitions.append(PipelineDefinition(logical_id, substitute_definition(text, substitutions),
+                                              key_parameter or "PipelineDefinitionKey"))
     if not definitions:
         raise PublishError("the template has no AWS::SageMaker::Pipeline with Metadata.Mlops.DefinitionFile")
     return definitions
@@ -432,13 +439,17 @@ def publish(config: DeployConfig, *, session: boto3.session.Session | None = Non
     ensure_deployment_bucket(s3, bucket, config.region, partition, tls_only=tls_only)
     context = StackContext(config.stack_name, config.region, account_id, partition, overrides)
     definitions = pipeline_definitions(load_template(template_path), context, root)
-    if len(definitions) != 1:
-        raise PublishError("one pipeline definition expected (the stack has one bucket/key parameter pair)")
-    [definition] = definitions
-    uploaded = upload_definition(s3, bucket, definition)
-    print(f"definition s3://{bucket}/{definition.key} ({'uploaded' if uploaded else 'already there'})", file=sys.stderr)
+    # Every pipeline's definition goes to the one deployment bucket, each under the key parameter its
+    # PipelineDefinitionS3Location names (PipelineDefinitionKey, ScoringPipelineDefinitionKey, ...).
+    parameters = [definition.key_parameter for definition in definitions]
+    if len(set(parameters)) != len(parameters):
+        raise PublishError(f"two pipelines share a definition key parameter: {', '.join(parameters)}")
+    for definition in definitions:
+        uploaded = upload_definition(s3, bucket, definition)
+        print(f"definition s3://{bucket}/{definition.key} ({'uploaded' if uploaded else 'already there'})",
+              file=sys.stderr)
+        overrides[definition.key_parameter] = definition.key
     overrides["PipelineDefinitionBucket"] = bucket
-    overrides["PipelineDefinitionKey"] = definition.key
     return Published(image_uri, bucket, definitions, overrides)
 
 
@@ -472,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"image_uri": result.image_uri, "bucket": result.bucket,
                           "definition_key": result.definitions[0].key,
+                          "definition_keys": {d.key_parameter: d.key for d in result.definitions},
                           "parameter_overrides": result.parameter_overrides}, indent=2))
     else:
         print(" ".join(render_parameter_overrides(result.parameter_overrides)))

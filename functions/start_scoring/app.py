@@ -64,6 +64,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(drop=drop.s3_uri)
     result = process_once(drop=drop.__dict__.copy())
     logger.info("scoring drop processed", extra={"result": result})
-    metrics.add_metric(name={"started": "ScoringExecutionsStarted", "quarantined": "ScoringFilesQuarantined"}
-                       .get(result["status"], "ScoringDropsIgnored"), unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="ScoringExecutionsStarted" if result["status"] == "started" else "ScoringFilesQuarantined",
+                       unit=MetricUnit.Count, value=1)
     return result

@@ -58,14 +58,21 @@ def test_overrides_survive_sam_cli_parsing():
 def test_definition_gets_the_jobs_role_of_the_stack_and_a_content_addressed_key():
     template = publish.load_template()
     dev = StackContext("ray-mlops-dev", "us-east-1", ACCOUNT)
-    [definition] = publish.pipeline_definitions(template, dev)
-    assert definition.logical_id == "TrainingPipeline"
+    definitions = {d.logical_id: d for d in publish.pipeline_definitions(template, dev)}
+    definition = definitions["TrainingPipeline"]
+    # Each pipeline's key goes to the parameter its PipelineDefinitionS3Location names.
+    assert {d.logical_id: d.key_parameter for d in definitions.values()} == {
+        "TrainingPipeline": "PipelineDefinitionKey", "ScoringPipeline": "ScoringPipelineDefinitionKey"}
+    scoring = definitions["ScoringPipeline"]
+    raw_scoring = (ROOT / "jobs" / "scoring_pipeline_definition.json").read_text()
+    assert scoring.text == raw_scoring.replace("${PipelineJobsRoleArn}", JOBS_ROLE_ARN)
     assert "${PipelineJobsRoleArn}" not in definition.text
     raw = (ROOT / "jobs" / "pipeline_definition.json").read_text()
     assert definition.text == raw.replace("${PipelineJobsRoleArn}", JOBS_ROLE_ARN)
     assert json.loads(definition.text)  # still JSON
     assert definition.key == f"pipeline/definition-{hashlib.sha256(definition.text.encode()).hexdigest()}.json"
-    [prod] = publish.pipeline_definitions(template, StackContext("ray-mlops-prod", "eu-west-1", ACCOUNT))
+    [prod] = [d for d in publish.pipeline_definitions(template, StackContext("ray-mlops-prod", "eu-west-1", ACCOUNT))
+              if d.logical_id == "TrainingPipeline"]
     assert "role/ray-mlops-prod-jobs-eu-west-1" in prod.text
     assert prod.key != definition.key  # another role, another object: stacks never share a definition
 
@@ -102,13 +109,15 @@ def test_publish_uploads_the_definition_once_and_returns_every_override(aws):
                             tls_only=False)
     bucket = f"ray-mlops-dev-deploy-{ACCOUNT}-us-east-1"
     assert first.bucket == bucket
-    [definition] = first.definitions
+    definition, scoring = first.definitions
+    assert (definition.logical_id, scoring.logical_id) == ("TrainingPipeline", "ScoringPipeline")
     assert first.parameter_overrides == {
         **dev_config().parameter_overrides,
         "NotificationEmail": "ops@example.com",
         "JobImageUri": image,
         "PipelineDefinitionBucket": bucket,
         "PipelineDefinitionKey": definition.key,
+        "ScoringPipelineDefinitionKey": scoring.key,
     }
     s3 = boto3.client("s3")
     stored = s3.get_object(Bucket=bucket, Key=definition.key)["Body"].read().decode()
@@ -118,7 +127,7 @@ def test_publish_uploads_the_definition_once_and_returns_every_override(aws):
     second = publish.publish(dev_config(), image_uri=image, tls_only=False)
     assert second.parameter_overrides["PipelineDefinitionKey"] == definition.key
     versions = s3.list_object_versions(Bucket=bucket, Prefix="pipeline/")["Versions"]
-    assert len(versions) == 1  # the same definition is not uploaded again
+    assert len(versions) == 2  # the same definitions are not uploaded again
 
 
 def copy_image_context(tmp_path: Path) -> Path:
