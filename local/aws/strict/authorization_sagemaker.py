@@ -81,16 +81,16 @@ def _simple(service: str, name: str, action: str, resource_type: str, member: st
 
 
 # -- pipelines ----------------------------------------------------------------------------------
-@operation("sagemaker", "StartPipelineExecution", ["sagemaker:StartPipelineExecution"], (at.INTAKE, at.CLI))
+@operation("sagemaker", "StartPipelineExecution", ["sagemaker:StartPipelineExecution"], (at.INTAKE, at.SCORING, at.CLI))
 def start_pipeline_execution(p: Params, scope: Scope):
     return [on(scope, "sagemaker:StartPipelineExecution", "pipeline", p["PipelineName"])]
 
 
 for _op, _action, _callers in (
-    ("DescribePipelineExecution", "sagemaker:DescribePipelineExecution", (at.CLI, at.CLOUD, at.CONSOLE)),
+    ("DescribePipelineExecution", "sagemaker:DescribePipelineExecution", (at.SCORING, at.CLI, at.CLOUD, at.CONSOLE)),
     ("ListPipelineExecutionSteps", "sagemaker:ListPipelineExecutionSteps",
      (at.PIPELINE_STATUS, at.RECORD_LINEAGE, at.CLI, at.CONSOLE)),
-    ("ListPipelineParametersForExecution", "sagemaker:ListPipelineParametersForExecution", (at.CLI,)),
+    ("ListPipelineParametersForExecution", "sagemaker:ListPipelineParametersForExecution", (at.SCORING, at.CLI)),
     ("DescribePipelineDefinitionForExecution", "sagemaker:DescribePipelineDefinitionForExecution",
      (at.CLI, at.CONSOLE)),
 ):
@@ -194,7 +194,7 @@ def create_model_package(p: Params, scope: Scope):
 
 
 _simple("sagemaker", "DescribeModelPackage", "sagemaker:DescribeModelPackage", "model-package", "ModelPackageName",
-        (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.DEPLOY_PREPARE, at.SMOKE_TEST, at.EVALUATE, at.CLI,
+        (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.DEPLOY_PREPARE, at.SMOKE_TEST, at.EVALUATE, at.SCORING, at.CLI,
          at.RECORD_LINEAGE, at.CONSOLE, at.ENDPOINTS_INTERNAL, at.EVENT_DISPATCH))
 
 
@@ -208,7 +208,7 @@ def update_model_package(p: Params, scope: Scope):
     return [on(scope, "sagemaker:UpdateModelPackage", "model-package", p["ModelPackageArn"], context)]
 
 
-@operation("sagemaker", "ListModelPackages", ["sagemaker:ListModelPackages"], (at.DEPLOY_PREPARE, at.EVALUATE, at.CLI,
+@operation("sagemaker", "ListModelPackages", ["sagemaker:ListModelPackages"], (at.DEPLOY_PREPARE, at.EVALUATE, at.SCORING, at.CLI,
                                                                                      at.CONSOLE))
 def list_model_packages(p: Params, scope: Scope):
     # SageMaker's List- calls take no resource-level permissions: the request is on "*".
@@ -217,11 +217,11 @@ def list_model_packages(p: Params, scope: Scope):
 
 # -- hosting ------------------------------------------------------------------------------------
 _simple("sagemaker", "DescribeEndpoint", "sagemaker:DescribeEndpoint", "endpoint", "EndpointName",
-        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.CLI, at.CONSOLE))
+        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.SCORING, at.CLI, at.CONSOLE))
 _simple("sagemaker", "DescribeEndpointConfig", "sagemaker:DescribeEndpointConfig", "endpoint-config",
-        "EndpointConfigName", (at.DEPLOY_PREPARE, at.CLI, at.ENDPOINTS_INTERNAL))
+        "EndpointConfigName", (at.DEPLOY_PREPARE, at.SCORING, at.CLI, at.ENDPOINTS_INTERNAL))
 _simple("sagemaker", "DescribeModel", "sagemaker:DescribeModel", "model", "ModelName",
-        (at.DEPLOY_PREPARE, at.CLI, at.ENDPOINTS_INTERNAL))
+        (at.DEPLOY_PREPARE, at.SCORING, at.CLI, at.ENDPOINTS_INTERNAL))
 _simple("sagemaker", "DeleteEndpoint", "sagemaker:DeleteEndpoint", "endpoint", "EndpointName",
         (at.DEPLOY_PREPARE, at.STATE_MACHINE))
 _simple("sagemaker", "DeleteEndpointConfig", "sagemaker:DeleteEndpointConfig", "endpoint-config",
