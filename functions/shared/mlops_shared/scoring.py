@@ -37,7 +37,7 @@ SAMPLE_BYTES = 256 * 1024
 # The object metadata the predictions carry (S3 user metadata: x-amz-meta-…).
 PACKAGE_ARN_METADATA = "model-package-arn"
 PACKAGE_VERSION_METADATA = "model-package-version"
-_PIPELINE_VALUE_MAX = 1024  # StartPipelineExecution: a parameter value holds at most 1024 characters
+_ARGUMENT_MAX = 256  # a SageMaker processing job's container argument holds at most 256 characters
 
 
 @dataclass(frozen=True)
@@ -235,10 +235,20 @@ def pipeline_parameters(drop: ScoringDrop, package: ServingPackage, settings: Sc
         values["JobImageUri"] = settings.job_image_uri
     if settings.processing_instance_type:
         values["ProcessingInstanceType"] = settings.processing_instance_type
-    too_long = [name for name, value in values.items() if len(value) > _PIPELINE_VALUE_MAX]
-    if too_long:
-        raise ValueError(f"pipeline parameter(s) {', '.join(too_long)} exceed {_PIPELINE_VALUE_MAX} characters")
     return [{"Name": name, "Value": value} for name, value in values.items()]
+
+
+def too_long_issue(drop: ScoringDrop, package: ServingPackage) -> ValidationIssue | None:
+    """The job takes the drop and the package as container arguments, which SageMaker limits to
+    256 characters each."""
+    values = {"key": drop.key, "version id": drop.version_id or "", "model data URL": package.model_data_url,
+              "bucket": drop.bucket, "model package ARN": package.model_package_arn}
+    too_long = [name for name, value in values.items() if len(value) > _ARGUMENT_MAX]
+    if not too_long:
+        return None
+    return ValidationIssue("name_too_long", f"The file's {', '.join(too_long)} is longer than the {_ARGUMENT_MAX} "
+                           "characters a SageMaker job argument holds.",
+                           "Drop the file under a shorter key (folders and name together).")
 
 
 def process_drop(drop: ScoringDrop, settings: ScoringSettings, *, s3: Any = None, sagemaker: Any = None,
@@ -258,7 +268,8 @@ def process_drop(drop: ScoringDrop, settings: ScoringSettings, *, s3: Any = None
     if drop.version_id:
         arguments["VersionId"] = drop.version_id
     sample = s3.get_object(**arguments)["Body"].read() if drop.size else b""
-    issue = validate_scoring_sample(sample, whole_file=drop.size <= SAMPLE_BYTES, feature_order=feature_order)
+    issue = too_long_issue(drop, package) or validate_scoring_sample(
+        sample, whole_file=drop.size <= SAMPLE_BYTES, feature_order=feature_order)
     if issue:
         return quarantine_drop(drop, issue, settings, s3, sns, package)
     started = sagemaker.start_pipeline_execution(

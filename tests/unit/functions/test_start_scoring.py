@@ -211,3 +211,10 @@ def test_the_end_of_a_scoring_execution_is_notified_with_the_predictions_and_ver
     [note] = world.notifications()
     assert started["predictions_uri"] in note["Message"] and "version 1" in note["Message"]
     assert note["MessageAttributes"]["event_type"]["Value"] == "scoring_succeeded"
+
+
+def test_a_key_too_long_for_a_job_argument_is_quarantined_before_anything_starts(world):
+    world.package()
+    result = world.invoke(world.drop("score/" + "d" * 250 + "/x.csv", csv_text()))
+    assert result["status"] == "quarantined" and result["reason"] == "name_too_long"
+    assert not world.sm.list_pipeline_executions(PipelineName=PIPELINE)["PipelineExecutionSummaries"]
