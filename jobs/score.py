@@ -185,12 +185,15 @@ def score_stream(source: Any, header: Sequence[str], predictor: Predictor, outpu
 
 
 def _load_predictor(s3: Any, model_data_url: str, workdir: Path) -> Predictor:
-    from jobs.model_io import extract_model_tar
+    from jobs.model_io import ModelArtifactError, extract_model_tar
 
     bucket, key = model_data_url.removeprefix("s3://").split("/", 1)
     archive = workdir / "model.tar.gz"
     s3.download_file(bucket, key, str(archive))
-    return Predictor(extract_model_tar(archive, workdir / "model"))
+    try:
+        return Predictor(extract_model_tar(archive, workdir / "model"))
+    except ModelArtifactError as error:
+        raise common.JobFailure(f"the serving model {model_data_url} cannot be loaded: {error}") from None
 
 
 def _quarantine(s3: Any, bucket: str, key: str, version_id: str | None, error: UnscorableRows,
