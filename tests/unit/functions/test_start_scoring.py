@@ -218,3 +218,18 @@ def test_a_key_too_long_for_a_job_argument_is_quarantined_before_anything_starts
     result = world.invoke(world.drop("score/" + "d" * 250 + "/x.csv", csv_text()))
     assert result["status"] == "quarantined" and result["reason"] == "name_too_long"
     assert not world.sm.list_pipeline_executions(PipelineName=PIPELINE)["PipelineExecutionSummaries"]
+
+
+def test_the_handler_counts_what_the_dashboard_shows(world, capsys):
+    from tests.lambda_handlers import emitted_metrics
+
+    world.package()
+    started = world.invoke(world.drop("score/m.csv", csv_text()))
+    world.invoke(world.drop("score/n.csv", csv_text(header=["YEAR_BUILT"])))
+    failed = json.loads((ROOT / "tests/events/pipeline_execution_failed.json").read_text())
+    failed["detail"]["pipelineExecutionArn"] = started["execution_arn"]
+    assert world.invoke(failed)["status"] == "notified"
+    assert emitted_metrics(capsys.readouterr().out) == {
+        "ScoringExecutionsStarted": 1, "ScoringFilesQuarantined": 1, "ScoringExecutionsFailed": 1}
+    [_, note] = world.notifications()  # the quarantine, then the failure
+    assert note["MessageAttributes"]["event_type"]["Value"] == "scoring_failed" and "Failed" in note["Message"]
