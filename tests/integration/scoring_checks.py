@@ -5,6 +5,7 @@ strict face; a file lacking a feature is quarantined under quarantine/score/ (ex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import time
@@ -20,6 +21,24 @@ from local.cli.score import score_file
 from tests.model_artifacts import FEATURES
 
 
+def mlops_local_score(cloud, path: Path) -> tuple[int, dict]:
+    """`mlops local score PATH --json` against this cloud (published in its state dir's cloud.json,
+    as `mlops local up` does): (exit code, the one JSON object it printed)."""
+    from local.cli import main
+    from local.cloud_file import remove_cloud_file, write_cloud_file
+
+    write_cloud_file(cloud.state_dir, cloud.describe())
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            code = main(["local", "score", str(path), "--json", "--quiet", "--timeout", "240",
+                         "--state-dir", str(cloud.state_dir)])
+    finally:
+        remove_cloud_file(cloud.state_dir)
+    [line] = printed.getvalue().strip().splitlines()
+    return code, json.loads(line)
+
+
 def check_batch_scoring(cloud, package: dict, endpoint: str, tmp_path: Path) -> None:
     session = RunSession(cloud.endpoint_url, cloud.state_dir, cloud.stack.outputs, argparse.Namespace(),
                          deadline=time.monotonic() + 240, cloud=cloud,
@@ -27,9 +46,9 @@ def check_batch_scoring(cloud, package: dict, endpoint: str, tmp_path: Path) -> 
     rows = package["trained"]["test"].reset_index(drop=True)
     drop = tmp_path / "to-score.csv"
     rows.to_csv(drop, index=False)  # the target column rides along and is copied, not used
-    result = score_file(session, drop, explain=False)
+    code, result = mlops_local_score(cloud, drop)
     assert result["status"] == "succeeded", result
-    assert exit_code_for(result) == 0 and result["model_package_arn"] == package["arn"]
+    assert code == 0 and result["model_package_arn"] == package["arn"]
     bucket = cloud.stack.outputs["DataBucketName"]
     assert result["predictions_uri"] == f"s3://{bucket}/predictions/to-score.csv"
     s3 = cloud.client("s3")
