@@ -18,8 +18,8 @@ object and version, rows, package, column names and start/end times.
 
 A row that cannot be scored (wrong number of fields, a feature that is neither a number nor
 missing) rejects the whole file: no predictions are written, the file is copied to
-`quarantine/score/<same path>` with a `.reason.json` listing the first bad rows (data row numbers,
-1 = the first row under the header), and the job fails with that reason.
+`quarantine/score/<same path>` with a `.reason.json` listing the first bad rows (line numbers of
+the file, the header being line 1; blank lines aside), and the job fails with that reason.
 """
 from __future__ import annotations
 
@@ -167,11 +167,12 @@ def score_stream(source: Any, header: Sequence[str], predictor: Predictor, outpu
             except StopIteration:
                 break
             except pa.ArrowInvalid as error:  # a row with the wrong number of fields, ...
-                raise UnscorableRows([{"line": result.rows + 1,
-                                       "reason": f"in the rows from {result.rows + 1} on: {error}"}]) from None
+                raise UnscorableRows([{"line": result.rows + 2,
+                                       "reason": f"in the lines from {result.rows + 2} on: {error}"}]) from None
             if batch.num_rows == 0:
                 continue
-            scaled = standardize(_feature_matrix(batch, features, header, result.rows + 1), mean, scale)
+            # Line numbers of the file (the header is line 1), as intake's sample check gives them.
+            scaled = standardize(_feature_matrix(batch, features, header, result.rows + 2), mean, scale)
             arrays = list(batch.columns) + [pa.array(predictor.model.predict_scaled(scaled).astype(np.float64))]
             if explain:
                 contribs = explainer(predictor.model.booster, scaled)

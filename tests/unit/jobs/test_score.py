@@ -130,10 +130,24 @@ def test_unscorable_rows_reject_the_file_with_their_numbers(bucket):
     text = ",".join(FEATURES) + "\n" + "\n".join(
         ",".join("abc" if (row == 4 and i == 1) else "1" for i in range(len(FEATURES))) for row in range(10)) + "\n"
     bucket.put_object(Bucket=BUCKET, Key="score/bad/x.csv", Body=text.encode())
-    with pytest.raises(common.JobFailure, match="row.*5"):
+    with pytest.raises(common.JobFailure, match="lines 6"):  # the fifth row: line 6 under the header
         run("score/bad/x.csv")
     reason = json.loads(bucket.get_object(Bucket=BUCKET, Key="quarantine/score/bad/x.csv.reason.json")["Body"].read())
-    assert reason["code"] == "unscorable_rows" and reason["details"]["rows"][0]["line"] == 5
+    assert reason["code"] == "unscorable_rows" and reason["details"]["rows"][0]["line"] == 6
     assert "SQUARE_FEET" in reason["details"]["rows"][0]["reason"]
     assert bucket.get_object(Bucket=BUCKET, Key="quarantine/score/bad/x.csv")["Body"].read() == text.encode()
     assert "Contents" not in bucket.list_objects_v2(Bucket=BUCKET, Prefix="predictions/bad/")
+
+
+def test_line_numbers_hold_across_batches_and_missing_values_are_scored(trained, tmp_path):
+    from jobs.serve import Predictor
+
+    predictor = Predictor(trained["model_dir"])
+    lines = [",".join(["id", *FEATURES])] + [",".join([str(i)] + ["1"] * len(FEATURES)) for i in range(300)]
+    lines[3] = lines[3].replace(",1,", ",NA,", 1)  # a missing value: scored, as by the endpoint
+    lines[250] = lines[250].rsplit(",", 1)[0] + ",1e999"  # infinite: not a measurement
+    source = io.BytesIO(("\n".join(lines) + "\n").encode())
+    with pytest.raises(score.UnscorableRows) as refused:
+        score.score_stream(source, ["id", *FEATURES], predictor, tmp_path / "out.csv", block_bytes=1024)
+    assert [row["line"] for row in refused.value.rows] == [251]
+    assert "infinite" in refused.value.rows[0]["reason"] or "1e999" in refused.value.rows[0]["reason"]
