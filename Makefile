@@ -71,6 +71,7 @@ bench: $(STAMP)
 definition: $(STAMP)
 	$(BIN)/python -m jobs.pipeline --write jobs/pipeline_definition.json
 	$(BIN)/python -m jobs.drift_pipeline --write jobs/drift_pipeline_definition.json
+	$(BIN)/python -m jobs.scoring_pipeline --write jobs/scoring_pipeline_definition.json
 
 lock:
 	$(BIN)/uv pip compile requirements.in -o requirements.lock --python-version 3.11

@@ -55,6 +55,7 @@ LOCAL_PARAMETERS = {
     "PipelineDefinitionBucket": "local-pipeline-definitions",
     "PipelineDefinitionKey": "pipeline/definition-local.json",
     "DriftPipelineDefinitionKey": "pipeline/drift-definition-local.json",
+    "ScoringPipelineDefinitionKey": "pipeline/scoring-definition-local.json",
     "ApproverEmails": "approver@example.com",
     "SenderEmail": "mlops-approvals@example.com",
 }

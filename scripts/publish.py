@@ -3,10 +3,10 @@
 The stack takes two things it cannot build itself:
 
 * the jobs image (``jobs/Dockerfile``) in ECR — parameter ``JobImageUri``;
-* the pipeline definitions (``Metadata.Mlops.DefinitionFile`` of each ``AWS::SageMaker::Pipeline``)
-  with their ``Metadata.Mlops.Substitutions`` applied, in S3 — parameters ``PipelineDefinitionBucket``
-  and, per pipeline, the key parameter its ``Metadata.Mlops.DefinitionKeyParameter`` names
-  (default ``PipelineDefinitionKey``; the drift monitor's is ``DriftPipelineDefinitionKey``).
+* each pipeline definition (``Metadata.Mlops.DefinitionFile`` of every ``AWS::SageMaker::Pipeline``)
+  with its ``Metadata.Mlops.Substitutions`` applied, in S3 — parameter ``PipelineDefinitionBucket``
+  and the key parameter its ``PipelineDefinitionS3Location.Key`` names (``PipelineDefinitionKey``,
+  ``ScoringPipelineDefinitionKey``, ``DriftPipelineDefinitionKey``).
 
 This script resolves the substitutions from the template itself (the jobs role has a fixed name, so
 its ARN is known before the stack exists), uploads the definition to a content-addressed key
@@ -209,8 +209,7 @@ DEFAULT_KEY_PARAMETER = "PipelineDefinitionKey"
 class PipelineDefinition:
     logical_id: str
     text: str
-    # The stack parameter that takes this definition's key (`Metadata.Mlops.DefinitionKeyParameter`;
-    # every pipeline shares PipelineDefinitionBucket).
+    # The stack parameter naming the definition's key (the `Ref` of PipelineDefinitionS3Location.Key).
     key_parameter: str = DEFAULT_KEY_PARAMETER
 
     @property
@@ -234,14 +233,17 @@ def pipeline_definitions(template: dict[str, Any], context: StackContext, root: 
             continue
         text = (root / mlops["DefinitionFile"]).read_text()
         substitutions = {name: resolver.resolve(value) for name, value in (mlops.get("Substitutions") or {}).items()}
+        location = ((resource.get("Properties") or {}).get("PipelineDefinition") or {}).get("PipelineDefinitionS3Location") or {}
+        key_ref = location.get("Key")
+        key_parameter = key_ref.get("Ref") if isinstance(key_ref, dict) else None
         definitions.append(PipelineDefinition(logical_id, substitute_definition(text, substitutions),
-                                              mlops.get("DefinitionKeyParameter") or DEFAULT_KEY_PARAMETER))
+                                              key_parameter or DEFAULT_KEY_PARAMETER))
     if not definitions:
         raise PublishError("the template has no AWS::SageMaker::Pipeline with Metadata.Mlops.DefinitionFile")
     parameters = [d.key_parameter for d in definitions]
     if len(set(parameters)) != len(parameters):
         raise PublishError("two pipelines take their definition key from the same parameter "
-                           f"({', '.join(parameters)}): give each its own Metadata.Mlops.DefinitionKeyParameter")
+                           f"({', '.join(parameters)}): give each its own parameter in PipelineDefinitionS3Location.Key")
     return definitions
 
 

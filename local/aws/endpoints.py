@@ -67,6 +67,8 @@ class LocalEndpoint:
     live: Variant | None = None
     canary: Variant | None = None
     canary_fraction: float = 0.0
+    # The config an update moves to, while it does (DescribeEndpoint's PendingDeploymentSummary).
+    pending_config_name: str | None = None
     last_modified: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     recent_requests: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,6 +90,8 @@ class LocalEndpoint:
 
     def touch(self, status: str, reason: str | None = None) -> None:
         self.status = status
+        if status != "Updating":
+            self.pending_config_name = None
         self.failure_reason = reason
         self.last_modified = datetime.now(timezone.utc)
 
@@ -223,6 +227,7 @@ class LocalEndpoints:
         if problem:
             return aws_error(start_response, 400, "ValidationException", problem)
         endpoint.touch("Updating")
+        endpoint.pending_config_name = config_name
         self._mirror(endpoint)
         self._background(self._blue_green, endpoint, config_name, request.get("DeploymentConfig") or {})
         return json_response(start_response, 200, {"EndpointArn": endpoint.arn})
@@ -311,6 +316,10 @@ class LocalEndpoints:
             body["EndpointStatus"] = endpoint.status
             body["EndpointConfigName"] = endpoint.config_name
             body["LastModifiedTime"] = endpoint.last_modified.timestamp()
+            if endpoint.pending_config_name:
+                body["PendingDeploymentSummary"] = {"EndpointConfigName": endpoint.pending_config_name}
+            else:
+                body.pop("PendingDeploymentSummary", None)
             if endpoint.failure_reason:
                 body["FailureReason"] = endpoint.failure_reason
             else:

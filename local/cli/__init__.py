@@ -8,6 +8,7 @@ returns the process exit code.
 | `mlops local up` | `local.cli.up` |
 | `mlops local run FILE` | `local.cli.run` (following the flow: `local.cli.follow`, `local.cli.approve`) |
 | `mlops local schedule run NAME` | `local.cli.schedule` |
+| `mlops local score FILE` | `local.cli.score` (batch scoring by drop) |
 | `mlops pipeline run` | `local.cli.pipeline` |
 | `mlops demo` | `local.cli.demo` |
 | `mlops predict` | `local.cli.predict` |
@@ -27,7 +28,7 @@ import sys
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
-from local.cli import approvals_resend, datagen, demo, lineage, pipeline, predict, run, schedule, status, up  # noqa: E402
+from local.cli import approvals_resend, datagen, demo, lineage, pipeline, predict, run, schedule, score, status, up  # noqa: E402
 from local.cli.common import MlopsArgumentParser, VersionAction  # noqa: E402
 
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.register(local_commands)
     run.register(local_commands)
     schedule.register(local_commands)
+    score.register(local_commands)
     pipeline.register(subparsers)
     datagen.register(subparsers)
     demo.register(subparsers)

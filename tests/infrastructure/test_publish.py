@@ -58,25 +58,31 @@ def test_overrides_survive_sam_cli_parsing():
 def test_definition_gets_the_jobs_role_of_the_stack_and_a_content_addressed_key():
     template = publish.load_template()
     dev = StackContext("ray-mlops-dev", "us-east-1", ACCOUNT)
-    definition, drift = publish.pipeline_definitions(template, dev)
-    assert (definition.logical_id, definition.key_parameter) == ("TrainingPipeline", "PipelineDefinitionKey")
-    assert (drift.logical_id, drift.key_parameter) == ("DriftMonitorPipeline", "DriftPipelineDefinitionKey")
-    drift_raw = (ROOT / "jobs" / "drift_pipeline_definition.json").read_text()
-    assert drift.text == drift_raw.replace("${PipelineJobsRoleArn}", JOBS_ROLE_ARN) != drift_raw
-    assert drift.key != definition.key
+    definitions = {d.logical_id: d for d in publish.pipeline_definitions(template, dev)}
+    definition = definitions["TrainingPipeline"]
+    # Each pipeline's key goes to the parameter its PipelineDefinitionS3Location names.
+    assert {d.logical_id: d.key_parameter for d in definitions.values()} == {
+        "TrainingPipeline": "PipelineDefinitionKey", "ScoringPipeline": "ScoringPipelineDefinitionKey",
+        "DriftMonitorPipeline": "DriftPipelineDefinitionKey"}
+    for logical_id, file in (("ScoringPipeline", "scoring_pipeline_definition.json"),
+                             ("DriftMonitorPipeline", "drift_pipeline_definition.json")):
+        raw = (ROOT / "jobs" / file).read_text()
+        assert definitions[logical_id].text == raw.replace("${PipelineJobsRoleArn}", JOBS_ROLE_ARN) != raw
+        assert definitions[logical_id].key != definition.key
     assert "${PipelineJobsRoleArn}" not in definition.text
     raw = (ROOT / "jobs" / "pipeline_definition.json").read_text()
     assert definition.text == raw.replace("${PipelineJobsRoleArn}", JOBS_ROLE_ARN)
     assert json.loads(definition.text)  # still JSON
     assert definition.key == f"pipeline/definition-{hashlib.sha256(definition.text.encode()).hexdigest()}.json"
-    prod, _ = publish.pipeline_definitions(template, StackContext("ray-mlops-prod", "eu-west-1", ACCOUNT))
+    [prod] = [d for d in publish.pipeline_definitions(template, StackContext("ray-mlops-prod", "eu-west-1", ACCOUNT))
+              if d.logical_id == "TrainingPipeline"]
     assert "role/ray-mlops-prod-jobs-eu-west-1" in prod.text
     assert prod.key != definition.key  # another role, another object: stacks never share a definition
 
 
 def test_two_pipelines_cannot_share_a_definition_key_parameter():
     template = publish.load_template()
-    del template["Resources"]["DriftMonitorPipeline"]["Metadata"]["Mlops"]["DefinitionKeyParameter"]
+    template["Resources"]["DriftMonitorPipeline"]["Properties"]["PipelineDefinition"]["PipelineDefinitionS3Location"]["Key"] = {"Ref": "PipelineDefinitionKey"}
     with pytest.raises(PublishError, match="same parameter"):
         publish.pipeline_definitions(template, StackContext("s", "us-east-1", ACCOUNT))
 
@@ -113,7 +119,8 @@ def test_publish_uploads_the_definition_once_and_returns_every_override(aws):
                             tls_only=False)
     bucket = f"ray-mlops-dev-deploy-{ACCOUNT}-us-east-1"
     assert first.bucket == bucket
-    definition, drift = first.definitions
+    definition, drift, scoring = first.definitions
+    assert [d.logical_id for d in first.definitions] == ["TrainingPipeline", "DriftMonitorPipeline", "ScoringPipeline"]
     assert first.parameter_overrides == {
         **dev_config().parameter_overrides,
         "NotificationEmail": "ops@example.com",
@@ -121,6 +128,7 @@ def test_publish_uploads_the_definition_once_and_returns_every_override(aws):
         "PipelineDefinitionBucket": bucket,
         "PipelineDefinitionKey": definition.key,
         "DriftPipelineDefinitionKey": drift.key,
+        "ScoringPipelineDefinitionKey": scoring.key,
     }
     s3 = boto3.client("s3")
     for each in (definition, drift):

@@ -301,6 +301,8 @@ CUSTOM_METRICS = {
     "pipeline-status": {"PipelineExecutionsFailed", "PipelineExecutionsStopped"},
     "approval-api": {"ModelPackagesApproved", "ModelPackagesRejected", "ApprovalRefusals"},
     "deploy-notify": {"DeploymentsSucceeded", "DeploymentsFailed", "DeploymentsRolledBack", "DeploymentsSkipped"},
+    "start-scoring": {"ScoringExecutionsStarted", "ScoringFilesQuarantined", "ScoringExecutionsSucceeded",
+                      "ScoringExecutionsFailed", "ScoringExecutionsStopped"},
 }
 
 

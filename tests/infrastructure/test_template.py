@@ -184,7 +184,6 @@ def test_drift_monitor_pipeline_has_its_own_definition_and_key(template):
     assert location == {"Bucket": {"Ref": "PipelineDefinitionBucket"}, "Key": {"Ref": "DriftPipelineDefinitionKey"}}
     metadata = pipeline["Metadata"]["Mlops"]
     assert metadata["DefinitionFile"] == "jobs/drift_pipeline_definition.json"
-    assert metadata["DefinitionKeyParameter"] == "DriftPipelineDefinitionKey"
     assert metadata["Substitutions"] == {"PipelineJobsRoleArn": {"Fn::GetAtt": ["PipelineJobsRole", "Arn"]}}
     statements = {s["Sid"]: s for s in template["Resources"]["PipelineJobsRole"]["Properties"]["Policies"][0]
                   ["PolicyDocument"]["Statement"]}

@@ -19,6 +19,7 @@ from local.aws.public_parameters import PublicParameters, powertools_parameter_p
 from local.aws.stack.model import FunctionSpec
 from local.cli.lineage import lineage_of
 from tests.infrastructure.lambda_versions import requirements_lock_pins
+from tests.integration.scoring_checks import check_batch_scoring
 from tests.model_artifacts import FEATURES, TrafficLoop, expected_predictions, publish_package
 
 REPO = Path(__file__).resolve().parents[2]
@@ -271,3 +272,5 @@ def test_local_cloud_deploys_on_approval_once(tmp_path):
         # The deployment's lineage, recorded once by deploy_notify under its own role.
         [served] = lineage_of(sm, package["arn"])["endpoints"]
         assert (served["endpoint_name"], served["current"]) == (endpoint, True)
+        # Batch scoring by drop with the package this endpoint serves (tests/integration/scoring_checks.py).
+        check_batch_scoring(cloud, package, endpoint, tmp_path)

@@ -76,10 +76,16 @@ def recorded(tmp_path_factory):
         # An ordinary file name that SageMaker's fields cannot carry as it is (issue: RegisterModel
         # refused the raw URI after the whole run was paid for).
         _failed_deployment(cloud, state)
+        # A Failed endpoint serves nothing: the newest Approved package (the broken one) scores,
+        # and its job fails (the failure notification reads why).
+        _score(cloud, state, "with-failed-endpoint.csv", expect="failed")
         first = run_dataset(_session(cloud, approve=True), _csv(state / "first" / ODD_NAME, seed=1), "PRICE")
         assert first["status"] == "deployed", first
         packages["first"] = cloud.client("sagemaker").describe_model_package(
             ModelPackageName=first["model_package_arn"])
+        # Batch scoring by drop with the package the endpoint serves, and a file it cannot score.
+        _score(cloud, state, "houses-to-score.csv", expect="succeeded")
+        _score(cloud, state, "lacking-a-feature.csv", expect="quarantined", drop="SQUARE_FEET")
         second = run_dataset(_session(cloud, approve=True), _csv(state / "second" / "houses.csv", seed=2), "PRICE")
         assert second["status"] == "deployed", second
         # The second model rejected after it went live: the deployment rolls back to the first.
@@ -101,6 +107,15 @@ def recorded(tmp_path_factory):
         recorded_run = cloud.stack, list(cloud.face.decisions), packages
     # Stopped before the tests use it: a test may start a cloud of its own (moto's state is per process).
     yield recorded_run
+
+
+def _score(cloud, state: Path, name: str, expect: str, drop: str | None = None) -> None:
+    """`mlops local score` on a CSV (the target rides along; `drop` leaves a feature out)."""
+    from local.cli.score import score_file
+
+    result = score_file(_session(cloud, timeout=300), _csv(state / "score" / name, seed=4, drop=drop), explain=False)
+    assert result["status"] == expect, result
+    cloud.wait_for_events()  # the scoring execution's end is notified by start_scoring
 
 
 def _failed_pipeline_event(cloud) -> None:
@@ -246,6 +261,9 @@ def _dead_letters(cloud, state: Path) -> None:
         cloud.client("s3").upload_file(str(_csv(state / "dead" / "houses.csv", seed=5)), outputs["DataBucketName"],
                                        "incoming/dead-letter.csv")
         dead_lettered(outputs["StartPipelineDeadLetterQueueUrl"], "the upload its handler could not start")
+        cloud.client("s3").upload_file(str(_csv(state / "dead" / "houses.csv", seed=5)), outputs["DataBucketName"],
+                                       "score/dead-letter.csv")
+        dead_lettered(outputs["StartScoringDeadLetterQueueUrl"], "the scoring drop its handler could not start")
         faults.clear()
 
         failing("SageMaker.ListPipelineExecutionSteps")

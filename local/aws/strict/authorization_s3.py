@@ -17,10 +17,13 @@ from local.aws.strict.operation_table import Params, Scope, operation
 
 # download_file and the managed copy HEAD the object first; PIPELINES reads JsonGet property files.
 GETTERS = (at.INTAKE, at.NOTIFY_APPROVAL, at.APPROVAL_API, at.APPROVAL_LINKS, at.SMOKE_TEST, at.INGEST,
-           at.PREPROCESS, at.EVALUATE, at.DRIFT, at.JOB_DATA, at.PIPELINES, at.HOSTING, at.CLI, at.CONSOLE, at.DRIFT_ALARM)
-HEADERS = (at.INTAKE, at.QUARANTINE, at.PREPROCESS, at.EVALUATE, at.JOB_DATA, at.HOSTING, at.CLI, at.DRIFT_ALARM_RETRAIN)
-WRITERS = (at.QUARANTINE, at.OFFLINE_STORE_DIRECT, at.DRIFT, at.JOB_DATA, at.FEATURE_STORE_OFFLINE, at.CLI, at.DRIFT_ALARM_RETRAIN)
-MULTIPART = (at.QUARANTINE, at.JOB_DATA, at.CLI)  # s3.copy and upload_file switch to multipart when large
+           at.PREPROCESS, at.EVALUATE, at.DRIFT, at.JOB_DATA, at.PIPELINES, at.HOSTING, at.CLI, at.CONSOLE, at.DRIFT_ALARM,
+           at.SCORING, at.SCORE)
+HEADERS = (at.INTAKE, at.QUARANTINE, at.PREPROCESS, at.EVALUATE, at.JOB_DATA, at.HOSTING, at.CLI, at.DRIFT_ALARM_RETRAIN,
+           at.SCORING_QUARANTINE, at.SCORE)
+WRITERS = (at.QUARANTINE, at.OFFLINE_STORE_DIRECT, at.DRIFT, at.JOB_DATA, at.FEATURE_STORE_OFFLINE, at.CLI, at.DRIFT_ALARM_RETRAIN,
+           at.SCORING_QUARANTINE, at.SCORE)
+MULTIPART = (at.QUARANTINE, at.JOB_DATA, at.CLI, at.SCORING_QUARANTINE, at.SCORE)  # s3.copy and upload_file switch to multipart when large
 
 
 def _object(scope: Scope, action: str, bucket: str, key: str, context: dict[str, Any] | None = None) -> AuthorizationRequest:
@@ -80,7 +83,7 @@ def put_object(p: Params, scope: Scope):
 
 
 @operation("s3", "CopyObject", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:PutObjectTagging",
-                                "s3:PutObjectAcl"], (at.QUARANTINE,))
+                                "s3:PutObjectAcl"], (at.QUARANTINE, at.SCORING_QUARANTINE, at.SCORE))
 def copy_object(p: Params, scope: Scope):
     bucket, key, version = copy_source(p["CopySource"])
     return [_read(scope, bucket, key, version), *_write(scope, p)]
@@ -96,7 +99,8 @@ def upload_part(p: Params, scope: Scope):
     return [_object(scope, "s3:PutObject", p["Bucket"], p["Key"])]
 
 
-@operation("s3", "UploadPartCopy", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"], (at.QUARANTINE,))
+@operation("s3", "UploadPartCopy", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+           (at.QUARANTINE, at.SCORING_QUARANTINE, at.SCORE))
 def upload_part_copy(p: Params, scope: Scope):
     bucket, key, version = copy_source(p["CopySource"])
     return [_read(scope, bucket, key, version), _object(scope, "s3:PutObject", p["Bucket"], p["Key"])]

@@ -82,16 +82,16 @@ def _simple(service: str, name: str, action: str, resource_type: str, member: st
 
 # -- pipelines ----------------------------------------------------------------------------------
 @operation("sagemaker", "StartPipelineExecution", ["sagemaker:StartPipelineExecution"],
-           (at.INTAKE, at.CLI, at.DRIFT_MONITOR_SCHEDULE, at.DRIFT_ALARM_RETRAIN))
+           (at.INTAKE, at.SCORING, at.CLI, at.DRIFT_MONITOR_SCHEDULE, at.DRIFT_ALARM_RETRAIN))
 def start_pipeline_execution(p: Params, scope: Scope):
     return [on(scope, "sagemaker:StartPipelineExecution", "pipeline", p["PipelineName"])]
 
 
 for _op, _action, _callers in (
-    ("DescribePipelineExecution", "sagemaker:DescribePipelineExecution", (at.CLI, at.CLOUD, at.CONSOLE)),
+    ("DescribePipelineExecution", "sagemaker:DescribePipelineExecution", (at.SCORING, at.CLI, at.CLOUD, at.CONSOLE)),
     ("ListPipelineExecutionSteps", "sagemaker:ListPipelineExecutionSteps",
      (at.PIPELINE_STATUS, at.RECORD_LINEAGE, at.CLI, at.CONSOLE)),
-    ("ListPipelineParametersForExecution", "sagemaker:ListPipelineParametersForExecution", (at.CLI,)),
+    ("ListPipelineParametersForExecution", "sagemaker:ListPipelineParametersForExecution", (at.SCORING, at.CLI)),
     ("DescribePipelineDefinitionForExecution", "sagemaker:DescribePipelineDefinitionForExecution",
      (at.CLI, at.CONSOLE)),
 ):
@@ -195,7 +195,7 @@ def create_model_package(p: Params, scope: Scope):
 
 
 _simple("sagemaker", "DescribeModelPackage", "sagemaker:DescribeModelPackage", "model-package", "ModelPackageName",
-        (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.DEPLOY_PREPARE, at.SMOKE_TEST, at.EVALUATE, at.DRIFT, at.CLI,
+        (at.NOTIFY_APPROVAL, at.APPROVAL_API, at.DEPLOY_PREPARE, at.SMOKE_TEST, at.EVALUATE, at.DRIFT, at.SCORING, at.CLI,
          at.RECORD_LINEAGE, at.CONSOLE, at.ENDPOINTS_INTERNAL, at.EVENT_DISPATCH, at.DRIFT_ALARM_RETRAIN))
 
 
@@ -209,7 +209,7 @@ def update_model_package(p: Params, scope: Scope):
     return [on(scope, "sagemaker:UpdateModelPackage", "model-package", p["ModelPackageArn"], context)]
 
 
-@operation("sagemaker", "ListModelPackages", ["sagemaker:ListModelPackages"], (at.DEPLOY_PREPARE, at.EVALUATE, at.CLI,
+@operation("sagemaker", "ListModelPackages", ["sagemaker:ListModelPackages"], (at.DEPLOY_PREPARE, at.EVALUATE, at.SCORING, at.CLI,
                                                                                      at.CONSOLE))
 def list_model_packages(p: Params, scope: Scope):
     # SageMaker's List- calls take no resource-level permissions: the request is on "*".
@@ -218,11 +218,11 @@ def list_model_packages(p: Params, scope: Scope):
 
 # -- hosting ------------------------------------------------------------------------------------
 _simple("sagemaker", "DescribeEndpoint", "sagemaker:DescribeEndpoint", "endpoint", "EndpointName",
-        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.DRIFT, at.CLI, at.CONSOLE, at.DRIFT_ALARM_RETRAIN))
+        (at.DEPLOY_PREPARE, at.DEPLOY_NOTIFY, at.STATE_MACHINE, at.DRIFT, at.CLI, at.CONSOLE, at.DRIFT_ALARM_RETRAIN, at.SCORING))
 _simple("sagemaker", "DescribeEndpointConfig", "sagemaker:DescribeEndpointConfig", "endpoint-config",
-        "EndpointConfigName", (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL, at.DRIFT_ALARM_RETRAIN))
+        "EndpointConfigName", (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL, at.DRIFT_ALARM_RETRAIN, at.SCORING))
 _simple("sagemaker", "DescribeModel", "sagemaker:DescribeModel", "model", "ModelName",
-        (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL, at.DRIFT_ALARM_RETRAIN))
+        (at.DEPLOY_PREPARE, at.DRIFT, at.CLI, at.ENDPOINTS_INTERNAL, at.DRIFT_ALARM_RETRAIN, at.SCORING))
 _simple("sagemaker", "DeleteEndpoint", "sagemaker:DeleteEndpoint", "endpoint", "EndpointName",
         (at.DEPLOY_PREPARE, at.STATE_MACHINE))
 _simple("sagemaker", "DeleteEndpointConfig", "sagemaker:DeleteEndpointConfig", "endpoint-config",

@@ -33,10 +33,10 @@ def table_request(scope: Scope, action: str, p: Params, enclosing: str | None = 
 
 
 for _op, _callers in (
-    ("GetItem", (at.INTAKE_IDEMPOTENCY, at.APPROVAL_API, at.CLI, at.CONSOLE)),
-    ("PutItem", (at.INTAKE_IDEMPOTENCY, at.STATE_MACHINE, at.NOTIFY_APPROVAL)),
-    ("UpdateItem", (at.INTAKE_IDEMPOTENCY, at.STATE_MACHINE)),
-    ("DeleteItem", (at.INTAKE_IDEMPOTENCY, at.APPROVAL_API)),
+    ("GetItem", (at.INTAKE_IDEMPOTENCY, at.SCORING_IDEMPOTENCY, at.APPROVAL_API, at.CLI, at.CONSOLE)),
+    ("PutItem", (at.INTAKE_IDEMPOTENCY, at.SCORING_IDEMPOTENCY, at.STATE_MACHINE, at.NOTIFY_APPROVAL)),
+    ("UpdateItem", (at.INTAKE_IDEMPOTENCY, at.SCORING_IDEMPOTENCY, at.STATE_MACHINE)),
+    ("DeleteItem", (at.INTAKE_IDEMPOTENCY, at.SCORING_IDEMPOTENCY, at.APPROVAL_API)),
 ):
     def _item(p: Params, scope: Scope, _action=f"dynamodb:{_op}"):
         return [table_request(scope, _action, p)]
@@ -69,7 +69,7 @@ def update_time_to_live(p: Params, scope: Scope):
 
 # -- SNS ----------------------------------------------------------------------------------------
 @operation("sns", "Publish", ["sns:Publish"], (at.INTAKE_NOTIFY, at.PIPELINE_STATUS_NOTIFY, at.DEPLOY_NOTIFY,
-                                               at.EVENT_DISPATCH, at.DRIFT_ALARM, at.ALARM_EVALUATOR))
+                                               at.EVENT_DISPATCH, at.DRIFT_ALARM, at.ALARM_EVALUATOR, at.SCORING_NOTIFY))
 def publish(p: Params, scope: Scope):
     return [scope.request("sns:Publish", p.get("TopicArn") or p["TargetArn"], resource_type="topic")]
 

@@ -11,6 +11,7 @@ from local.aws.strict.operation_table import Caller
 
 # -- principals ---------------------------------------------------------------------------------
 START_PIPELINE_ROLE = "StartPipelineFunctionRole"
+START_SCORING_ROLE = "StartScoringFunctionRole"
 PIPELINE_STATUS_ROLE = "PipelineStatusFunctionRole"
 NOTIFY_APPROVAL_ROLE = "NotifyApprovalFunctionRole"
 APPROVAL_API_ROLE = "ApprovalApiFunctionRole"
@@ -40,6 +41,10 @@ INTAKE = _at("start_pipeline", START_PIPELINE_ROLE, "functions/shared/mlops_shar
 QUARANTINE = _at("start_pipeline", START_PIPELINE_ROLE, "functions/shared/mlops_shared/quarantine.py (s3.copy)")
 INTAKE_IDEMPOTENCY = _at("start_pipeline", START_PIPELINE_ROLE, "functions/start_pipeline/app.py (Powertools idempotency)")
 INTAKE_NOTIFY = _at("start_pipeline", START_PIPELINE_ROLE, "functions/shared/mlops_shared/notifications.py")
+SCORING = _at("start_scoring", START_SCORING_ROLE, "functions/shared/mlops_shared/scoring.py, serving.py, champion.py")
+SCORING_QUARANTINE = _at("start_scoring", START_SCORING_ROLE, "functions/shared/mlops_shared/quarantine.py (s3.copy)")
+SCORING_IDEMPOTENCY = _at("start_scoring", START_SCORING_ROLE, "functions/start_scoring/app.py (Powertools idempotency)")
+SCORING_NOTIFY = _at("start_scoring", START_SCORING_ROLE, "functions/shared/mlops_shared/notifications.py")
 PIPELINE_STATUS = _at("pipeline_status", PIPELINE_STATUS_ROLE, "functions/shared/mlops_shared/pipeline_failures.py")
 PIPELINE_STATUS_NOTIFY = _at("pipeline_status", PIPELINE_STATUS_ROLE, "functions/shared/mlops_shared/notifications.py")
 NOTIFY_APPROVAL = _at("notify_approval", NOTIFY_APPROVAL_ROLE,
@@ -93,6 +98,7 @@ PREPROCESS = _at("preprocess job", PIPELINE_JOBS_ROLE, "jobs/preprocess.py")
 TRAIN = _at("train job", PIPELINE_JOBS_ROLE, "jobs/train.py (record_experiment)")
 EVALUATE = _at("evaluate job", PIPELINE_JOBS_ROLE, "jobs/evaluate.py")
 DRIFT = _at("drift monitor job", PIPELINE_JOBS_ROLE, "jobs/drift.py (serving package, capture, report, metrics)")
+SCORE = _at("score job", PIPELINE_JOBS_ROLE, "jobs/score.py (model download, streamed read, upload_file, quarantine copy)")
 JOB_DATA = _at("SageMaker job data movement", PIPELINE_JOBS_ROLE,
                "local/aws/sagemaker_pipelines/jobs.py (ProcessingInputs/Outputs, training channels, model upload)")
 JOB_LOGS = _at("SageMaker job logs", PIPELINE_JOBS_ROLE,

@@ -159,14 +159,17 @@ def test_blue_green_update_drops_nothing_and_broken_update_rolls_back(cloud):
         assert "at most 50% of the variant's instance count" in refused.value.response["Error"]["Message"]
         sm.update_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, second, "c2", instances=2),
                            DeploymentConfig=canary)
-        assert sm.describe_endpoint(EndpointName="houses")["EndpointStatus"] == "Updating"
+        updating = sm.describe_endpoint(EndpointName="houses")
+        assert updating["EndpointStatus"] == "Updating"
+        # As SageMaker: the config the update moves to (what batch scoring's serving package reads).
+        assert updating["PendingDeploymentSummary"]["EndpointConfigName"] == "c2"
         described = wait_status(sm, "houses")
         time.sleep(0.3)
     finally:
         loop.stop()
     assert described["EndpointStatus"] == "InService"
     assert described["EndpointConfigName"] == "c2"
-    assert "FailureReason" not in described
+    assert "FailureReason" not in described and "PendingDeploymentSummary" not in described
     assert loop.failures == [] and loop.ok > 20
     assert predict(runtime, "houses", [record])[0] == pytest.approx(new_answer, rel=1e-5)
     assert any(abs(a - old_answer) < 1 for a in loop.answers) and any(abs(a - new_answer) < 1 for a in loop.answers)

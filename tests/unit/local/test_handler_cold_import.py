@@ -19,7 +19,7 @@ from local.aws.public_parameters import PublicParameters
 
 ROOT = Path(__file__).resolve().parents[3]
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
-TRACED = {"approval_api", "notify_approval", "pipeline_status", "record_lineage", "start_pipeline"}
+TRACED = {"approval_api", "notify_approval", "pipeline_status", "record_lineage", "start_pipeline", "start_scoring"}
 # The API resolver of approval_api is built on Powertools' event data classes; the others read the
 # plain event dict.
 USES_EVENT_DATA_CLASSES = {"approval_api"}
@@ -91,5 +91,5 @@ def test_cold_import_loads_only_what_the_handler_uses(name, environments, packag
         assert facts["patched"] == ["botocore"]
     else:
         assert "tracing_enabled" not in facts
-    if name == "start_pipeline":
+    if name in ("start_pipeline", "start_scoring"):
         assert facts["idempotency_client_on_default_session"] is True
