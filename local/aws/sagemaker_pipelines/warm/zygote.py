@@ -4,8 +4,8 @@ It imports MODULE once (and so everything the job imports: pandas, xgboost, ray,
 initialises Ray, and waits on the unix socket SOCKET. For every launcher that connects it forks a
 child that becomes the job: its own session, the launcher's stdin/stdout/stderr, exactly the
 environment, working directory and arguments the launcher sent, then `runpy` runs MODULE as
-`__main__` as `python -m MODULE` would. The zygote stays single-threaded (fork is only safe
-then; it refuses to serve if an import started a thread), reports each child's pid and exit status
+`__main__` as `python -m MODULE` would. The zygote runs no Python thread (fork is only safe
+of Python threads; it refuses to serve if an import started one or initialised Ray), reports each child's pid and exit status
 to its launcher, and kills the child's process group when its launcher goes away.
 
 Only the standard library at the top: this text runs before the image's packages are imported.
@@ -20,8 +20,19 @@ import struct
 import sys
 
 
-def _thread_count():
-    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+def _unsafe_to_fork():
+    """Why forking this process now would be unsafe, or None. Python threads (a lock held by one
+    is held forever in the child) and an initialised Ray (not fork-safe) are; the native helper
+    threads of OpenBLAS, jemalloc (pyarrow) and XGBoost are not: those libraries re-create them in
+    the child through their fork handlers."""
+    import threading
+
+    if threading.active_count() != 1:
+        return f"{threading.active_count() - 1} Python thread(s) running"
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        return "Ray is initialised"
+    return None
 
 
 def _recv_request(conn):
@@ -83,9 +94,9 @@ def main():
     import importlib
 
     importlib.import_module(module)
-    threads = _thread_count()
-    if threads != 1:
-        print(f"WARM-REFUSED importing {module} started {threads - 1} thread(s); forking is unsafe", flush=True)
+    unsafe = _unsafe_to_fork()
+    if unsafe:
+        print(f"WARM-REFUSED after importing {module}: {unsafe}; forking would be unsafe", flush=True)
         return 3
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
