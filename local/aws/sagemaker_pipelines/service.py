@@ -64,11 +64,11 @@ ProgressCallback = Callable[[str, str | None, str], None]
 
 
 def trials_that_fit(cpus: int) -> int:
-    """How many training jobs the train job's default sizing lets run side by side on one node."""
-    from jobs.train import default_ray_params
-
-    sizing = default_ray_params(alive_nodes=1, cluster_cpus=cpus)
-    return max(1, int(cpus // (sizing["num_actors"] * sizing["cpus_per_actor"])))
+    """How many training jobs run side by side on one node: each gets half of the node's CPUs
+    (at least one), so two trials at a time on this 2-core machine; every trial is told its share
+    (`jobs.train.JOBS_PER_NODE_VARIABLE`, set by `tuning`) and trains with all of it."""
+    share = max(1, cpus // 2)
+    return max(1, cpus // share)
 
 
 class PipelineExecutor:
