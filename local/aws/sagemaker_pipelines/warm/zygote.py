@@ -4,9 +4,10 @@ It imports MODULE once (and so everything the job imports: pandas, xgboost, ray,
 initialises Ray, and waits on the unix socket SOCKET. For every launcher that connects it forks a
 child that becomes the job: its own session, the launcher's stdin/stdout/stderr, exactly the
 environment, working directory and arguments the launcher sent, then `runpy` runs MODULE as
-`__main__` as `python -m MODULE` would. The zygote runs no Python thread (fork is only safe
-of Python threads; it refuses to serve if an import started one or initialised Ray), reports each child's pid and exit status
-to its launcher, and kills the child's process group when its launcher goes away.
+`__main__` as `python -m MODULE` would. The zygote runs no Python thread and no Ray (fork is
+only safe without them; it refuses to serve if an import started either), reports each child's
+pid and exit status to its launcher, and kills the child's process group when its launcher goes
+away.
 
 Only the standard library at the top: this text runs before the image's packages are imported.
 """
