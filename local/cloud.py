@@ -30,6 +30,7 @@ from local.aws.lineage_jobs import LocalJobDescriptions
 from local.aws.lambda_runtime import LambdaRuntime, local_aws_environment
 from local.aws.model_registry import ModelPackageEvents
 from local.aws.sagemaker_pipelines.service import PipelineExecutor
+from local.aws.sagemaker_pipelines.warm_pool import enabled_by_default as warm_jobs_enabled
 from local.aws.identities import Identities
 from local.aws.stack.model import ACCOUNT_ID, REGION, Stack
 from local.aws.stack.provisioner import provision
@@ -221,6 +222,8 @@ class LocalCloud:
             identities=self.identities,
             strict=self.face,
             image=self.jobs_image,
+            # Warm job workers (sagemaker_pipelines/warm_pool.py) unless MLOPS_LOCAL_WARM_JOBS=0.
+            warm_jobs=warm_jobs_enabled(),
         )
         self.executor.install()
         # The jobs the executor ran, described to the lineage recorder (moto never hears of them).

@@ -35,7 +35,7 @@ def local(tmp_path_factory):
     with pipeline_gateway() as gateway:
         progress: list[tuple] = []
         with RayHead(num_cpus=2, state_dir=state) as head:
-            executor = PipelineExecutor(gateway, state / "work", head.address,
+            executor = PipelineExecutor(gateway, state / "work", head.address, warm_jobs=True,
                                         substitutions={"PipelineJobsRoleArn": ROLE},
                                         on_progress=lambda *event: progress.append(event)).install()
             s3, sm = boto3.client("s3"), boto3.client("sagemaker")
@@ -229,7 +229,7 @@ def test_a_warm_training_job_trains_the_same_model_as_a_cold_one(local, first_ru
     executor, _, _, _ = local
     arn, described, _ = first_run
     assert described["PipelineExecutionStatus"] == "Succeeded"
-    assert executor.warm_pool is not None, "the warm pool is on by default"
+    assert executor.warm_pool is not None
     tuning = executor.step_properties(arn)["HPTuning"]
     definition = tuning["TrainingJobDefinition"]
     best = tuning["TrainingJobSummaries"][0]

@@ -48,7 +48,6 @@ from local.aws.sagemaker_pipelines.hosts import kill_process_tree
 from local.aws.sagemaker_pipelines.runner import ExecutionRunner
 from local.aws.sagemaker_pipelines.step_cache import StepCache
 from local.aws.sagemaker_pipelines.warm_pool import WarmPool
-from local.aws.sagemaker_pipelines.warm_pool import enabled_by_default as warm_pool_enabled
 from local.jobs_image import JobsImage, default_image
 from mlops_shared.aws import is_not_found
 
@@ -88,7 +87,7 @@ class PipelineExecutor:
                  image: JobsImage | None = None, on_progress: ProgressCallback | None = None,
                  emit_events: bool = True, max_parallel_trials: int | None = None,
                  ray_env: dict[str, str] | None = None, job_env: dict[str, str] | None = None,
-                 identities: Any = None, strict: Any = None, warm_jobs: bool | None = None):
+                 identities: Any = None, strict: Any = None, warm_jobs: bool = False):
         self.gateway = gateway
         # Who acts (local.aws.identities.Identities): the service's bookkeeping as the local runtime,
         # its work as the pipeline execution role, each job as its own role. `strict`: the strict face,
@@ -115,9 +114,11 @@ class PipelineExecutor:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.cache = StepCache(self.work_dir / "step-cache.json")
         self.runner = ExecutionRunner(self)
-        # Warm job workers (warm_pool): on unless MLOPS_LOCAL_WARM_JOBS=0 or warm_jobs=False.
+        # Warm job workers (warm_pool): off unless asked for (LocalCloud asks, unless
+        # MLOPS_LOCAL_WARM_JOBS=0): they cost four pre-imported interpreters, worth it for a face
+        # that runs pipelines, not for an executor a test builds to run one job.
         self.warm_pool: WarmPool | None = None
-        if warm_jobs if warm_jobs is not None else warm_pool_enabled():
+        if warm_jobs:
             env, shared_ray_env = self.runner.shared_job_env(self.image.program_dir())
             self.warm_pool = WarmPool(str(self.image.python), {**env, **shared_ray_env})
 

@@ -15,7 +15,9 @@ itself after the fork.
 Only one-host jobs of the form `<image python> -m <module> ...` are warmed; a multi-host job (its
 own Ray cluster, `ray start` children) and any other command start cold. A warm process belongs
 to one program snapshot (`JobsImage.program_dir`): when the jobs' code changes, the next job starts
-cold and a fresh warm process replaces the stale one. `MLOPS_LOCAL_WARM_JOBS=0` turns the pool off.
+cold and a fresh warm process replaces the stale one. `LocalCloud` turns the pool on
+(`PipelineExecutor(warm_jobs=True)`) unless `MLOPS_LOCAL_WARM_JOBS=0`. A warm process exits when
+the executor's process does.
 """
 from __future__ import annotations
 

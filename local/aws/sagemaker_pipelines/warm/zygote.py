@@ -106,8 +106,9 @@ def main():
     print("WARM-READY", flush=True)
     children = {}  # connection -> child pid
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    parent = os.getppid()
     try:
-        while True:
+        while os.getppid() == parent:  # the executor is gone (killed): so is its pool
             readable, _, _ = select.select([listener, *children], [], [], 0.05)
             for conn in readable:
                 if conn is listener:
