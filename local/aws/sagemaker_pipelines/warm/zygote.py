@@ -73,6 +73,9 @@ def _become_job(module, request, fds, listener, conns):
     try:
         import runpy
 
+        # As under `python -m`, the module runs as __main__ only (its warm import stays imported
+        # for nothing but its dependencies' sake).
+        sys.modules.pop(module, None)
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
