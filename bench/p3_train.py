@@ -79,7 +79,7 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
 
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
         ray_params = job.default_ray_params(len([n for n in ray.nodes() if n.get("Alive")]), cluster_cpus)
-        ours_seconds, (_, ours_evals) = timed(job.train_model, train, valid, TARGET_COLUMN, params, ROUNDS, ray_params)
+        ours_seconds, (_, ours_evals, _) = timed(job.train_model, train, valid, TARGET_COLUMN, params, ROUNDS, ray_params)
 
     ours_rmse = float(ours_evals["validation"]["rmse"][-1])
     base_rmse = float(base_evals["validation"]["rmse"][-1])
