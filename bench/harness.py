@@ -181,7 +181,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("P1", "ingestion into the Feature Store", "bench.p1_ingest", 360, 240),
         Benchmark("P2", "preprocess (Ray Data)", "bench.p2_preprocess", 240, 180),
         Benchmark("P3", "training (xgboost-ray)", "bench.p3_train", 240, 180),
-        Benchmark("P4", "end to end: CSV to registered model", "bench.p4_end_to_end", 900, 300),
+        Benchmark("P4", "end to end: CSV to registered model", "bench.p4_end_to_end", 1200, 300),
         Benchmark("P5", "Lambda package size and cold import", "bench.p5_functions", 150, 120),
         Benchmark("P6", "model endpoint latency and throughput", "bench.p6_endpoint", 150, 120),
         Benchmark("P7", "batch scoring by drop", "bench.p7_batch", 150, 120),

@@ -14,7 +14,13 @@ rmse, rmse/mae/r2 on test, model.json + preprocessor.json packed as model.tar.gz
 
 Sizes: 10k rows (what `make demo` feels like: ingestion through PutRecord) and 1M rows (the
 ingest step's Auto mode writes the offline store directly from 100k rows on); quick: 2k rows and
-one tuning trial on both sides. One local cloud serves both runs.
+one tuning trial on both sides. One local cloud serves every run.
+
+10k rows: the target is absolute (≤ 40 s upload → registered): the median of 3 runs with the warm
+job workers (`local.aws.sagemaker_pipelines.warm_pool`, the executor's default), each with the
+load average at its start, and one cold run (warm pool off) right after them for a fair
+cold-vs-warm ratio on the same machine state; the warm test RMSE must be within 5% of the cold
+one (same seed, same data). 1M rows: ≤ 3× the plain script.
 """
 from __future__ import annotations
 
@@ -27,11 +33,18 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from bench.harness import REPO_ROOT, RATIO_AT_MOST, Row, Target, not_measured
+import os
+import statistics
+
+from bench.harness import REPO_ROOT, RATIO_AT_MOST, VALUE_AT_MOST, Row, Target, not_measured
 from bench.support import housing, local_aws_env, patched_environ, timed
 
 KEY = "P4"
 TARGET = Target(RATIO_AT_MOST, 3.0)
+SMALL_TARGET = Target(VALUE_AT_MOST, 40.0)  # 10k rows: seconds, absolute
+SMALL_SIZE = 10_000
+SMALL_REPEATS = 3
+RMSE_TOLERANCE = 0.05  # warm vs cold test RMSE
 TARGET_COLUMN = "PRICE"
 FRACTIONS = (0.6, 0.2, 0.2)
 SEED = 42
@@ -71,7 +84,7 @@ def plain_script(csv_path: Path, out: Path, ranges: dict[str, Any], static: dict
     """The baseline: the whole ML in one process; returns the test metrics."""
     import xgboost as xgb
 
-    from local.aws.sagemaker_pipelines.jobs import sample_hyperparameters
+    from local.aws.sagemaker_pipelines.tuning import sample_hyperparameters
 
     data = pd.read_csv(csv_path)
     data = data.sample(frac=1.0, random_state=SEED).reset_index(drop=True)
@@ -161,7 +174,10 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
             if cloud.executor is None:
                 raise RuntimeError("the local cloud has no pipeline executor")
             for size in sizes:
-                report(measure(cloud, cloud_seconds, workdir, size, ranges, static, trials))
+                if size == SMALL_SIZE:
+                    report(measure_small(cloud, cloud_seconds, workdir, size, ranges, static, trials))
+                else:
+                    report(measure(cloud, cloud_seconds, workdir, size, ranges, static, trials))
         finally:
             cloud.stop()
 
@@ -199,4 +215,63 @@ def measure(cloud: Any, cloud_seconds: float, workdir: Path, size: int, ranges: 
                f"once, not counted); ingestion {ingestion_mode(size)}; steps: {steps}; "
                f"test rmse ours {rmse:,.0f} vs baseline {base_metrics['rmse']:,.0f}"),
         details={"steps": durations, "metrics": result.get("metrics"), "baseline_metrics": base_metrics},
+    )
+
+
+def _load() -> str:
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def measure_small(cloud: Any, cloud_seconds: float, workdir: Path, size: int, ranges: dict[str, Any],
+                  static: dict[str, str], trials: int) -> Row:
+    """10k rows: the median of SMALL_REPEATS warm runs against the 40 s target, then one cold run
+    (the executor's warm pool set aside) for the cold/warm ratio and the RMSE check."""
+    csv_path = workdir / f"houses-{size}.csv"
+    housing(size, noise_std=0.0).to_csv(csv_path, index=False)
+    base_seconds, base_metrics = timed(plain_script, csv_path, workdir / f"baseline-{size}", ranges, static, trials)
+    measure_name = f"CSV → registered model, {size:,} rows, {trials} tuning trials, median of {SMALL_REPEATS} warm (s)"
+    runs = []
+    pool = cloud.executor.warm_pool
+    try:
+        for mode in ["warm"] * SMALL_REPEATS + ["cold"]:
+            if mode == "cold":
+                cloud.executor.warm_pool = None  # every job of this run starts a fresh interpreter
+            load = _load()
+            seconds, result, durations = run_pipeline(cloud, csv_path, trials)
+            runs.append({"mode": mode, "seconds": seconds, "load": load, "status": result.get("status"),
+                         "rmse": (result.get("metrics") or {}).get("rmse"), "steps": durations,
+                         "reason": result.get("reason")})
+            if result.get("status") != "registered":
+                break
+    finally:
+        cloud.executor.warm_pool = pool
+        csv_path.unlink()
+    failed = [r for r in runs if r["status"] != "registered"]
+    if failed:
+        reason = " ".join(str(failed[0]["reason"]).split())[:200]
+        return Row(KEY, measure_name, None, base_seconds, "s", SMALL_TARGET,
+                   notes=f"not measured: a {failed[0]['mode']} run ended {failed[0]['status']} ({reason})",
+                   details={"runs": runs})
+    warm = [r for r in runs if r["mode"] == "warm"]
+    cold = runs[-1]
+    median = statistics.median(r["seconds"] for r in warm)
+    median_run = sorted(warm, key=lambda r: r["seconds"])[len(warm) // 2]
+    rmse_gap = abs(median_run["rmse"] - cold["rmse"]) / cold["rmse"]
+    # Reported, not raised: PutRecord ingestion writes the offline store in whatever order the
+    # actors' calls land, so the split (and the RMSE) moves between any two runs, warm or cold;
+    # the warm path itself trains byte-identical models (tests/integration/test_pipeline_local.py).
+    within = "within" if rmse_gap <= RMSE_TOLERANCE else "NOT within"
+    steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in median_run["steps"].items())
+    warm_runs = ", ".join("{:.0f} s (load {})".format(r["seconds"], r["load"]) for r in warm)
+    cold_steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in cold["steps"].items())
+    return Row(
+        KEY, measure_name, median, base_seconds, "s", SMALL_TARGET,
+        notes=(f"absolute: warm runs {warm_runs}; "
+               f"cold run right after {cold['seconds']:.0f} s (load {cold['load']}): cold/warm "
+               f"{cold['seconds'] / median:.2f}×; +{cloud_seconds:.0f} s local cloud start-up, once, not counted; "
+               f"ingestion {ingestion_mode(size)}; median warm steps: {steps}; cold steps: {cold_steps}; "
+               f"test rmse of the median warm run {median_run['rmse']:,.0f} vs cold {cold['rmse']:,.0f} ({rmse_gap:.1%}, "
+               f"{within} {RMSE_TOLERANCE:.0%}; all warm runs "
+               f"{', '.join(format(r['rmse'], ',.0f') for r in warm)}) vs baseline {base_metrics['rmse']:,.0f}"),
+        details={"runs": runs, "baseline_metrics": base_metrics, "cold_over_warm": cold["seconds"] / median},
     )

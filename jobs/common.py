@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     import pandas as pd
 
+# Where one machine plays several instances (the local executor runs tuning trials side by side on
+# one Ray node; SageMaker gives every trial an instance of its own): how many jobs share a node.
+JOBS_PER_NODE_VARIABLE = "MLOPS_LOCAL_JOBS_PER_NODE"
 DEFAULT_CONTAINER_ROOT = "/opt/ml"
 
 # Where a failing job leaves its one-line reason: SageMaker reads these files into FailureReason.

@@ -133,12 +133,21 @@ def find_preprocessor(channel: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- engine
-def default_ray_params(alive_nodes: int, cluster_cpus: float) -> dict[str, int]:
-    """One actor per node; half of each node's CPUs per actor, so two tuning trials can share a
-    machine and the Ray driver keeps a CPU."""
+def default_ray_params(alive_nodes: int, cluster_cpus: float, jobs_per_node: int = 1) -> dict[str, int]:
+    """One actor per node with all of its node's CPUs as XGBoost threads (actors × threads =
+    cores; the data is fed as pandas, so no Ray Data task needs a CPU the actors hold), or its
+    share when `jobs_per_node` jobs share each node."""
     nodes = max(1, alive_nodes)
     per_node = max(1.0, cluster_cpus / nodes)
-    return {"num_actors": nodes, "cpus_per_actor": max(1, int(per_node // 2))}
+    return {"num_actors": nodes, "cpus_per_actor": max(1, int(per_node // max(1, jobs_per_node)))}
+
+
+def jobs_per_node(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    try:
+        return max(1, int(env.get(common.JOBS_PER_NODE_VARIABLE) or 1))
+    except ValueError:
+        raise common.JobFailure(f"{common.JOBS_PER_NODE_VARIABLE} must be an integer, got {env[common.JOBS_PER_NODE_VARIABLE]!r}") from None
 
 
 class ReportActorNode(TrainingCallback):
@@ -300,7 +309,7 @@ def train(overrides: Mapping[str, Any] | None = None, cluster: ray_cluster.Clust
     train_df, valid_df = train_df[columns], valid_df[columns]
 
     if cluster is not None:
-        ray_params = default_ray_params(len(cluster.alive_nodes()), cluster.cpus())
+        ray_params = default_ray_params(len(cluster.alive_nodes()), cluster.cpus(), jobs_per_node())
     else:
         ray_params = {"num_actors": 1, "cpus_per_actor": 1}
     for name in ("num_actors", "cpus_per_actor"):

@@ -31,6 +31,7 @@ from local.aws.lineage_jobs import LocalJobDescriptions
 from local.aws.lambda_runtime import LambdaRuntime, local_aws_environment
 from local.aws.model_registry import ModelPackageEvents
 from local.aws.sagemaker_pipelines.service import PipelineExecutor
+from local.aws.sagemaker_pipelines.warm_pool import enabled_by_default as warm_jobs_enabled
 from local.aws.identities import Identities
 from local.aws.scheduler import FireResult, LocalScheduler
 from local.aws.stack.model import ACCOUNT_ID, REGION, Stack
@@ -248,6 +249,8 @@ class LocalCloud:
             identities=self.identities,
             strict=self.face,
             image=self.jobs_image,
+            # Warm job workers (sagemaker_pipelines/warm_pool.py) unless MLOPS_LOCAL_WARM_JOBS=0.
+            warm_jobs=warm_jobs_enabled(),
         )
         self.executor.install()
         # The jobs the executor ran, described to the lineage recorder (moto never hears of them).

@@ -35,7 +35,7 @@ def local(tmp_path_factory):
     with pipeline_gateway() as gateway:
         progress: list[tuple] = []
         with RayHead(num_cpus=2, state_dir=state) as head:
-            executor = PipelineExecutor(gateway, state / "work", head.address,
+            executor = PipelineExecutor(gateway, state / "work", head.address, warm_jobs=True,
                                         substitutions={"PipelineJobsRoleArn": ROLE},
                                         on_progress=lambda *event: progress.append(event)).install()
             s3, sm = boto3.client("s3"), boto3.client("sagemaker")
@@ -222,3 +222,37 @@ def test_a_csv_as_people_have_it_is_registered_under_its_own_names(local, first_
     metadata = sm.describe_model_package(ModelPackageName=package_arn)["CustomerMetadataProperties"]
     assert metadata["target_column"] == "Sale Price"
     assert read_reference(s3, metadata["dataset_reference"]).key == key
+
+
+def test_a_warm_training_job_trains_the_same_model_as_a_cold_one(local, first_run, tmp_path):
+    """The warm path (a job forked from a pre-imported Python) against a fresh process, on the
+    first run's best trial: same hyperparameters, channels and role, so the same metrics and the
+    same model.json byte for byte (one actor, fixed seed: XGBoost is deterministic)."""
+    from dataclasses import replace
+
+    from local.aws.sagemaker_pipelines.jobs import run_training_job
+    from local.aws.sagemaker_pipelines.tuning import TUNING_OBJECTIVE_HYPERPARAMETER
+
+    executor, _, _, _ = local
+    arn, described, _ = first_run
+    assert described["PipelineExecutionStatus"] == "Succeeded"
+    assert executor.warm_pool is not None
+    tuning = executor.step_properties(arn)["HPTuning"]
+    definition = tuning["TrainingJobDefinition"]
+    best = tuning["TrainingJobSummaries"][0]
+    hyperparameters = {**{k: str(v) for k, v in definition["StaticHyperParameters"].items()},
+                       TUNING_OBJECTIVE_HYPERPARAMETER: "validation:rmse", **best["TunedHyperParameters"]}
+    runtime = executor.runner._job_runtime(executor._executions[arn], definition["RoleArn"], "WarmCheck")
+    warm_before = executor.warm_pool.started_warm
+    outcomes = {}
+    for mode, job_runtime in (("warm", runtime), ("cold", replace(runtime, warm=None))):
+        root, log = tmp_path / mode, tmp_path / f"{mode}.log"
+        metrics = run_training_job(f"warm-check-{mode}", definition, hyperparameters, root, log, job_runtime)
+        outcomes[mode] = (metrics, (root / "model" / "model.json").read_bytes(),
+                          (root / "model" / "preprocessor.json").read_bytes(), log.read_text().splitlines()[0])
+    assert executor.warm_pool.started_warm == warm_before + 1
+    assert outcomes["warm"][3].endswith("(warm)") and not outcomes["cold"][3].endswith("(warm)")
+    assert outcomes["warm"][0] == outcomes["cold"][0] and "validation:rmse" in outcomes["warm"][0]
+    assert outcomes["warm"][0]["validation:rmse"] == best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+    assert outcomes["warm"][1] == outcomes["cold"][1]
+    assert outcomes["warm"][2] == outcomes["cold"][2]

@@ -113,10 +113,15 @@ def run_hosts(job_name: str, log_group: str, processes: list[HostProcess], runti
     try:
         for spec in processes:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            # One host: the job may start from a warm worker (same script, env and stdio); several
+            # hosts form their own Ray cluster from fresh processes.
+            command = (runtime.warm.command(spec.command, runtime.workdir)
+                       if runtime.warm is not None and len(processes) == 1 else spec.command)
             with open(spec.log_path, "ab") as sink:
-                sink.write(f"$ {' '.join(spec.command)}\n".encode())
+                warm = " (warm)" if command is not spec.command else ""
+                sink.write(f"$ {' '.join(spec.command)}{warm}\n".encode())
                 sink.flush()
-                process = subprocess.Popen(spec.command, env=spec.env, cwd=str(runtime.workdir), stdout=sink,
+                process = subprocess.Popen(command, env=spec.env, cwd=str(runtime.workdir), stdout=sink,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             running[spec.host] = process
             runtime.register_process(process)

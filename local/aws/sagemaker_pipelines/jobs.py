@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from local.aws.sagemaker_pipelines.hosts import (
     HostProcess,
@@ -39,6 +39,9 @@ from local.aws.sagemaker_pipelines.hosts import (
 )
 from local.aws.sagemaker_pipelines.job_logs import PROCESSING_LOG_GROUP, TRAINING_LOG_GROUP
 from mlops_shared.aws import parse_s3_uri
+
+if TYPE_CHECKING:
+    from local.aws.sagemaker_pipelines.warm_pool import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +145,8 @@ class JobRuntime:
     logs_factory: Callable[[], Any]
     train_module: str = "jobs.train"
     poll_seconds: float = 0.5
+    # Warm job workers (`warm_pool`): one-host jobs start forked from a pre-imported Python.
+    warm: "WarmPool | None" = None
 
     def host_env(self, hosts: JobHosts, extra: dict[str, str]) -> dict[str, str]:
         """One host's environment: `base_env`, the Ray settings for `hosts`, then `extra` (the

@@ -246,16 +246,10 @@ class ExecutionRunner:
                 ctx.property_files[(spec["Name"], file_name)] = document
 
 
-    def _job_runtime(self, execution: Execution, role_arn: str | None, step: str) -> JobRuntime:
-        """Everything a job of this execution runs with; the one place a job's environment is built:
-        the image's environment, and the job's role session (SageMaker hands the job the role it
-        was created with)."""
-        image = self.service.image
-        program = image.program_dir()  # the image's WORKDIR as of this job's start
-        env = image.environment(program)
-        session = f"{step}-{execution.id}"
-        credentials = self.service.role_credentials(role_arn, session)
-        env.update(credentials.env() if credentials is not None else DUMMY_CREDENTIALS)
+    def shared_job_env(self, program: Path) -> tuple[dict[str, str], dict[str, str]]:
+        """What every job's environment shares (no role credentials: each job brings its own), and
+        the Ray settings of a one-host job (the shared head); the warm pool starts with them too."""
+        env = self.service.image.environment(program)
         env.update({
             "AWS_ENDPOINT_URL": self.service.gateway.url,
             "AWS_DEFAULT_REGION": jobs.REGION,
@@ -263,17 +257,29 @@ class ExecutionRunner:
             "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
         })
         env.update(self.service.job_env)
-        # Ray workers inherit the head's environment, not the job's: hand them the job's AWS
-        # settings the way Ray's own job submission does (a job-level runtime_env), so actors reach
-        # the local gateway as every node's environment does on SageMaker.
-        worker_env = {k: v for k, v in env.items() if k.startswith("AWS_")}
-        env["RAY_JOB_CONFIG_JSON_ENV_VAR"] = json.dumps({"runtime_env": {"env_vars": worker_env}})
         if self.service.ray_env is not None:
             shared_ray_env = dict(self.service.ray_env)
         elif self.service.ray_address:
             shared_ray_env = ray_client_env(self.service.ray_address)
         else:
             shared_ray_env = {}
+        return env, shared_ray_env
+
+    def _job_runtime(self, execution: Execution, role_arn: str | None, step: str) -> JobRuntime:
+        """Everything a job of this execution runs with; the one place a job's environment is built:
+        the image's environment, and the job's role session (SageMaker hands the job the role it
+        was created with)."""
+        image = self.service.image
+        program = image.program_dir()  # the image's WORKDIR as of this job's start
+        env, shared_ray_env = self.shared_job_env(program)
+        session = f"{step}-{execution.id}"
+        credentials = self.service.role_credentials(role_arn, session)
+        env.update(credentials.env() if credentials is not None else DUMMY_CREDENTIALS)
+        # Ray workers inherit the head's environment, not the job's: hand them the job's AWS
+        # settings the way Ray's own job submission does (a job-level runtime_env), so actors reach
+        # the local gateway as every node's environment does on SageMaker.
+        worker_env = {k: v for k, v in env.items() if k.startswith("AWS_")}
+        env["RAY_JOB_CONFIG_JSON_ENV_VAR"] = json.dumps({"runtime_env": {"env_vars": worker_env}})
 
         def register(process: subprocess.Popen) -> None:
             execution.processes.add(process)
@@ -286,7 +292,8 @@ class ExecutionRunner:
                           # SageMaker moves a job's inputs and outputs, and ships its logs, with the
                           # job's role.
                           s3_factory=lambda: self.service.role_client(role_arn, "s3", session),
-                          logs_factory=lambda: self.service.role_client(role_arn, "logs", session))
+                          logs_factory=lambda: self.service.role_client(role_arn, "logs", session),
+                          warm=self.service.warm_pool)
 
 
     def _register_model(self, execution: Execution, args: dict) -> str:

@@ -47,6 +47,7 @@ from local.aws.sagemaker_pipelines.executions import (
 from local.aws.sagemaker_pipelines.hosts import kill_process_tree
 from local.aws.sagemaker_pipelines.runner import ExecutionRunner
 from local.aws.sagemaker_pipelines.step_cache import StepCache
+from local.aws.sagemaker_pipelines.warm_pool import WarmPool
 from local.jobs_image import JobsImage, default_image
 from mlops_shared.aws import is_not_found
 
@@ -62,11 +63,11 @@ ProgressCallback = Callable[[str, str | None, str], None]
 
 
 def trials_that_fit(cpus: int) -> int:
-    """How many training jobs the train job's default sizing lets run side by side on one node."""
-    from jobs.train import default_ray_params
-
-    sizing = default_ray_params(alive_nodes=1, cluster_cpus=cpus)
-    return max(1, int(cpus // (sizing["num_actors"] * sizing["cpus_per_actor"])))
+    """How many training jobs run side by side on one node: each gets half of the node's CPUs
+    (at least one), so two trials at a time on this 2-core machine; every trial is told its share
+    (`jobs.train.JOBS_PER_NODE_VARIABLE`, set by `tuning`) and trains with all of it."""
+    share = max(1, cpus // 2)
+    return max(1, cpus // share)
 
 
 class PipelineExecutor:
@@ -86,7 +87,7 @@ class PipelineExecutor:
                  image: JobsImage | None = None, on_progress: ProgressCallback | None = None,
                  emit_events: bool = True, max_parallel_trials: int | None = None,
                  ray_env: dict[str, str] | None = None, job_env: dict[str, str] | None = None,
-                 identities: Any = None, strict: Any = None):
+                 identities: Any = None, strict: Any = None, warm_jobs: bool = False):
         self.gateway = gateway
         # Who acts (local.aws.identities.Identities): the service's bookkeeping as the local runtime,
         # its work as the pipeline execution role, each job as its own role. `strict`: the strict face,
@@ -113,11 +114,25 @@ class PipelineExecutor:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.cache = StepCache(self.work_dir / "step-cache.json")
         self.runner = ExecutionRunner(self)
+        # Warm job workers (warm_pool): off unless asked for (LocalCloud asks, unless
+        # MLOPS_LOCAL_WARM_JOBS=0): they cost four pre-imported interpreters, worth it for a face
+        # that runs pipelines, not for an executor a test builds to run one job.
+        self.warm_pool: WarmPool | None = None
+        if warm_jobs:
+            env, shared_ray_env = self.runner.shared_job_env(self.image.program_dir())
+            self.warm_pool = WarmPool(str(self.image.python), {**env, **shared_ray_env})
+
+    def prewarm(self) -> None:
+        """Starts the warm job workers for the current program snapshot (returns at once; a job
+        that starts before its worker is ready waits for it)."""
+        if self.warm_pool is not None:
+            self.warm_pool.prewarm(self.image.program_dir())
 
     # -- wiring ---------------------------------------------------------------------------------
     def install(self) -> "PipelineExecutor":
         for name in TARGETS:
             self.gateway.route_target(f"SageMaker.{name}", self._app(getattr(self, f"_api_{_snake(name)}")))
+        self.prewarm()
         return self
 
     def add_progress_listener(self, listener: ProgressCallback) -> None:
@@ -184,6 +199,8 @@ class PipelineExecutor:
         """Queues an execution; returns its ARN (the same ARN again for a repeated token)."""
         if self._closed:
             raise ApiError(400, "ValidationException", "The local pipeline executor is shut down")
+        # The jobs' code may have changed since the workers were warmed: warm this snapshot's.
+        self.prewarm()
         name = pipeline_name.split(":pipeline/")[-1].split("/")[0]
         token = client_request_token or str(uuid.uuid4())
         with self._lock:
@@ -278,6 +295,8 @@ class PipelineExecutor:
         for execution in list(self._executions.values()):
             if not execution.done.is_set():  # cancelled before it ever ran
                 self.runner.finish(execution, "Stopped", None)
+        if self.warm_pool is not None:
+            self.warm_pool.close()
 
     # -- HTTP handlers --------------------------------------------------------------------------
     def _api_start_pipeline_execution(self, body: dict) -> dict:

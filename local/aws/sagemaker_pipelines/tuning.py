@@ -9,11 +9,12 @@ import math
 import random
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from jobs.common import JOBS_PER_NODE_VARIABLE
 from local.aws.sagemaker_pipelines.jobs import JobRuntime, StepFailed, StepStopped, arn, run_training_job
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ def run_tuning(step_name: str, args: dict, step_root: Path, log_dir: Path, runti
     if max_jobs < 1:
         raise StepFailed(f"MaxNumberOfTrainingJobs must be >= 1, got {max_jobs}")
     parallel = max(1, min(int(limits.get("MaxParallelTrainingJobs", 1)), max_parallel_trials, max_jobs))
+    # The trials running side by side share this machine's Ray node: each is told so and trains on
+    # its share of the CPUs (on SageMaker every trial has an instance of its own).
+    runtime = replace(runtime, base_env={**runtime.base_env, JOBS_PER_NODE_VARIABLE: str(parallel)})
     rng = random.Random(seed)
     static = {k: str(v) for k, v in (definition.get("StaticHyperParameters") or {}).items()}
     # As SageMaker does: every training job of a tuning job is told the objective metric's name.

@@ -99,14 +99,22 @@ def test_bad_hyperparameters_fail_clearly(raw, message):
         train.parse_hyperparameters(raw)
 
 
-@pytest.mark.parametrize("nodes, cpus, expected", [
-    (1, 2, {"num_actors": 1, "cpus_per_actor": 1}),
-    (1, 8, {"num_actors": 1, "cpus_per_actor": 4}),
-    (3, 12, {"num_actors": 3, "cpus_per_actor": 2}),
-    (0, 0, {"num_actors": 1, "cpus_per_actor": 1}),
+@pytest.mark.parametrize("nodes, cpus, sharing, expected", [
+    (1, 2, 1, {"num_actors": 1, "cpus_per_actor": 2}),  # a lone job uses the whole machine
+    (1, 2, 2, {"num_actors": 1, "cpus_per_actor": 1}),  # two trials side by side: half each
+    (1, 8, 2, {"num_actors": 1, "cpus_per_actor": 4}),
+    (3, 12, 1, {"num_actors": 3, "cpus_per_actor": 4}),
+    (0, 0, 1, {"num_actors": 1, "cpus_per_actor": 1}),
 ])
-def test_default_ray_params_put_one_actor_per_node(nodes, cpus, expected):
-    assert train.default_ray_params(nodes, cpus) == expected
+def test_default_ray_params_put_one_actor_per_node_with_its_cpus(nodes, cpus, sharing, expected):
+    assert train.default_ray_params(nodes, cpus, sharing) == expected
+
+
+def test_jobs_per_node_comes_from_the_executor_and_fails_clearly():
+    assert train.jobs_per_node({}) == 1
+    assert train.jobs_per_node({common.JOBS_PER_NODE_VARIABLE: "2"}) == 2
+    with pytest.raises(common.JobFailure, match="must be an integer"):
+        train.jobs_per_node({common.JOBS_PER_NODE_VARIABLE: "two"})
 
 
 class _no_ray:
