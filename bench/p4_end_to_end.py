@@ -71,7 +71,7 @@ def plain_script(csv_path: Path, out: Path, ranges: dict[str, Any], static: dict
     """The baseline: the whole ML in one process; returns the test metrics."""
     import xgboost as xgb
 
-    from local.aws.sagemaker_pipelines.jobs import sample_hyperparameters
+    from local.aws.sagemaker_pipelines.tuning import sample_hyperparameters
 
     data = pd.read_csv(csv_path)
     data = data.sample(frac=1.0, random_state=SEED).reset_index(drop=True)
