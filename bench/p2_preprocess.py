@@ -29,7 +29,7 @@ from bench.harness import RATIO_AT_MOST, Row, Target, not_measured
 from bench.support import boto_client, housing, in_process_gateway, local_aws_env, patched_environ, ray_cluster, timed
 
 KEY = "P2"
-TARGET = Target(RATIO_AT_MOST, 3.0)
+TARGET = Target(RATIO_AT_MOST, 2.0)
 TARGET_COLUMN = "PRICE"
 DATASET_VERSION = "bench-version-1"
 FILES = 10

@@ -21,8 +21,9 @@ sampler at import (which on Lambda it never does).
 The measured value is the function's own cost beyond `import boto3` (what any Python Lambda that
 calls AWS pays; boto3 is part of the runtime): `import boto3` is measured the same way, one sample
 right before each sample of the function so both see the same machine load, and the row gives the
-median of the paired differences (wall clock; the CPU-time figure, steadier on a busy machine, is in
-the notes). The notes also name the packages that take longest to import after boto3 (`python -X
+median of the paired differences in CPU time: an import is single-threaded CPU work, so on an idle
+machine its CPU time is its wall time, and on this shared machine the CPU time is the figure other
+processes do not move (the wall-clock difference is in the notes). The notes also name the packages that take longest to import after boto3 (`python -X
 importtime`, each package's least time of 3 runs).
 """
 from __future__ import annotations
@@ -256,7 +257,7 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
         unzipped, zipped = package_size(function_dir)
         report(Row(KEY, f"{name}: package size", unzipped / 1e6, None, "MB", SIZE_TARGET,
                    notes=f"function + shared layer code; {zipped / 1e3:.0f} kB zipped"))
-        measure = f"{name}: cold import of app beyond import boto3, {runtime} (median of {samples})"
+        measure = f"{name}: cold import of app beyond import boto3, {runtime}, CPU (median of {samples})"
         try:
             interpreter, task, path = deployed_package(function_dir, workdir / "deployed", runtime, [powertools])
             env = probe_environment({**environments.get(name, {}), **lambda_runtime_environment(name, task),
@@ -270,9 +271,9 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
             continue
         beyond_wall = median([o[0] - b[0] for o, b in zip(ours, baseline)])
         beyond_cpu = median([o[1] - b[1] for o, b in zip(ours, baseline)])
-        report(Row(KEY, measure, beyond_wall, None, "ms", IMPORT_TARGET,
-                   notes=f"import app {median([o[0] for o in ours]):.0f} ms in all, import {BASELINE_MODULE} "
-                         f"{median([b[0] for b in baseline]):.0f} ms; beyond it {beyond_cpu:.0f} ms CPU; "
+        report(Row(KEY, measure, beyond_cpu, None, "ms", IMPORT_TARGET,
+                   notes=f"CPU time; wall clock {beyond_wall:.0f} ms beyond, import app {median([o[0] for o in ours]):.0f} ms "
+                         f"in all, import {BASELINE_MODULE} {median([b[0] for b in baseline]):.0f} ms; "
                          f"compiled bytecode as make sam-build ships it; heaviest after {BASELINE_MODULE}: {heavy}",
                    details={"samples_ms": [o[0] for o in ours], "baseline_samples_ms": [b[0] for b in baseline],
                             "cpu_samples_ms": [o[1] for o in ours],
