@@ -124,6 +124,11 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
         "row_count": rows,
         "feature_group_name": "bench-group",
         "input_uri": "s3://bench-data/incoming/houses.csv",
+        # What the bulk ingest mode records for these columns (the manifest's contract asks for them).
+        "feature_types": {c: ("Integral" if c == TARGET_COLUMN else "Fractional") for c in columns},
+        "rejected_rows": 0,
+        "event_time": time.time(),
+        "ingestion_mode": "OfflineStore",
     }
     (manifest_dir / "manifest.json").write_text(json.dumps(manifest))
     args = job.PreprocessArgs(TARGET_COLUMN, *FRACTIONS, seed=SEED)
