@@ -20,7 +20,7 @@ LAMBDA_PYTHON := 3.13
 LAMBDA_VENV := .venv-lambda
 LAMBDA_STAMP := $(LAMBDA_VENV)/.installed
 
-.PHONY: venv lambda-venv jobs-env demo test test-fast bench lock lock-lambda definition clean browser tools lock-tools lint-template sam-build publish deploy
+.PHONY: venv lambda-venv jobs-env demo test test-fast bench bench-scale lock lock-lambda definition clean browser tools lock-tools lint-template sam-build publish deploy
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "pip is required"; exit 1; }
@@ -67,7 +67,12 @@ test-fast: $(STAMP) $(LAMBDA_STAMP) tools jobs-env
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-## Regenerate jobs/pipeline_definition.json and jobs/drift_pipeline_definition.json (tests check they are current).
+## The cost curve: P4 at 100k, 1M and 10M rows with each step's peak memory and where this machine
+## runs out (bench/RESULTS-scale.md). Not part of `make bench`: 10M rows take far longer than its budget.
+bench-scale: $(STAMP) jobs-env
+	$(BIN)/python -m bench.scale $(if $(SIZES),--sizes $(SIZES))
+
+## Regenerate the pipeline definitions (training, drift monitor, scoring) from jobs/*pipeline.py (tests check they are current).
 definition: $(STAMP)
 	$(BIN)/python -m jobs.pipeline --write jobs/pipeline_definition.json
 	$(BIN)/python -m jobs.drift_pipeline --write jobs/drift_pipeline_definition.json
@@ -101,8 +106,11 @@ lint-template: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/cfn-lint template.yaml
 	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov -f template.yaml --config-file .checkov.yaml
 
-sam-build: $(TOOLS_STAMP)
+## ...then compiles the built functions and layer with the runtime's Python: Lambda's code directories are
+## read-only, so source would be compiled again on every cold start (local/aws/lambda_packages.py).
+sam-build: $(TOOLS_STAMP) $(STAMP)
 	SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam build --config-env $(ENV)
+	$(BIN)/python -m local.aws.lambda_packages --compile .aws-sam/build
 
 ## Jobs image to ECR and pipeline definition to S3; prints the stack's parameter overrides.
 publish: $(STAMP)

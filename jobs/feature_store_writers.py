@@ -13,9 +13,10 @@
 """
 from __future__ import annotations
 
-import io
 import logging
 import random
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -42,6 +43,8 @@ from jobs.feature_store_layout import (
     record_id,
 )
 from mlops_shared.aws import parse_s3_uri
+
+COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
 if TYPE_CHECKING:
     from jobs.dataset_schema import PreparedColumns
@@ -340,10 +343,15 @@ class OfflineStoreWatcher:
                 key = obj["Key"]
                 if key in self.seen_keys or not key.endswith(".parquet"):
                     continue
-                body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-                table = pq.read_table(
-                    io.BytesIO(body), columns=[RECORD_IDENTIFIER, EVENT_TIME_FEATURE, DATASET_VERSION_FEATURE]
-                )
+                # Parquet is read from its footer backwards, so the object goes to a local file (in
+                # chunks, never whole in memory) and only the three columns come off it.
+                with tempfile.TemporaryFile() as local:
+                    shutil.copyfileobj(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"], local,
+                                       COPY_CHUNK_BYTES)
+                    local.seek(0)
+                    table = pq.read_table(
+                        local, columns=[RECORD_IDENTIFIER, EVENT_TIME_FEATURE, DATASET_VERSION_FEATURE]
+                    )
                 frame = table.to_pandas()
                 # Only this run's rows count: a re-run must not be satisfied by the previous run.
                 mine = frame[

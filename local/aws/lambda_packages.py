@@ -267,3 +267,48 @@ def remove_distributions(site: Path, names: Iterable[str]) -> None:
             while directory != site.resolve() and directory.is_dir() and not any(directory.iterdir()):
                 directory.rmdir()
                 directory = directory.parent
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiled bytecode, as the functions ship
+# ------------------------------------------------------------------------------------------------
+# Lambda's /var/task and /opt are read-only, so a handler shipped as source is compiled on every cold
+# start (and `sam build` ships source: its Python builder copies the code dir and pip-installs the
+# requirements, compiling neither the code nor the layer's source). `make sam-build` compiles what it
+# built with the runtime's interpreter (same bytecode magic as the runtime). Hash-checked pycs: the
+# deployment zip does not keep exact mtimes, which mtime-checked pycs need to stay valid; a hash
+# check reads the source (a few kB) and stays right if someone edits a file in the console.
+BYTECODE_INVALIDATION_MODE = "checked-hash"
+
+
+def compile_bytecode(interpreter: Path, directories: Sequence[Path]) -> None:
+    """Compiles every .py under `directories` into its __pycache__ with `interpreter` (the
+    runtime's Python); raises LambdaRuntimeUnavailable when a file does not compile."""
+    done = subprocess.run(
+        [str(interpreter), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", BYTECODE_INVALIDATION_MODE,
+         *(str(d) for d in directories)],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS)
+    if done.returncode != 0:
+        raise LambdaRuntimeUnavailable(f"compiling {', '.join(map(str, directories))} failed:\n"
+                                       f"{(done.stdout + done.stderr).strip()[-3000:]}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m local.aws.lambda_packages",
+                                     description="Compile a `sam build` output's Python code with the runtime's interpreter.")
+    parser.add_argument("--compile", type=Path, nargs="+", required=True, metavar="DIR",
+                        help="directories to compile (e.g. .aws-sam/build)")
+    parser.add_argument("--runtime", default=LOCK_RUNTIME, help=f"the functions' Runtime (default {LOCK_RUNTIME})")
+    args = parser.parse_args(argv)
+    try:
+        compile_bytecode(find_interpreter(args.runtime), args.compile)
+    except LambdaRuntimeUnavailable as error:
+        print(error, file=__import__("sys").stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

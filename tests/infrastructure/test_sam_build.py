@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +45,20 @@ def test_sam_build_packages_every_function_and_the_shared_layer(tmp_path):
         assert (build_dir / code_uri / "app.py").read_bytes() == handler_source.read_bytes(), name
     layer_dir = build_dir / built["Resources"]["SharedLayer"]["Properties"]["ContentUri"]
     assert (layer_dir / "python" / "mlops_shared" / "__init__.py").is_file()
+
+    # sam build ships source; `make sam-build` then compiles it with the runtime's Python (Lambda's
+    # code dirs are read-only: otherwise every cold start compiles the handler and the layer again).
+    first_code = build_dir / built["Resources"][functions[0]]["Properties"]["CodeUri"]
+    assert not list(first_code.glob("__pycache__/app.*.pyc"))
+    compiled = subprocess.run([sys.executable, "-m", "local.aws.lambda_packages",
+                               "--compile", str(build_dir)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+    tag = subprocess.run([str(interpreter), "-c", "import sys; print(sys.implementation.cache_tag)"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    for name in functions:
+        code_uri = built["Resources"][name]["Properties"]["CodeUri"]
+        assert (build_dir / code_uri / "__pycache__" / f"app.{tag}.pyc").is_file(), name
+    assert (layer_dir / "python" / "mlops_shared" / "__pycache__" / f"__init__.{tag}.pyc").is_file()
     # The state machine definition stays a file the deploy uploads with its substitutions.
     machine = built["Resources"]["DeployStateMachine"]["Properties"]
     assert Path(machine["DefinitionUri"]).name == "deploy.asl.json"

@@ -305,3 +305,23 @@ def test_a_manifest_that_breaks_its_contract_fails_the_step_naming_the_field(off
     code = _run(["--target-column", "PRICE"])
     assert code == 1
     assert "manifest.json: the field 'features' is missing" in (root / "output" / "message").read_text()
+
+
+@pytest.mark.slow
+def test_the_driver_side_scaler_fit_is_the_ray_data_fit_bit_for_bit(ray_local):
+    """The step fits the scaler on the shuffled blocks on the driver; it must give exactly what the
+    Ray Data pass over the train split (`fit_scaler`) gives: same blocks, same merge order."""
+    import ray
+
+    frame = generate_housing(5000, seed=3)
+    frame.loc[::7, "LOT_ACRES"] = np.nan  # missing values are left out of the moments
+    blocks = [pa.Table.from_pandas(frame.iloc[start:start + 1000], preserve_index=False) for start in range(0, 5000, 1000)]
+    train_rows = 3333  # inside the fourth block: the last train block is a slice
+    head = preprocess.head_rows(blocks, train_rows)
+    assert [b.num_rows for b in head] == [1000, 1000, 1000, 333]
+    dataset = ray.data.from_arrow(blocks)
+    with preprocess.ray_data_settings():
+        expected = preprocess.fit_scaler(dataset.split_at_indices([train_rows])[0], FEATURES)
+    actual = preprocess.fit_scaler_on_blocks(head, FEATURES)
+    for ours, theirs in zip(actual, expected):
+        np.testing.assert_array_equal(ours, theirs)

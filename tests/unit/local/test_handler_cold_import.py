@@ -93,3 +93,38 @@ def test_cold_import_loads_only_what_the_handler_uses(name, environments, packag
         assert "tracing_enabled" not in facts
     if name in ("start_pipeline", "start_scoring"):
         assert facts["idempotency_client_on_default_session"] is True
+
+
+SOURCE_MODULES = """
+import importlib.util, json, sys
+import app
+roots = sys.argv[1:]
+# (source, the bytecode file the runtime's Python would load it from)
+print(json.dumps(sorted((m.__file__, importlib.util.cache_from_source(m.__file__)) for m in list(sys.modules.values())
+                        if getattr(m, "__file__", None) and m.__file__.endswith(".py")
+                        and any(m.__file__.startswith(r) for r in roots))))
+"""
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_the_deployed_handler_imports_its_own_code_from_bytecode(name, environments, tmp_path):
+    """As `make sam-build` ships it (bench P5 measures this layout): every module of the function's
+    code and of the shared layer that the handler imports is loaded from its compiled bytecode, not
+    compiled from source at each cold start (Lambda's code directories are read-only)."""
+    from bench.p5_functions import deployed_package, template_runtime
+
+    runtime, powertools = template_runtime(ROOT / "template.yaml")
+    interpreter, task, path = deployed_package(ROOT / "functions" / name, tmp_path, runtime, [powertools])
+    layer = task.parent / "layer" / "python"
+    env = probe_environment({**environments.get(name, {}), **lambda_runtime_environment(name, task),
+                             "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
+                             "PYTHONPATH": os.pathsep.join(str(p) for p in path)})
+    done = subprocess.run([str(interpreter), "-v", "-c", SOURCE_MODULES, str(task), str(layer)],
+                          cwd=task, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    own = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any(f.endswith("/app.py") for f, _ in own) and any("/mlops_shared/" in f for f, _ in own)
+    # `python -v` names the bytecode file each module's code object comes from.
+    from_bytecode = {line.split("'")[1] for line in done.stderr.splitlines() if line.startswith("# code object from ")}
+    compiled_at_import = [f for f, cached in own if cached not in from_bytecode]
+    assert compiled_at_import == []
