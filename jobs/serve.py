@@ -14,6 +14,10 @@
   model learned a default direction for it). The target column is ignored when present (rows
   copied from a dataset carry it); an unknown or absent field, a string or an infinite value is a
   400 with a JSON body naming the field and row.
+* Explanations: with the SageMaker CustomAttributes value `explain=true` (header
+  `X-Amzn-SageMaker-Custom-Attributes`), JSON and CSV requests alike are answered in JSON with
+  `explanations` next to `predictions`: per row the bias and each feature's contribution under the
+  user's column names (`jobs.explain`).
 
 Port: `--port`, else `SAGEMAKER_BIND_TO_PORT`, else 8080. Host: `--host`, default 0.0.0.0 inside
 the container (the local runtime passes 127.0.0.1). Model: `--model-dir`, else `<SM_CONTAINER_ROOT>/model`.
@@ -50,6 +54,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from jobs.explain import CUSTOM_ATTRIBUTES_HEADER, explain_scaled, wants_explanation
 from jobs.scaling import standardize
 from mlops_shared.csv_rules import NA_SPELLINGS
 
@@ -307,6 +312,15 @@ class Predictor:
         self._scale = self.model.preprocessor.scale
 
     def predict(self, content_type: str, body: bytes) -> list[float]:
+        return self.model.predict_scaled(self._scaled(content_type, body)).tolist()
+
+    def explain(self, content_type: str, body: bytes) -> dict:
+        """`{"predictions": [...], "explanations": [...]}` (`jobs.explain`): what `explain=true` asks for."""
+        scaled = self._scaled(content_type, body)
+        return {"predictions": self.model.predict_scaled(scaled).tolist(),
+                "explanations": explain_scaled(self.model.booster, scaled, self.schema.feature_order)}
+
+    def _scaled(self, content_type: str, body: bytes) -> np.ndarray:
         if not body or body.isspace():
             raise RequestError(400, "empty request body")
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
@@ -318,7 +332,7 @@ class Predictor:
             raise RequestError(415, f"unsupported content type {content_type!r}; use application/json or text/csv")
         # The matrix is validated floats in feature order already: scale with numpy and predict, no
         # DataFrame round trip (it would cost more than the model itself for one record).
-        return self.model.predict_scaled(standardize(matrix, self._mean, self._scale)).tolist()
+        return standardize(matrix, self._mean, self._scale)
 
 
 def _off_main_thread(function: Callable[..., Any], *args: Any) -> Any:
@@ -383,15 +397,19 @@ def make_handler(predictor: Predictor) -> type[BaseHTTPRequestHandler]:
             if self.path != "/invocations":
                 self._reply(404, {"error": f"no such path: {self.path}"})
                 return
+            content_type = self.headers.get("Content-Type", "")
             try:
-                predictions = predictor.predict(self.headers.get("Content-Type", ""), body)
+                if wants_explanation(self.headers.get(CUSTOM_ATTRIBUTES_HEADER)):
+                    answer = predictor.explain(content_type, body)
+                else:
+                    answer = {"predictions": predictor.predict(content_type, body)}
             except RequestError as exc:
                 self._reply(exc.status, exc.body())
             except Exception as exc:  # a model failure is the server's fault: 500, logged with its trace
                 log.exception("prediction failed")
                 self._reply(500, {"error": f"prediction failed: {exc}"})
             else:
-                self._reply(200, {"predictions": predictions})
+                self._reply(200, answer)
 
     return Handler
 
