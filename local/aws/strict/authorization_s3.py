@@ -19,7 +19,7 @@ from local.aws.strict.operation_table import Params, Scope, operation
 GETTERS = (at.INTAKE, at.NOTIFY_APPROVAL, at.APPROVAL_API, at.APPROVAL_LINKS, at.SMOKE_TEST, at.INGEST,
            at.PREPROCESS, at.EVALUATE, at.JOB_DATA, at.PIPELINES, at.HOSTING, at.CLI, at.CONSOLE)
 HEADERS = (at.INTAKE, at.QUARANTINE, at.PREPROCESS, at.EVALUATE, at.JOB_DATA, at.HOSTING, at.CLI)
-WRITERS = (at.QUARANTINE, at.OFFLINE_STORE_DIRECT, at.JOB_DATA, at.FEATURE_STORE_OFFLINE, at.CLI)
+WRITERS = (at.QUARANTINE, at.OFFLINE_STORE_DIRECT, at.JOB_DATA, at.FEATURE_STORE_OFFLINE, at.DATA_CAPTURE, at.CLI)
 MULTIPART = (at.QUARANTINE, at.JOB_DATA, at.CLI)  # s3.copy and upload_file switch to multipart when large
 
 
