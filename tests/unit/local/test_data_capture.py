@@ -172,3 +172,20 @@ def test_close_writes_what_is_buffered(s3, tmp_path):
     assert len(s3.records()) == 5
     writer.record(settings(), "AllTraffic", "text/csv", b"1", "application/json", b"{}")  # after close: ignored
     assert len(s3.records()) == 5
+
+
+def test_the_strict_face_checks_what_capture_and_explanations_send():
+    """botocore's constraints, as the strict face applies them: the capture config the deploy
+    state machine sends, and CustomAttributes (at most 1024 ASCII characters)."""
+    from local.aws.strict.service_constraints import check
+
+    config = {**CONFIG, "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv", "application/csv"],
+                                                      "JsonContentTypes": ["application/json"]}}
+    assert check("sagemaker", "CreateEndpointConfig", {
+        "EndpointConfigName": "houses-1", "DataCaptureConfig": config,
+        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "m", "InitialInstanceCount": 1,
+                                "InstanceType": "ml.m5.large"}]}) == []
+    invoke = {"EndpointName": "houses", "Body": b"1,2", "ContentType": "text/csv"}
+    assert check("sagemaker-runtime", "InvokeEndpoint", {**invoke, "CustomAttributes": "explain=true"}) == []
+    assert check("sagemaker-runtime", "InvokeEndpoint", {**invoke, "CustomAttributes": "x" * 1025})
+    assert check("sagemaker-runtime", "InvokeEndpoint", {**invoke, "CustomAttributes": "explain=trüe"})
