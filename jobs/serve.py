@@ -68,6 +68,8 @@ log = logging.getLogger("jobs.serve")
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's InvokeEndpoint payload limit
 JSON_TYPES = ("application/json",)
+# What a CSV body of plain numbers consists of (FeatureSchema._csv_numbers): anything else is left to pyarrow.
+_CSV_NUMBER_BYTES = b"0123456789+-.eE, \t\r\n"
 CSV_TYPES = ("text/csv", "application/csv")
 
 
@@ -98,6 +100,7 @@ class FeatureSchema:
         self._index = {name: i for i, name in enumerate(self.feature_order)}
         self._csv_types = {name: pa.float64() for name in self.feature_order}
         self._json_records = _JsonRecords(self.feature_order, self.target) if msgspec is not None else None
+        self._csv_decoders: dict[int, Any] = {}
 
     # -- whole-body parsing: a float matrix in feature order ---------------------------------
     def matrix_from_json(self, body: bytes) -> np.ndarray:
@@ -137,6 +140,10 @@ class FeatureSchema:
             names, skip = self.feature_order, 0
         else:
             return None
+        if msgspec is not None:
+            matrix = self._csv_numbers(body if skip == 0 else (b"" if end < 0 else body[end + 1:]), names)
+            if matrix is not None:
+                return matrix
         try:
             table = pa_csv.read_csv(
                 pa.py_buffer(body),
@@ -151,6 +158,27 @@ class FeatureSchema:
         if table.num_rows == 0 or any(column.null_count for column in table.columns):
             return None  # no rows, or an empty / NA / nan cell
         matrix = np.column_stack([table.column(name).to_numpy() for name in self.feature_order])
+        return matrix if np.isfinite(matrix).all() else None
+
+    def _csv_numbers(self, rows: bytes, names: list[str]) -> np.ndarray | None:
+        """Rows of plain JSON-grammar numbers (the common case: what a DataFrame writes) read as one
+        JSON array of fixed-width number arrays by msgspec, about twice as fast as pyarrow on request-
+        sized bodies; None for anything else (pyarrow and the general path decide). Only digits,
+        signs, points, exponents, commas and whitespace may occur, so no CSV text can turn into other
+        JSON structure, and the typed decode requires exactly one number per column in every row."""
+        rows = rows.rstrip(b"\r\n")
+        if not rows or rows.translate(None, _CSV_NUMBER_BYTES):
+            return None
+        decoder = self._csv_decoders.get(len(names))
+        if decoder is None:
+            decoder = self._csv_decoders[len(names)] = msgspec.json.Decoder(list[tuple[(float,) * len(names)]])
+        try:
+            values = decoder.decode(b"[[" + rows.replace(b"\n", b"],[") + b"]]")
+        except msgspec.MsgspecError:  # an empty cell or line, a short or long row, `nan`, `+1`, `.5`, ...
+            return None
+        matrix = np.array(values, dtype=float)
+        if names is not self.feature_order:
+            matrix = matrix[:, [names.index(name) for name in self.feature_order]]
         return matrix if np.isfinite(matrix).all() else None
 
     # -- general parsing: row by row, with the precise error ----------------------------------
