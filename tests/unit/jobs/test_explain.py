@@ -5,7 +5,6 @@ import csv
 import http.client
 import io
 import json
-import shutil
 import threading
 
 import numpy as np
