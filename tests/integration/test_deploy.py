@@ -59,6 +59,7 @@ def world(tmp_path_factory):
         "ENDPOINT_INSTANCE_COUNT": "1", "CANARY_SIZE_PERCENT": "20", "CANARY_WAIT_SECONDS": "1",
         "TERMINATION_WAIT_SECONDS": "0", "ENDPOINT_POLL_SECONDS": "1", "DEPLOYMENT_TIMEOUT_SECONDS": "120",
         "ROLLBACK_ALARM_NAMES": "houses-5xx,houses-latency", "NOTIFICATION_TOPIC_ARN": topic,
+        "DATA_CAPTURE_DESTINATION": f"s3://{BUCKET}/capture",
         "POWERTOOLS_SERVICE_NAME": "deploy", "POWERTOOLS_TRACE_DISABLED": "true",
     }
     # The layers the template gives them: the shared layer and the AWS-managed Powertools layer.

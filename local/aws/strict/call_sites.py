@@ -108,6 +108,7 @@ FEATURE_STORE_OFFLINE = _at("Feature Store offline store", f"{PIPELINE_JOBS_ROLE
 
 # -- SageMaker hosting with ModelExecutionRole (locally: local/endpoints.py) ----------------------
 HOSTING = _at("SageMaker hosting", MODEL_EXECUTION_ROLE, "local/aws/endpoints.py (model artifact download)")
+DATA_CAPTURE = _at("SageMaker data capture", MODEL_EXECUTION_ROLE, "local/aws/data_capture.py (capture files)")
 
 # -- the person at the keyboard: CLI and local cloud --------------------------------------------
 PROVISION = _at("local provisioning", LOCAL_ADMINISTRATOR, "local/aws/stack/provisioner.py")

@@ -18,7 +18,8 @@ ENDPOINT = "houses-endpoint"
 ROLE = "arn:aws:iam::123456789012:role/model"
 ENV = {"ENDPOINT_NAME": ENDPOINT, "MODEL_PACKAGE_GROUP_NAME": GROUP, "MODEL_EXECUTION_ROLE_ARN": ROLE,
        "CANARY_SIZE_PERCENT": "20", "CANARY_WAIT_SECONDS": "60", "ROLLBACK_ALARM_NAMES": "a-5xx, a-latency",
-       "ENDPOINT_POLL_SECONDS": "10", "DEPLOYMENT_TIMEOUT_SECONDS": "900"}
+       "ENDPOINT_POLL_SECONDS": "10", "DEPLOYMENT_TIMEOUT_SECONDS": "900",
+       "DATA_CAPTURE_DESTINATION": "s3://artifacts/capture", "DATA_CAPTURE_SAMPLING_PERCENTAGE": "25"}
 SETTINGS = DeploymentSettings.from_env(ENV)
 
 
@@ -180,6 +181,18 @@ def test_handler_returns_the_plan(sm, monkeypatch):
     plan = module.lambda_handler({"event": event(arn, "Approved"), "execution_name": "e1"},
                                  LambdaContext(function_name="deploy-prepare"))
     assert plan["action"] == "create"
+    # The endpoint config captures requests and responses as the stack parameters say.
+    assert plan["data_capture"] == {
+        "EnableCapture": True, "InitialSamplingPercentage": 25, "DestinationS3Uri": "s3://artifacts/capture",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv", "application/csv"],
+                                     "JsonContentTypes": ["application/json"]}}
+    assert module.data_capture_config({**ENV, "DATA_CAPTURE_SAMPLING_PERCENTAGE": "0"})["EnableCapture"] is False
+    assert module.data_capture_config({**ENV, "DATA_CAPTURE_KMS_KEY_ID": "alias/capture"})["KmsKeyId"] == "alias/capture"
+    for bad in ({"DATA_CAPTURE_SAMPLING_PERCENTAGE": "101"}, {"DATA_CAPTURE_DESTINATION": ""},
+                {"DATA_CAPTURE_DESTINATION": "artifacts/capture"}):
+        with pytest.raises(ConfigurationError):
+            module.data_capture_config({**ENV, **bad})
 
 
 def set_status(sm, status: str) -> None:

@@ -433,3 +433,24 @@ def test_the_users_column_names_and_missing_values_are_what_the_endpoint_takes(t
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_csv_of_plain_numbers_is_read_as_fixed_width_json_and_nothing_else_is(schema, batch):
+    """The fastest CSV path (`_csv_numbers`): plain numbers only, exactly one per column in every row,
+    columns by the header's names; CSV text that would be other JSON structure is never taken."""
+    shuffled = batch[[*reversed(FEATURES), "PRICE"]]
+    body = shuffled.to_csv(index=False).encode()
+    names = [*reversed(FEATURES), "PRICE"]
+    fast = schema._csv_numbers(body[body.find(b"\n") + 1:], names)
+    np.testing.assert_array_equal(fast, general_csv(schema, body))
+    np.testing.assert_array_equal(schema.matrix_from_csv(body), general_csv(schema, body))
+    width = len(FEATURES)
+    row = ",".join(["1"] * width)
+    for label, rows in {"rows joined by brackets": f"{row}],[{row}", "a short row": row.rsplit(",", 1)[0],
+                        "a long row": row + ",1", "nan": row.rsplit(",", 1)[0] + ",nan", "a plus sign": "+" + row,
+                        "an object": "{" + row + "}", "a blank line between rows": f"{row}\n\n{row}"}.items():
+        assert schema._csv_numbers(rows.encode(), FEATURES) is None, label
+    from jobs.serve import RequestError
+
+    with pytest.raises(RequestError, match="has 16 values"):  # the general path's error, not two rows
+        schema.matrix_from_csv(f"{row}],[{row}\n".encode())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import boto3
@@ -35,12 +36,25 @@ def cloud(monkeypatch, tmp_path):
             endpoints.shutdown()
 
 
-def deploy_config(cloud, package: dict, name: str, instances: int = 1) -> str:
+def deploy_config(cloud, package: dict, name: str, instances: int = 1, capture: dict | None = None) -> str:
     sm = cloud["sagemaker"]
     sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, Containers=[{"ModelPackageName": package["arn"]}])
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": instances, "InstanceType": "ml.m5.large"}])
+        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": instances, "InstanceType": "ml.m5.large"}],
+        **({"DataCaptureConfig": capture} if capture else {}))
     return name
+
+
+# What the deploy state machine's CreateEndpointConfig asks for (statemachines/deploy.asl.json).
+CAPTURE = {"EnableCapture": True, "InitialSamplingPercentage": 100, "DestinationS3Uri": f"s3://{BUCKET}/capture",
+           "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+           "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"], "JsonContentTypes": ["application/json"]}}
+
+
+def captured_records(s3, prefix: str = "capture/") -> list[tuple[str, dict]]:
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    return [(key, json.loads(line)) for key in sorted(keys)
+            for line in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()]
 
 
 def wait_status(sm, name: str, until=lambda s: s not in ("Creating", "Updating"), timeout=90) -> dict:
@@ -60,17 +74,40 @@ def predict(runtime, name: str, records: list[dict]) -> list[float]:
 
 def test_create_then_invoke_with_json_and_csv(cloud, capsys):
     package = publish_package(cloud["s3"], cloud["sagemaker"], cloud["tmp"], bucket=BUCKET, group=GROUP, execution_id="e1")
-    config = deploy_config(cloud, package, "m1")
+    config = deploy_config(cloud, package, "m1", capture=CAPTURE)
     cloud["sagemaker"].create_endpoint(EndpointName="houses", EndpointConfigName=config)
     described = wait_status(cloud["sagemaker"], "houses")
     assert described["EndpointStatus"] == "InService", described.get("FailureReason")
     test = package["trained"]["test"].iloc[:3]
     expected = expected_predictions(package["trained"], test).tolist()
+    json_body = json.dumps(test[FEATURES].to_dict(orient="records"))
     assert predict(cloud["runtime"], "houses", test[FEATURES].to_dict(orient="records")) == pytest.approx(expected, rel=1e-5)
-    response = cloud["runtime"].invoke_endpoint(EndpointName="houses", ContentType="text/csv",
-                                                Body=test[FEATURES].to_csv(index=False, header=False))
+    csv_body = test[FEATURES].to_csv(index=False, header=False)
+    response = cloud["runtime"].invoke_endpoint(EndpointName="houses", ContentType="text/csv", Body=csv_body)
     assert json.loads(response["Body"].read())["predictions"] == pytest.approx(expected, rel=1e-5)
     assert response["InvokedProductionVariant"] == "AllTraffic"
+    # Explanations through sagemaker-runtime: CustomAttributes reaches the container.
+    for content_type, body in (("application/json", json_body), ("text/csv", csv_body)):
+        answer = json.loads(cloud["runtime"].invoke_endpoint(
+            EndpointName="houses", ContentType=content_type, Body=body, CustomAttributes="explain=true")["Body"].read())
+        assert answer["predictions"] == pytest.approx(expected, rel=1e-5)
+        for prediction, explanation in zip(answer["predictions"], answer["explanations"]):
+            assert list(explanation["contributions"]) == FEATURES
+            assert explanation["bias"] + sum(explanation["contributions"].values()) == pytest.approx(prediction, rel=1e-4)
+    # Data capture: every invocation above, in SageMaker's format and layout, once flushed.
+    cloud["endpoints"].flush_capture()
+    records = captured_records(cloud["s3"])
+    assert len(records) == 4
+    key, first = records[0]
+    assert re.fullmatch(r"capture/houses/AllTraffic/\d{4}/\d{2}/\d{2}/\d{2}/\d{2}-\d{2}-\d{3}-[0-9a-f-]{36}\.jsonl", key)
+    assert first["eventVersion"] == "0"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", first["eventMetadata"]["inferenceTime"])
+    inputs = [(r["captureData"]["endpointInput"]["encoding"], r["captureData"]["endpointInput"]["data"]) for _, r in records]
+    assert inputs == [("JSON", json_body), ("CSV", csv_body), ("JSON", json_body), ("CSV", csv_body)]
+    output = records[1][1]["captureData"]["endpointOutput"]
+    assert output["mode"] == "OUTPUT" and output["observedContentType"] == "application/json"
+    assert json.loads(output["data"])["predictions"] == pytest.approx(expected, rel=1e-5)
+    assert len({r["eventMetadata"]["eventId"] for _, r in records}) == 4
     # a bad request is the model's client error, reported as AWS does
     with pytest.raises(ClientError) as err:
         cloud["runtime"].invoke_endpoint(EndpointName="houses", ContentType="application/json", Body=b'{"DECK": 1}')
@@ -89,6 +126,16 @@ def test_create_then_invoke_with_json_and_csv(cloud, capsys):
         capsys.readouterr()
         assert cli_main(["predict", "houses", "--state-dir", str(state), *args]) == 0
         assert json.loads(capsys.readouterr().out)["predictions"] == pytest.approx(expected, rel=1e-5)
+    capsys.readouterr()
+    assert cli_main(["predict", "houses", "--state-dir", str(state), "--csv", str(csv_file), "--explain",
+                     "--format", "json"]) == 0
+    explained = json.loads(capsys.readouterr().out)
+    assert explained["predictions"] == pytest.approx(expected, rel=1e-5) and len(explained["explanations"]) == 3
+    assert cli_main(["predict", "houses", "--state-dir", str(state), "--csv", str(csv_file), "--explain",
+                     "--format", "table"]) == 0
+    table = capsys.readouterr().out
+    assert table.count("row ") == 3 and "(bias)" in table and all(name in table for name in FEATURES)
+    assert f"prediction {expected[0]:,.4f}"[:-2] in table
     assert cli_main(["predict", "houses", "--state-dir", str(state), "--json", '{"DECK": 1}']) == 1
     assert "ModelError" in capsys.readouterr().err
     assert cli_main(["predict", "houses", "--state-dir", str(cloud["tmp"] / "none"), "--json", "{}"]) == 2
