@@ -43,6 +43,7 @@ import pyarrow.csv as pa_csv
 import xgboost as xgb
 
 from jobs import common
+from jobs.explain import contributions  # the endpoint's explanation: one definition of it
 from jobs.scaling import standardize
 from jobs.serve import Predictor
 from mlops_shared import csv_rules, quarantine
@@ -70,13 +71,6 @@ class UnscorableRows(common.JobFailure):
         self.rows = rows
         issue = rows_issue(rows)
         super().__init__(issue.message)
-
-
-def contributions(booster: xgb.Booster, scaled: np.ndarray) -> np.ndarray:
-    """Per-feature contributions and the bias (last column) of each row: XGBoost `pred_contribs`.
-    Scaling is per feature, so a feature's contribution is the same in the raw and the scaled space.
-    (To be pointed at jobs/explain.py, the endpoint's explanation, once it is integrated.)"""
-    return booster.predict(xgb.DMatrix(scaled, feature_names=booster.feature_names), pred_contribs=True)
 
 
 def unique_name(wanted: str, taken: set[str]) -> str:
