@@ -162,6 +162,7 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
         raise RuntimeError(
             f"not every row was written: reference {base_written}, ours {len(written)} "
             f"({len(write_rejected)} rejected) of {len(good_rows)}"
+            + (f"; first refusal: {write_rejected[0][1]}" if write_rejected else "")
         )
     report(Row(
         KEY, measure, len(good_rows) / ours_seconds, len(good_rows) / base_seconds, "rows/s", PUT_RECORD_TARGET,

@@ -28,6 +28,7 @@ importtime`, each package's least time of 3 runs).
 """
 from __future__ import annotations
 
+import re
 import io
 import json
 import os
@@ -109,6 +110,10 @@ def template_environments(template: Path) -> dict[str, dict[str, str]]:
         if value.name == "If" and isinstance(value.value, list) and len(value.value) == 3:
             # The first branch, unless it is empty (an optional parameter left at its default).
             return resolve(value.value[1]) or resolve(value.value[2])
+        if value.name == "Sub" and isinstance(value.value, str):
+            # The literal text with each ${...} a placeholder: a value's shape (s3://..., arn:...)
+            # stays what the function checks at import.
+            return re.sub(r"\$\{[^}]+\}", "placeholder", value.value)
         return f"placeholder-{value.name.lower()}"
 
     globals_env = ((document.get("Globals") or {}).get("Function") or {}).get("Environment", {}).get("Variables", {})

@@ -88,7 +88,12 @@ def ray_cluster(workdir: Path, num_cpus: int | None = None) -> Iterator[Any]:
         with patched_environ({**head.client_env(), "RAY_ADDRESS": head.address}):
             import ray
 
-            ray.init(address=head.address, log_to_driver=False, logging_level="WARNING")
+            # Ray workers inherit the head's environment (the jobs image's, no AWS settings), not
+            # this driver's: hand them the driver's AWS settings as a job-level runtime_env, as the
+            # local executor does for the pipeline's jobs (runner._job_runtime).
+            aws_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+            ray.init(address=head.address, log_to_driver=False, logging_level="WARNING",
+                     runtime_env={"env_vars": aws_env} if aws_env else None)
             _quiet_ray_data()
             try:
                 yield head
