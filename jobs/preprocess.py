@@ -172,7 +172,7 @@ def _blocks(dataset: Any) -> list[Any]:
 
 def has_rewrites_or_deletes(table: Any, record_identifier: str = "record_id") -> bool:
     """True unless every record id occurs once and no row is a delete: the cheap check that lets the
-    usual table (one write per record) skip the sort `latest_records` needs."""
+    usual table (one write per record) skip the deduplication `latest_records` does."""
     import pyarrow.compute as pc
 
     if table.num_rows == 0:
@@ -368,9 +368,17 @@ def _split_and_scale(
     blocks = _blocks(dataset)
     table = _concat(blocks)
     if has_rewrites_or_deletes(table, record_identifier):
-        table = latest_records(table, record_identifier)
+        table = latest_records(table, record_identifier)  # (ordered by record id)
         log.info("kept the latest of the rewritten records: %d of %d rows", table.num_rows, dataset.count())
-        dataset = ray.data.from_arrow(_slices(table, max(1, min(_cpus(), table.num_rows // 1000))))
+    elif record_identifier in table.column_names:
+        # The offline store's files hold the records in the order PutRecord calls arrived (actors
+        # race), so the same CSV and seed would shuffle into different splits from run to run.
+        # Ordered by the deterministic record id first, the same dataset version and seed give the
+        # same splits, the same scaler and (seeded tuning) the same model.
+        import pyarrow.compute as pc
+
+        table = table.take(pc.sort_indices(table, sort_keys=[(record_identifier, "ascending")]))
+    dataset = ray.data.from_arrow(_slices(table, max(1, min(_cpus(), table.num_rows // 1000))))
     expected = manifest.row_count
     if table.num_rows != expected:
         raise common.JobFailure(
