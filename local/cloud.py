@@ -269,7 +269,7 @@ class LocalCloud:
                    for service in ("sagemaker", "s3", "logs", "dynamodb")}
         try:
             pipeline = self.pipeline_name()
-        except CloudError:  # a template without (exactly) one pipeline: the console shows no executions
+        except CloudError:  # a template without a training pipeline: the console shows no executions
             pipeline = None
         outputs = dict(self.stack.outputs)
         self.console = ConsoleServer(lambda: ConsoleData(clients["sagemaker"], clients["s3"], clients["logs"],
@@ -485,10 +485,12 @@ class LocalCloud:
             raise TimeoutError(f"events still being delivered after {timeout:.0f} s")
 
     def pipeline_name(self) -> str:
-        pipelines = self.stack.resources_of_type("AWS::SageMaker::Pipeline")
-        if len(pipelines) != 1:
-            raise CloudError(f"expected one pipeline in the stack, found {len(pipelines)}")
-        return pipelines[0].ref
+        """The training pipeline: the stack's `PipelineName` output, as the CLI reads it (the drift
+        monitor and scoring pipelines are the stack's other pipelines, each with an output of its own)."""
+        name = self.stack.outputs.get("PipelineName")
+        if not name:
+            raise CloudError("the stack has no PipelineName output (the training pipeline)")
+        return name
 
     def list_executions(self, pipeline_name: str | None = None) -> list[dict]:
         sagemaker = self.client("sagemaker")
