@@ -98,9 +98,16 @@ def column_statistics(name: str, values: np.ndarray) -> dict[str, Any]:
                      histogram={"bin_edges": [], "bin_counts": []})
         return entry
     edges = bin_edges(present)
+    # Moments of the values divided by their largest magnitude, then scaled back: the sums of huge
+    # magnitudes (a CSV may hold 1e300) would overflow to inf, which JSON cannot carry (as jobs/scaling.py).
+    magnitude = float(np.max(np.abs(present)))
+    unit = present / magnitude if magnitude > 0 else present
+    mean, std = float(unit.mean()), float(unit.std())
+    if magnitude > 0:
+        mean, std = mean * magnitude, std * magnitude
     entry.update(
         min=float(present.min()), max=float(present.max()),
-        mean=float(present.mean()), std=float(present.std()),
+        mean=mean, std=std,
         quantiles={str(q): float(v) for q, v in zip(QUANTILES, np.quantile(present, QUANTILES))},
         histogram={"bin_edges": edges, "bin_counts": bin_counts(present, edges).tolist()},
     )
