@@ -29,7 +29,7 @@ def register(local_commands) -> None:
     parser = commands.add_parser("run", help="start a schedule's target now", description=__doc__.splitlines()[0])
     parser.add_argument("name", help="the schedule's name (stack output DriftMonitorScheduleName)")
     parser.add_argument("--group", default="default", help="the schedule group (default default)")
-    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the run (default 60)")
+    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the run (default 60.0)")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"local cloud state dir (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--aws", action="store_true", help="use the AWS account of the current credentials")
     parser.set_defaults(func=run)
