@@ -14,6 +14,7 @@ function policies (AddPermission), Secrets Manager resource policies and IAM rol
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -72,15 +73,25 @@ def principal_for_access_key(access_key_id: str, account: str = DEFAULT_ACCOUNT)
         access_key_id=access_key_id)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_document(text: str) -> Any:
+    """A policy document's JSON, parsed once per distinct text: the strict face reads the caller's
+    policies on every request, and moto keeps them as text. A changed policy is a new text, so the
+    cache never answers with an old version. Callers must not modify the result."""
+    return json.loads(text)
+
+
+def _document_of(document: Any) -> Any:
+    return _parsed_document(document) if isinstance(document, str) else document
+
+
 def _managed(policy) -> dict[str, Any]:
     version = next(v for v in policy.versions if v.is_default)
-    document = version.document
-    return {"PolicyName": policy.name, "PolicyArn": policy.arn,
-            "PolicyDocument": json.loads(document) if isinstance(document, str) else document}
+    return {"PolicyName": policy.name, "PolicyArn": policy.arn, "PolicyDocument": _document_of(version.document)}
 
 
 def _inline(name: str, document: Any) -> dict[str, Any]:
-    return {"PolicyName": name, "PolicyDocument": json.loads(document) if isinstance(document, str) else document}
+    return {"PolicyName": name, "PolicyDocument": _document_of(document)}
 
 
 def identity_policies(principal: Principal) -> list[dict]:
@@ -106,7 +117,7 @@ def identity_policies(principal: Principal) -> list[dict]:
 def _document(text: Any, name: str) -> dict | None:
     if not text:
         return None
-    document = json.loads(text.decode() if isinstance(text, bytes) else text) if not isinstance(text, dict) else text
+    document = _document_of(text.decode() if isinstance(text, bytes) else text)
     return {"PolicyName": name, "PolicyDocument": document}
 
 
