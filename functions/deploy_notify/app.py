@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared.deployment import deployment_notification, endpoint_failure_reason, outcome_metric
 from mlops_shared.lineage import record_deployment
-from mlops_shared.config import metrics_namespace
+from mlops_shared.observability import metrics_namespace
 from mlops_shared.notifications import publish
 
 logger = Logger()

@@ -11,7 +11,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import metrics_namespace
+from mlops_shared.observability import metrics_namespace
 from mlops_shared.drift_response import DriftResponseSettings, respond
 
 logger = Logger()

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 import time
 
 from mlops_shared.approvals import PENDING, ApprovalSettings, Refusal, fresh_links_kind, notify_approvers
-from mlops_shared.config import TRACED_MODULES
+from mlops_shared.observability import TRACED_MODULES
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)

@@ -10,7 +10,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import TRACED_MODULES, PipelineStatusSettings
+from mlops_shared.config import PipelineStatusSettings
+from mlops_shared.observability import TRACED_MODULES
 from mlops_shared.pipeline_failures import handle_status_change
 
 logger = Logger()

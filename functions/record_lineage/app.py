@@ -14,7 +14,7 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import TRACED_MODULES
+from mlops_shared.observability import TRACED_MODULES
 from mlops_shared.lineage import record_package_lineage
 
 logger = Logger()

@@ -6,8 +6,9 @@ and return the same result.
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -19,7 +20,8 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import TRACED_MODULES, StartPipelineSettings
+from mlops_shared.config import StartPipelineSettings
+from mlops_shared.observability import TRACED_MODULES
 from mlops_shared.dataset_version import normalize_version_id
 from mlops_shared.intake import DatasetRef, process_dataset
 
@@ -28,11 +30,7 @@ tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
 
 settings = StartPipelineSettings.from_env()
-# Every invocation checks the idempotency table, so its client is made here, once per container. On
-# boto3's default session (Powertools would open a session of its own): the S3 and SageMaker clients
-# the logic makes use that session too, and share the endpoint and model data it has already loaded.
-persistence_store = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE"],
-                                             boto3_client=boto3.client("dynamodb"))
+IDEMPOTENCY_TABLE = os.environ["IDEMPOTENCY_TABLE"]
 # Only the identity is hashed; the rest of the reference (size, event time) rides along unhashed.
 # A week covers every redelivery EventBridge makes (at most 24 h of retries).
 idempotency_config = IdempotencyConfig(
@@ -42,14 +40,27 @@ idempotency_config = IdempotencyConfig(
 )
 
 
-@idempotent_function(
-    data_keyword_argument="dataset",
-    persistence_store=persistence_store,
-    config=idempotency_config,
-    key_prefix="start-pipeline",
-)
-def process_once(dataset: dict[str, Any]) -> dict[str, Any]:
+@functools.cache
+def persistence_store() -> DynamoDBPersistenceLayer:
+    # Every invocation checks the idempotency table, so its client is made once per container, on
+    # the first invocation, as the logic's S3 and SageMaker clients are (a cold start pays this first
+    # client of the process, its service model and endpoint rules, at import or here alike; bench P5
+    # counts the import, docs/performance.md says where the time went). On boto3's default session (Powertools
+    # would open a session of its own): the S3 and SageMaker clients the logic makes use that session
+    # too, and share the endpoint and model data it has already loaded.
+    return DynamoDBPersistenceLayer(table_name=IDEMPOTENCY_TABLE, boto3_client=boto3.client("dynamodb"))
+
+
+def process_dataset_ref(dataset: dict[str, Any]) -> dict[str, Any]:
     return process_dataset(DatasetRef.from_dict(dataset), settings)
+
+
+@functools.cache
+def process_once() -> Callable[..., dict[str, Any]]:
+    """`process_dataset_ref`, idempotent on the dataset identity (built with the store, on first use)."""
+    return idempotent_function(process_dataset_ref, data_keyword_argument="dataset",
+                               persistence_store=persistence_store(), config=idempotency_config,
+                               key_prefix="start-pipeline")
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -73,7 +84,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         event_time=event["time"],
     )
     logger.append_keys(dataset=dataset.s3_uri, dataset_version=dataset.version)
-    result = process_once(dataset=dataset.to_dict())
+    result = process_once()(dataset=dataset.to_dict())
 
     logger.info("dataset processed", extra={"result": result})
     metric = {"started": "PipelineExecutionsStarted", "quarantined": "DatasetsQuarantined"}.get(

@@ -9,22 +9,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# What the X-Ray tracer patches: botocore, the client every AWS call of the handlers goes through.
-# Powertools' default (X-Ray's patch_all) imports each supported library that is installed (requests,
-# sqlite3, ...) at cold start just to patch it, and no handler uses them; httplib, which the Slack
-# calls go through, is not in that default either, so the traces stay the same.
-TRACED_MODULES = ("botocore",)
-
-# The custom metrics' namespace (template Globals: POWERTOOLS_METRICS_NAMESPACE; the dashboard and
-# alarms read it). A handler run without it (a test harness, a hand-made environment) still counts,
-# instead of Powertools failing the invocation at the metrics flush.
-DEFAULT_METRICS_NAMESPACE = "RaySageMakerMLOps"
-
-
-def metrics_namespace(environ: Mapping[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    return env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or DEFAULT_METRICS_NAMESPACE
-
+# The tracer's patch list and the metrics namespace, named here too (their home is `observability`,
+# light enough for a handler that needs nothing else of this module).
+from .observability import DEFAULT_METRICS_NAMESPACE, TRACED_MODULES, metrics_namespace  # noqa: F401
 
 DEFAULT_MIN_DATA_ROWS = 100
 DEFAULT_SAMPLE_BYTES = 256 * 1024

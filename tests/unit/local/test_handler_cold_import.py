@@ -34,13 +34,17 @@ if tracer is not None:
     from aws_xray_sdk.core import patcher
     facts["tracing_enabled"] = not tracer.disabled
     facts["patched"] = sorted(patcher._PATCHED_MODULES)
-store = getattr(app, "persistence_store", None)
-if store is not None:
+store_factory = getattr(app, "persistence_store", None)
+if store_factory is not None:
     import boto3
+    # The idempotency store (and its DynamoDB client) is made on the first invocation that needs it.
+    facts["idempotency_store_made_at_import"] = store_factory.cache_info().currsize > 0
+    store = store_factory()
     # A client keeps its session's data loader: the same object means the same session.
     facts["idempotency_client_on_default_session"] = (
         boto3.DEFAULT_SESSION is not None
         and store.client._loader is boto3.DEFAULT_SESSION._session.get_component("data_loader"))
+    facts["idempotency_table"] = store.table_name
 print(json.dumps(facts))
 """
 
@@ -92,7 +96,9 @@ def test_cold_import_loads_only_what_the_handler_uses(name, environments, packag
     else:
         assert "tracing_enabled" not in facts
     if name in ("start_pipeline", "start_scoring"):
+        assert facts["idempotency_store_made_at_import"] is False
         assert facts["idempotency_client_on_default_session"] is True
+        assert facts["idempotency_table"] == environments[name]["IDEMPOTENCY_TABLE"]
 
 
 SOURCE_MODULES = """
