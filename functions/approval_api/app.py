@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import warnings
+from typing import TYPE_CHECKING
 
 import boto3
 
@@ -22,7 +23,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared import approval_messages as messages
 from mlops_shared import slack
@@ -31,6 +31,9 @@ from mlops_shared.approvals import (ApprovalSettings, Decision, Refusal, SlackIn
                                     act_on_slack_interaction, check_fresh_links_request, check_token, decide,
                                     load_package_review, token_key_ring, utc_text)
 from mlops_shared.observability import TRACED_MODULES, metrics_namespace
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -18,12 +18,14 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared.config import StartPipelineSettings
 from mlops_shared.observability import TRACED_MODULES
 from mlops_shared.dataset_version import normalize_version_id
 from mlops_shared.intake import DatasetRef, process_dataset
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)

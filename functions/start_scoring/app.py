@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared.observability import TRACED_MODULES
 from mlops_shared.dataset_version import normalize_version_id
 from mlops_shared.scoring import ScoringDrop, ScoringSettings, client_request_token, notify_done, process_drop
+
+if TYPE_CHECKING:  # annotations only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)
@@ -34,16 +32,26 @@ metrics = Metrics()
 
 settings = ScoringSettings.from_env(os.environ)
 IDEMPOTENCY_TABLE = os.environ["IDEMPOTENCY_TABLE"]
-idempotency_config = IdempotencyConfig(event_key_jmespath="[bucket, key, version_id, etag]",
-                                       raise_on_no_idempotency_key=True, expires_after_seconds=7 * 24 * 3600)
+
+# Powertools' idempotency (its utility, the DynamoDB store and client) is loaded and made on the first
+# drop, once per container, not at import: only drops use it (the end-of-execution notifications,
+# the other half of this function's invocations, never do), and the first DynamoDB client of a
+# process (its service model, the endpoint rules) was most of this function's cold import.
+
+
+@functools.cache
+def idempotency_config() -> IdempotencyConfig:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+    return IdempotencyConfig(event_key_jmespath="[bucket, key, version_id, etag]",
+                             raise_on_no_idempotency_key=True, expires_after_seconds=7 * 24 * 3600)
 
 
 @functools.cache
 def persistence_store() -> DynamoDBPersistenceLayer:
-    # Made on the first drop, once per container, not at import: only drops use the idempotency
-    # table (the end-of-execution notifications never do), and the first DynamoDB client of a process
-    # (its service model, the endpoint rules) is most of this function's cold import. On boto3's
-    # default session, which the S3 and SageMaker clients of the logic share.
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    # On boto3's default session, which the S3 and SageMaker clients of the logic share.
     return DynamoDBPersistenceLayer(table_name=IDEMPOTENCY_TABLE, boto3_client=boto3.client("dynamodb"))
 
 
@@ -55,8 +63,10 @@ def process_drop_ref(drop: dict[str, Any]) -> dict[str, Any]:
 @functools.cache
 def process_once() -> Callable[..., dict[str, Any]]:
     """`process_drop_ref`, idempotent on the drop's identity (built with the store, on first use)."""
+    from aws_lambda_powertools.utilities.idempotency import idempotent_function
+
     return idempotent_function(process_drop_ref, data_keyword_argument="drop", persistence_store=persistence_store(),
-                               config=idempotency_config, key_prefix="start-scoring")
+                               config=idempotency_config(), key_prefix="start-scoring")
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -70,7 +80,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         if result["status"] == "notified":
             metrics.add_metric(name=f"ScoringExecutions{result['execution_status']}", unit=MetricUnit.Count, value=1)
         return result
-    idempotency_config.register_lambda_context(context)
+    idempotency_config().register_lambda_context(context)
     s3_object = detail["object"]
     drop = ScoringDrop(bucket=detail["bucket"]["name"], key=s3_object["key"],
                        version_id=normalize_version_id(s3_object.get("version-id")),

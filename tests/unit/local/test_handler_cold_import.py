@@ -23,12 +23,31 @@ TRACED = {"approval_api", "notify_approval", "pipeline_status", "record_lineage"
 # The API resolver of approval_api is built on Powertools' event data classes; the others read the
 # plain event dict.
 USES_EVENT_DATA_CLASSES = {"approval_api"}
+# Powertools' parameters utility where every invocation reads a secret (the approval API reads one
+# only for Slack's button callbacks, and loads the utility there).
+USES_PARAMETERS = {"notify_approval"}
+# What each handler reads of the pipeline's artifact contracts (mlops_shared.artifacts loads each
+# document's dataclasses when first named): the approval functions show the evaluation report, the
+# lineage recorders (record_lineage, deploy_notify through mlops_shared.lineage), intake and the drift
+# response read or write dataset references; no handler reads the jobs' own documents.
+READS_ARTIFACTS = {"approval_api": {"evaluation"}, "notify_approval": {"evaluation"},
+                   "deploy_smoke_test": {"evaluation"}, "record_lineage": {"dataset"}, "deploy_notify": {"dataset"},
+                   "start_pipeline": {"dataset"}, "drift_alarm": {"dataset"}}
+# The handlers whose logic needs the settings classes of mlops_shared.config; the others take the
+# tracer's patch list and the metrics namespace from mlops_shared.observability.
+USES_CONFIG = {"deploy_notify", "deploy_prepare", "drift_alarm", "pipeline_status", "start_pipeline", "start_scoring"}
 
 FACTS = """
 import json, sys
 import app
 facts = {"loaded": sorted(m for m in ("requests", "sqlite3", "email.mime",
-                                      "aws_lambda_powertools.utilities.data_classes") if m in sys.modules)}
+                                      "aws_lambda_powertools.utilities.data_classes",
+                                      "aws_lambda_powertools.utilities.idempotency",
+                                      "aws_lambda_powertools.utilities.parameters",
+                                      "aws_lambda_powertools.utilities.typing",
+                                      "mlops_shared.config", "mlops_shared._artifacts_evaluation",
+                                      "mlops_shared._artifacts_dataset", "mlops_shared._artifacts_jobs")
+                          if m in sys.modules)}
 tracer = getattr(app, "tracer", None)
 if tracer is not None:
     from aws_xray_sdk.core import patcher
@@ -90,6 +109,14 @@ def test_cold_import_loads_only_what_the_handler_uses(name, environments, packag
     # MIME building is imported when an email is built, never by a handler that only renders pages.
     assert "email.mime" not in facts["loaded"]
     assert ("aws_lambda_powertools.utilities.data_classes" in facts["loaded"]) == (name in USES_EVENT_DATA_CLASSES)
+    assert ("aws_lambda_powertools.utilities.parameters" in facts["loaded"]) == (name in USES_PARAMETERS)
+    # LambdaContext is an annotation only.
+    assert "aws_lambda_powertools.utilities.typing" not in facts["loaded"]
+    assert ("mlops_shared.config" in facts["loaded"]) == (name in USES_CONFIG)
+    loaded_artifacts = {m.rsplit("_", 1)[1] for m in facts["loaded"] if m.startswith("mlops_shared._artifacts_")}
+    assert loaded_artifacts == READS_ARTIFACTS.get(name, set())
+    # start_scoring's end-of-execution notifications never use idempotency: loaded on the first drop.
+    assert ("aws_lambda_powertools.utilities.idempotency" in facts["loaded"]) == (name == "start_pipeline")
     if name in TRACED:
         assert facts["tracing_enabled"] is True
         assert facts["patched"] == ["botocore"]
