@@ -6,9 +6,8 @@ and return the same result.
 """
 from __future__ import annotations
 
-import functools
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -32,7 +31,13 @@ tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
 
 settings = StartPipelineSettings.from_env()
-IDEMPOTENCY_TABLE = os.environ["IDEMPOTENCY_TABLE"]
+# Every invocation checks the idempotency table, so its client is made here, once per container, at
+# init (which Lambda may run before an invocation arrives; start_scoring, whose notifications never
+# use the table, makes its store on the first drop instead). On boto3's default session (Powertools
+# would open a session of its own): the S3 and SageMaker clients the logic makes use that session
+# too, and share the endpoint and model data it has already loaded.
+persistence_store = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE"],
+                                             boto3_client=boto3.client("dynamodb"))
 # Only the identity is hashed; the rest of the reference (size, event time) rides along unhashed.
 # A week covers every redelivery EventBridge makes (at most 24 h of retries).
 idempotency_config = IdempotencyConfig(
@@ -42,27 +47,14 @@ idempotency_config = IdempotencyConfig(
 )
 
 
-@functools.cache
-def persistence_store() -> DynamoDBPersistenceLayer:
-    # Every invocation checks the idempotency table, so its client is made once per container, on
-    # the first invocation, as the logic's S3 and SageMaker clients are (a cold start pays this first
-    # client of the process, its service model and endpoint rules, at import or here alike; bench P5
-    # counts the import, docs/performance.md says where the time went). On boto3's default session (Powertools
-    # would open a session of its own): the S3 and SageMaker clients the logic makes use that session
-    # too, and share the endpoint and model data it has already loaded.
-    return DynamoDBPersistenceLayer(table_name=IDEMPOTENCY_TABLE, boto3_client=boto3.client("dynamodb"))
-
-
-def process_dataset_ref(dataset: dict[str, Any]) -> dict[str, Any]:
+@idempotent_function(
+    data_keyword_argument="dataset",
+    persistence_store=persistence_store,
+    config=idempotency_config,
+    key_prefix="start-pipeline",
+)
+def process_once(dataset: dict[str, Any]) -> dict[str, Any]:
     return process_dataset(DatasetRef.from_dict(dataset), settings)
-
-
-@functools.cache
-def process_once() -> Callable[..., dict[str, Any]]:
-    """`process_dataset_ref`, idempotent on the dataset identity (built with the store, on first use)."""
-    return idempotent_function(process_dataset_ref, data_keyword_argument="dataset",
-                               persistence_store=persistence_store(), config=idempotency_config,
-                               key_prefix="start-pipeline")
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -86,7 +78,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         event_time=event["time"],
     )
     logger.append_keys(dataset=dataset.s3_uri, dataset_version=dataset.version)
-    result = process_once()(dataset=dataset.to_dict())
+    result = process_once(dataset=dataset.to_dict())
 
     logger.info("dataset processed", extra={"result": result})
     metric = {"started": "PipelineExecutionsStarted", "quarantined": "DatasetsQuarantined"}.get(
