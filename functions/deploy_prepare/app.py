@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from mlops_shared.config import ConfigurationError, int_env, required_env
+from mlops_shared.environment import ConfigurationError, int_env, required_env
 from mlops_shared.deployment import DeploymentSettings, decide_lock_wait, parse_time, plan_deployment
 
 if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start

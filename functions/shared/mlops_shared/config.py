@@ -9,8 +9,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# The tracer's patch list and the metrics namespace, named here too (their home is `observability`,
-# light enough for a handler that needs nothing else of this module).
+# The environment readers and the tracer's patch list and metrics namespace, named here too (their
+# homes, `environment` and `observability`, are light enough for a handler that needs nothing else
+# of this module: no settings classes to build at cold start).
+from .environment import ConfigurationError, int_env, required_env  # noqa: F401
 from .observability import DEFAULT_METRICS_NAMESPACE, TRACED_MODULES, metrics_namespace  # noqa: F401
 
 DEFAULT_MIN_DATA_ROWS = 100
@@ -41,34 +43,6 @@ STACK_PIPELINE_PARAMETERS: dict[str, str] = {
     # Intake applies it to the sample too (StartPipelineSettings.max_rejected_rows).
     "MaxRejectedRows": "MAX_REJECTED_ROWS",
 }
-
-
-class ConfigurationError(RuntimeError):
-    """A required environment variable is missing or malformed."""
-
-
-def required_env(environ: Mapping[str, str], name: str) -> str:
-    """The variable's value; ConfigurationError naming it when unset or blank."""
-    value = environ.get(name, "").strip()
-    if not value:
-        raise ConfigurationError(f"environment variable {name} is required but not set")
-    return value
-
-
-def int_env(environ: Mapping[str, str], name: str, default: int, minimum: int = 0,
-            kind: str = "environment variable") -> int:
-    """The variable as an integer >= `minimum` (`default` when unset); ConfigurationError naming it
-    (as a `kind`: an environment variable, or a pipeline parameter)."""
-    raw = str(environ.get(name, "")).strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{kind} {name} must be an integer, got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigurationError(f"{kind} {name} must be >= {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,10 @@ USES_PARAMETERS = {"notify_approval"}
 READS_ARTIFACTS = {"approval_api": {"evaluation"}, "notify_approval": {"evaluation"},
                    "deploy_smoke_test": {"evaluation"}, "record_lineage": {"dataset"}, "deploy_notify": {"dataset"},
                    "start_pipeline": {"dataset"}, "drift_alarm": {"dataset"}}
-# The handlers whose logic needs the settings classes of mlops_shared.config; the others take the
-# tracer's patch list and the metrics namespace from mlops_shared.observability.
-USES_CONFIG = {"deploy_notify", "deploy_prepare", "drift_alarm", "pipeline_status", "start_pipeline", "start_scoring"}
+# The handlers whose logic needs the settings classes of mlops_shared.config; the others read their
+# environment with mlops_shared.environment and take the tracer's patch list and the metrics
+# namespace from mlops_shared.observability.
+USES_CONFIG = {"drift_alarm", "pipeline_status", "start_pipeline"}
 
 FACTS = """
 import json, sys
