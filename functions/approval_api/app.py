@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import warnings
+from typing import TYPE_CHECKING
 
 import boto3
 
@@ -22,8 +23,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared import approval_messages as messages
 from mlops_shared import slack
@@ -31,7 +30,10 @@ from mlops_shared.approval_tokens import KeyRing
 from mlops_shared.approvals import (ApprovalSettings, Decision, Refusal, SlackInteraction, accept_slack_interaction,
                                     act_on_slack_interaction, check_fresh_links_request, check_token, decide,
                                     load_package_review, token_key_ring, utc_text)
-from mlops_shared.config import TRACED_MODULES, metrics_namespace
+from mlops_shared.observability import TRACED_MODULES, metrics_namespace
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)
@@ -155,6 +157,10 @@ def resend(token: str) -> Response:
 
 @app.post("/slack/interactions")
 def slack_interaction() -> Response:
+    # Only Slack's button callbacks read the signing secret; the pages (most requests) never load
+    # Powertools' parameters utility (its providers for SSM, AppConfig, DynamoDB and Secrets Manager).
+    from aws_lambda_powertools.utilities import parameters
+
     settings = ApprovalSettings.from_env()
     event = app.current_event
     signing_secret = (parameters.get_secret(settings.slack_signing_secret_id, max_age=SECRET_CACHE_SECONDS)

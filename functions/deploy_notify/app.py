@@ -6,18 +6,20 @@ Input: `{"outcome": "deployed" | "failed" | "rolled_back" | "skipped", "plan": {
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared.deployment import deployment_notification, endpoint_failure_reason, outcome_metric
 from mlops_shared.lineage import record_deployment
-from mlops_shared.config import metrics_namespace
+from mlops_shared.observability import metrics_namespace
 from mlops_shared.notifications import publish
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 metrics = Metrics(namespace=metrics_namespace())

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import ConfigurationError, int_env, required_env
+from mlops_shared.environment import ConfigurationError, int_env, required_env
 from mlops_shared.deployment import DeploymentSettings, decide_lock_wait, parse_time, plan_deployment
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 settings = DeploymentSettings.from_env(os.environ)

@@ -5,12 +5,14 @@ Input: `{"endpoint_name": "...", "model_package_arn": "..."}`. Returns the measu
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlops_shared.smoke_test import run_smoke_test
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 

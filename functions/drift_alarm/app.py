@@ -5,14 +5,16 @@ features, and with RetrainOnDrift the newest labelled dataset the serving model 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import metrics_namespace
+from mlops_shared.observability import metrics_namespace
 from mlops_shared.drift_response import DriftResponseSettings, respond
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 metrics = Metrics(namespace=metrics_namespace())

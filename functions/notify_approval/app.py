@@ -11,14 +11,17 @@ approver (or every approver), at most once per approver, package and hour.
 """
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-import time
 
 from mlops_shared.approvals import PENDING, ApprovalSettings, Refusal, fresh_links_kind, notify_approvers
-from mlops_shared.config import TRACED_MODULES
+from mlops_shared.observability import TRACED_MODULES
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)

@@ -4,14 +4,17 @@ Thin handler: the explanation is built by ``mlops_shared.pipeline_failures``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import TRACED_MODULES, PipelineStatusSettings
+from mlops_shared.config import PipelineStatusSettings
+from mlops_shared.observability import TRACED_MODULES
 from mlops_shared.pipeline_failures import handle_status_change
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)

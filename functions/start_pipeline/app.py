@@ -7,7 +7,7 @@ and return the same result.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -17,20 +17,25 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mlops_shared.config import TRACED_MODULES, StartPipelineSettings
+from mlops_shared.config import StartPipelineSettings
+from mlops_shared.observability import TRACED_MODULES
 from mlops_shared.dataset_version import normalize_version_id
 from mlops_shared.intake import DatasetRef, process_dataset
+
+if TYPE_CHECKING:  # an annotation only (postponed, never evaluated): nothing to load at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
 
 settings = StartPipelineSettings.from_env()
-# Every invocation checks the idempotency table, so its client is made here, once per container. On
-# boto3's default session (Powertools would open a session of its own): the S3 and SageMaker clients
-# the logic makes use that session too, and share the endpoint and model data it has already loaded.
+# Every invocation checks the idempotency table, so its client is made here, once per container, at
+# init (which Lambda may run before an invocation arrives; start_scoring, whose notifications never
+# use the table, makes its store on the first drop instead). On boto3's default session (Powertools
+# would open a session of its own): the S3 and SageMaker clients the logic makes use that session
+# too, and share the endpoint and model data it has already loaded.
 persistence_store = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE"],
                                              boto3_client=boto3.client("dynamodb"))
 # Only the identity is hashed; the rest of the reference (size, event time) rides along unhashed.

@@ -46,206 +46,37 @@ class ArtifactFormatError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------
-# evaluation.json
+# The contracts, by document: each group is its own module, loaded the first time one of its names
+# is imported from here (PEP 562), so a Lambda handler that reads one document (the lineage
+# recorder: a dataset reference) builds only that document's dataclasses at cold start (bench P5).
 # ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Estimate:
-    value: float
-    standard_deviation: float
+_CONTRACT_MODULES = {
+    **dict.fromkeys(("Estimate", "R2", "RegressionMetrics", "EvaluatedRows", "ChampionScore", "Gate",
+                     "EvaluationReport"), "_artifacts_evaluation"),
+    **dict.fromkeys(("DatasetConfigVersion", "DatasetReference"), "_artifacts_dataset"),
+    **dict.fromkeys(("IngestManifest", "ScalerParameters", "PreprocessorDocument"), "_artifacts_jobs"),
+}
+
+if typing.TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr__` loads them
+    from ._artifacts_dataset import DatasetConfigVersion, DatasetReference  # noqa: F401
+    from ._artifacts_evaluation import (ChampionScore, Estimate, EvaluatedRows, EvaluationReport, Gate,  # noqa: F401
+                                        R2, RegressionMetrics)
+    from ._artifacts_jobs import IngestManifest, PreprocessorDocument, ScalerParameters  # noqa: F401
 
 
-@dataclasses.dataclass(frozen=True)
-class R2:
-    """1 - (sum of squared errors) / (sum of squared deviations of the target from its mean), on the
-    test split."""
+def __getattr__(name: str) -> Any:
+    module = _CONTRACT_MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-    value: float | None  # undefined (None) when the test target has no variance
-    note: str | None = None  # why it is undefined
-
-
-@dataclasses.dataclass(frozen=True)
-class RegressionMetrics:
-    rmse: Estimate
-    mae: Estimate
-    r2: R2
+    value = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    globals()[name] = value  # later look-ups find it without this function
+    return value
 
 
-@dataclasses.dataclass(frozen=True)
-class EvaluatedRows:
-    test: int
-    champion_scored: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ChampionScore:
-    """The current champion scored on the challenger's test rows (or why it could not be)."""
-
-    model_package_arn: str
-    rmse: float | None
-    mae: float | None
-    r2: float | None
-    comparable: bool
-    reason: str | None = None
-    model_package_version: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Gate:
-    rmse_threshold: float
-    champion_tolerance: float
-    champion_rmse_limit: float  # champion rmse × (1 + tolerance), or 1e308 without a champion
-    passes_threshold: bool
-    passes_champion: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluationReport:
-    regression_metrics: RegressionMetrics
-    rows: EvaluatedRows
-    feature_importance: dict[str, float]
-    champion: ChampionScore | None
-    gate: Gate
-    target: str
-    plots: list[str]
-    smoke_sample: str
-    # The smoke sample's column holding the evaluation's prediction: `prediction`, unless the
-    # dataset has a column of that name (`prediction_column_for`).
-    smoke_prediction_column: str = SMOKE_PREDICTION_COLUMN
-    # The data behind the model, as Preprocess saw it: share of missing cells per feature (train
-    # split) and rows Ingest left out for having no target value.
-    missing_share: dict[str, float] | None = None
-    dropped_rows: int | None = None
-
-    @classmethod
-    def from_json(cls, document: Any) -> "EvaluationReport":
-        return from_json(cls, document, "evaluation.json")
-
-    def to_json(self) -> dict[str, Any]:
-        return to_json(self)
-
-    @property
-    def rmse(self) -> float:
-        return self.regression_metrics.rmse.value
-
-
-# ------------------------------------------------------------------------------------------------
-# datasets/<identity>.json
-# ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class DatasetConfigVersion:
-    """The exact dataset.json intake read the target from (it may change after the upload)."""
-
-    key: str
-    version_id: str | None
-    etag: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetReference:
-    """The exact object one pipeline execution trains on.
-
-    SageMaker limits container arguments and processing environment values to 256 characters and
-    model package metadata to `[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*` (256), while an S3 key may hold 1024
-    bytes of any character. So the pipeline passes this document's URI (short, plain characters)
-    and whoever needs the object reads bucket, key and version from here, verbatim.
-    """
-
-    bucket: str
-    key: str
-    version: str  # the version id, else the ETag without quotes (mlops_shared.dataset_version)
-    version_id: str | None
-    etag: str | None
-    target_column: str
-    target_source: str  # metadata | dataset.json | default
-    # Set when target_source is dataset.json: which version of it named the target.
-    dataset_config: DatasetConfigVersion | None = None
-
-    @property
-    def s3_uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-    @classmethod
-    def from_json(cls, document: Any) -> "DatasetReference":
-        return from_json(cls, document, "dataset reference")
-
-    def to_json(self) -> dict[str, Any]:
-        return to_json(self)
-
-
-# ------------------------------------------------------------------------------------------------
-# manifest.json
-# ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class IngestManifest:
-    """What the ingest step wrote: which feature group holds this dataset version, and how."""
-
-    dataset_version: str
-    input_uri: str
-    feature_group_name: str
-    offline_store_uri: str  # the group's resolved offline store URI
-    record_identifier: str
-    event_time_feature: str
-    features: list[str]  # the Feature Store name of each CSV column, in order, the target included
-    feature_types: dict[str, str]  # feature name -> Integral | Fractional
-    target: str  # the target's feature name
-    row_count: int  # records written
-    rejected_rows: int
-    event_time: float
-    ingestion_mode: str  # PutRecord | OfflineStore
-    # The CSV's own column names, aligned with `features` (csv_rules.feature_store_names maps them);
-    # absent in manifests written before the mapping, whose features were the CSV names.
-    column_names: list[str] | None = None
-    dropped_rows: int = 0  # rows without a target value
-
-    def csv_names(self) -> list[str]:
-        return list(self.column_names or self.features)
-
-    @classmethod
-    def from_json(cls, document: Any) -> "IngestManifest":
-        return from_json(cls, document, "manifest.json")
-
-    def to_json(self) -> dict[str, Any]:
-        return to_json(self)
-
-
-# ------------------------------------------------------------------------------------------------
-# preprocessor.json
-# ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class ScalerParameters:
-    mean: list[float]
-    scale: list[float]
-
-
-@dataclasses.dataclass(frozen=True)
-class PreprocessorDocument:
-    """The raw feature columns in the order the booster expects them and the StandardScaler fitted
-    on the training split (the model server applies it, so callers send raw features)."""
-
-    feature_order: list[str]  # the CSV's own column names (what callers send)
-    target: str  # the target's CSV name
-    scaler: ScalerParameters
-    # Where the model's data came from (written by Preprocess; absent in hand-made artifacts).
-    dataset_version: str | None = None
-    feature_group_name: str | None = None
-    input_uri: str | None = None
-    rows: dict[str, int] | None = None
-    fractions: dict[str, float] | None = None
-    seed: int | None = None
-    # How the data was stored: the Feature Store name of each feature in feature_order, and of the
-    # target (csv_rules.feature_store_names), so a model can be traced back to its feature group.
-    feature_store_names: list[str] | None = None
-    target_feature_store_name: str | None = None
-    # Share of missing cells per feature in the training split (XGBoost learns a default direction).
-    missing_share: dict[str, float] | None = None
-    dropped_rows: int | None = None  # rows without a target value, left out by Ingest
-
-    @classmethod
-    def from_json(cls, document: Any) -> "PreprocessorDocument":
-        return from_json(cls, document, "preprocessor.json")
-
-    def to_json(self) -> dict[str, Any]:
-        return to_json(self)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_CONTRACT_MODULES})
 
 
 # ------------------------------------------------------------------------------------------------

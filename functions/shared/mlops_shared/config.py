@@ -9,22 +9,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# What the X-Ray tracer patches: botocore, the client every AWS call of the handlers goes through.
-# Powertools' default (X-Ray's patch_all) imports each supported library that is installed (requests,
-# sqlite3, ...) at cold start just to patch it, and no handler uses them; httplib, which the Slack
-# calls go through, is not in that default either, so the traces stay the same.
-TRACED_MODULES = ("botocore",)
-
-# The custom metrics' namespace (template Globals: POWERTOOLS_METRICS_NAMESPACE; the dashboard and
-# alarms read it). A handler run without it (a test harness, a hand-made environment) still counts,
-# instead of Powertools failing the invocation at the metrics flush.
-DEFAULT_METRICS_NAMESPACE = "RaySageMakerMLOps"
-
-
-def metrics_namespace(environ: Mapping[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    return env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or DEFAULT_METRICS_NAMESPACE
-
+# The environment readers and the tracer's patch list and metrics namespace, named here too (their
+# homes, `environment` and `observability`, are light enough for a handler that needs nothing else
+# of this module: no settings classes to build at cold start).
+from .environment import ConfigurationError, int_env, required_env  # noqa: F401
+from .observability import DEFAULT_METRICS_NAMESPACE, TRACED_MODULES, metrics_namespace  # noqa: F401
 
 DEFAULT_MIN_DATA_ROWS = 100
 DEFAULT_SAMPLE_BYTES = 256 * 1024
@@ -54,34 +43,6 @@ STACK_PIPELINE_PARAMETERS: dict[str, str] = {
     # Intake applies it to the sample too (StartPipelineSettings.max_rejected_rows).
     "MaxRejectedRows": "MAX_REJECTED_ROWS",
 }
-
-
-class ConfigurationError(RuntimeError):
-    """A required environment variable is missing or malformed."""
-
-
-def required_env(environ: Mapping[str, str], name: str) -> str:
-    """The variable's value; ConfigurationError naming it when unset or blank."""
-    value = environ.get(name, "").strip()
-    if not value:
-        raise ConfigurationError(f"environment variable {name} is required but not set")
-    return value
-
-
-def int_env(environ: Mapping[str, str], name: str, default: int, minimum: int = 0,
-            kind: str = "environment variable") -> int:
-    """The variable as an integer >= `minimum` (`default` when unset); ConfigurationError naming it
-    (as a `kind`: an environment variable, or a pipeline parameter)."""
-    raw = str(environ.get(name, "")).strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{kind} {name} must be an integer, got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigurationError(f"{kind} {name} must be >= {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 
 from mlops_shared.aws import is_not_found
 from mlops_shared.champion import champion_arn
-from mlops_shared.config import int_env, required_env
+from mlops_shared.environment import int_env, required_env
 
 VARIANT_NAME = "AllTraffic"
 LOCK_ID = "endpoint-lock"  # the DeploymentsTable item the state machine locks the endpoint with

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import boto3
 
 from mlops_shared import csv_rules, notifications, quarantine
-from mlops_shared.config import required_env
+from mlops_shared.environment import required_env
 from mlops_shared.csv_validation import ValidationIssue
 from mlops_shared.serving import ServingPackage, serving_package
 

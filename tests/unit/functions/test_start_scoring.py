@@ -233,3 +233,21 @@ def test_the_handler_counts_what_the_dashboard_shows(world, capsys):
         "ScoringExecutionsStarted": 1, "ScoringFilesQuarantined": 1, "ScoringExecutionsFailed": 1}
     [_, note] = world.notifications()  # the quarantine, then the failure
     assert note["MessageAttributes"]["event_type"]["Value"] == "scoring_failed" and "Failed" in note["Message"]
+
+
+def test_a_notification_first_makes_no_idempotency_store_and_a_later_drop_is_still_processed_once(world):
+    """The store (its DynamoDB client) is made on the first drop, not at import: a container whose
+    first event is the end of an execution never makes it, and the drops after it are idempotent."""
+    world.package()
+    started = world.invoke(world.drop("score/first.csv", csv_text()))
+    fresh = load_handler("start_scoring")  # a new container
+    event = json.loads((ROOT / "tests/events/pipeline_execution_failed.json").read_text())
+    event["detail"]["pipelineExecutionArn"] = started["execution_arn"]
+    assert fresh.lambda_handler(copy.deepcopy(event), LambdaContext(function_name="start-scoring"))["status"] == "notified"
+    assert fresh.persistence_store.cache_info().currsize == 0
+    drop = world.drop("score/second.csv", csv_text())
+    invoke = lambda: fresh.lambda_handler(copy.deepcopy(drop), LambdaContext(function_name="start-scoring"))  # noqa: E731
+    first = invoke()
+    assert first["status"] == "started" and invoke() == first
+    assert fresh.persistence_store.cache_info().currsize == 1
+    assert len(world.sm.list_pipeline_executions(PipelineName=PIPELINE)["PipelineExecutionSummaries"]) == 2

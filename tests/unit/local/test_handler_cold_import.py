@@ -23,12 +23,32 @@ TRACED = {"approval_api", "notify_approval", "pipeline_status", "record_lineage"
 # The API resolver of approval_api is built on Powertools' event data classes; the others read the
 # plain event dict.
 USES_EVENT_DATA_CLASSES = {"approval_api"}
+# Powertools' parameters utility where every invocation reads a secret (the approval API reads one
+# only for Slack's button callbacks, and loads the utility there).
+USES_PARAMETERS = {"notify_approval"}
+# What each handler reads of the pipeline's artifact contracts (mlops_shared.artifacts loads each
+# document's dataclasses when first named): the approval functions show the evaluation report, the
+# lineage recorders (record_lineage, deploy_notify through mlops_shared.lineage), intake and the drift
+# response read or write dataset references; no handler reads the jobs' own documents.
+READS_ARTIFACTS = {"approval_api": {"evaluation"}, "notify_approval": {"evaluation"},
+                   "deploy_smoke_test": {"evaluation"}, "record_lineage": {"dataset"}, "deploy_notify": {"dataset"},
+                   "start_pipeline": {"dataset"}, "drift_alarm": {"dataset"}}
+# The handlers whose logic needs the settings classes of mlops_shared.config; the others read their
+# environment with mlops_shared.environment and take the tracer's patch list and the metrics
+# namespace from mlops_shared.observability.
+USES_CONFIG = {"drift_alarm", "pipeline_status", "start_pipeline"}
 
 FACTS = """
 import json, sys
 import app
 facts = {"loaded": sorted(m for m in ("requests", "sqlite3", "email.mime",
-                                      "aws_lambda_powertools.utilities.data_classes") if m in sys.modules)}
+                                      "aws_lambda_powertools.utilities.data_classes",
+                                      "aws_lambda_powertools.utilities.idempotency",
+                                      "aws_lambda_powertools.utilities.parameters",
+                                      "aws_lambda_powertools.utilities.typing",
+                                      "mlops_shared.config", "mlops_shared._artifacts_evaluation",
+                                      "mlops_shared._artifacts_dataset", "mlops_shared._artifacts_jobs")
+                          if m in sys.modules)}
 tracer = getattr(app, "tracer", None)
 if tracer is not None:
     from aws_xray_sdk.core import patcher
@@ -37,10 +57,15 @@ if tracer is not None:
 store = getattr(app, "persistence_store", None)
 if store is not None:
     import boto3
+    # A store made on first use (a cached factory) is not made by the import.
+    lazy = hasattr(store, "cache_info")
+    facts["idempotency_store_made_at_import"] = store.cache_info().currsize > 0 if lazy else True
+    store = store() if lazy else store
     # A client keeps its session's data loader: the same object means the same session.
     facts["idempotency_client_on_default_session"] = (
         boto3.DEFAULT_SESSION is not None
         and store.client._loader is boto3.DEFAULT_SESSION._session.get_component("data_loader"))
+    facts["idempotency_table"] = store.table_name
 print(json.dumps(facts))
 """
 
@@ -86,13 +111,25 @@ def test_cold_import_loads_only_what_the_handler_uses(name, environments, packag
     # MIME building is imported when an email is built, never by a handler that only renders pages.
     assert "email.mime" not in facts["loaded"]
     assert ("aws_lambda_powertools.utilities.data_classes" in facts["loaded"]) == (name in USES_EVENT_DATA_CLASSES)
+    assert ("aws_lambda_powertools.utilities.parameters" in facts["loaded"]) == (name in USES_PARAMETERS)
+    # LambdaContext is an annotation only.
+    assert "aws_lambda_powertools.utilities.typing" not in facts["loaded"]
+    assert ("mlops_shared.config" in facts["loaded"]) == (name in USES_CONFIG)
+    loaded_artifacts = {m.rsplit("_", 1)[1] for m in facts["loaded"] if m.startswith("mlops_shared._artifacts_")}
+    assert loaded_artifacts == READS_ARTIFACTS.get(name, set())
+    # start_scoring's end-of-execution notifications never use idempotency: loaded on the first drop.
+    assert ("aws_lambda_powertools.utilities.idempotency" in facts["loaded"]) == (name == "start_pipeline")
     if name in TRACED:
         assert facts["tracing_enabled"] is True
         assert facts["patched"] == ["botocore"]
     else:
         assert "tracing_enabled" not in facts
     if name in ("start_pipeline", "start_scoring"):
+        # start_pipeline's every invocation uses the table: its store is made at init; start_scoring's
+        # notifications never do: its store is made on the first drop.
+        assert facts["idempotency_store_made_at_import"] is (name == "start_pipeline")
         assert facts["idempotency_client_on_default_session"] is True
+        assert facts["idempotency_table"] == environments[name]["IDEMPOTENCY_TABLE"]
 
 
 SOURCE_MODULES = """
