@@ -206,4 +206,7 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
                           f"(predict_raw on a DataFrame: {raw_rate:,.0f} rows/s); median of {ROUNDS} alternating rounds "
                           f"of {batches} requests each (baseline {min(rounds['local']):,.0f}–{max(rounds['local']):,.0f}, "
                           f"{kind} {min(rounds[kind.lower()]):,.0f}–{max(rounds[kind.lower()]):,.0f} rows/s); "
-                          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} on both sides")))
+                          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} on both sides; "
+                          f"{BATCH_ROWS / rate * 1000:.2f} ms per request vs {BATCH_ROWS / local_rate * 1000:.2f} ms "
+                          f"in-process: the difference is parsing the body, the HTTP round trip and waking the OpenMP worker, a cost per row "
+                          f"comparable to the model's (docs/performance.md, P6)")))
