@@ -65,6 +65,8 @@ except ImportError:  # pragma: no cover - exercised only where msgspec is not in
     msgspec = None
 
 log = logging.getLogger("jobs.serve")
+# The CSV fast path's decoder: a JSON array of numbers (`FeatureSchema._csv_numbers`).
+_FLAT_NUMBERS = msgspec.json.Decoder(list[float]) if msgspec is not None else None
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's InvokeEndpoint payload limit
 JSON_TYPES = ("application/json",)
@@ -100,7 +102,6 @@ class FeatureSchema:
         self._index = {name: i for i, name in enumerate(self.feature_order)}
         self._csv_types = {name: pa.float64() for name in self.feature_order}
         self._json_records = _JsonRecords(self.feature_order, self.target) if msgspec is not None else None
-        self._csv_decoders: dict[int, Any] = {}
 
     # -- whole-body parsing: a float matrix in feature order ---------------------------------
     def matrix_from_json(self, body: bytes) -> np.ndarray:
@@ -161,22 +162,28 @@ class FeatureSchema:
         return matrix if np.isfinite(matrix).all() else None
 
     def _csv_numbers(self, rows: bytes, names: list[str]) -> np.ndarray | None:
-        """Rows of plain JSON-grammar numbers (the common case: what a DataFrame writes) read as one
-        JSON array of fixed-width number arrays by msgspec, about twice as fast as pyarrow on request-
-        sized bodies; None for anything else (pyarrow and the general path decide). Only digits,
-        signs, points, exponents, commas and whitespace may occur, so no CSV text can turn into other
-        JSON structure, and the typed decode requires exactly one number per column in every row."""
+        """Rows of plain JSON-grammar numbers (the common case: what a DataFrame writes) read by msgspec
+        as one flat JSON array, the line breaks turned into commas, about three times as fast as
+        pyarrow on request-sized bodies; None for anything else (pyarrow and the general path decide).
+        Only digits, signs, points, exponents, commas and whitespace may occur, so no CSV text can turn
+        into other JSON structure. A successful decode means numbers and commas alternate, no cell is
+        empty; every line holding exactly one comma fewer than there are columns then means exactly
+        one number per column in every row."""
         rows = rows.rstrip(b"\r\n")
         if not rows or rows.translate(None, _CSV_NUMBER_BYTES):
             return None
-        decoder = self._csv_decoders.get(len(names))
-        if decoder is None:
-            decoder = self._csv_decoders[len(names)] = msgspec.json.Decoder(list[tuple[(float,) * len(names)]])
+        width = len(names)
+        text = np.frombuffer(rows, dtype=np.uint8)
+        commas = np.flatnonzero(text == ord(","))
+        commas_before_line_ends = np.searchsorted(commas, np.flatnonzero(text == ord("\n")))
+        commas_per_line = np.diff(commas_before_line_ends, prepend=0, append=len(commas))
+        if (commas_per_line != width - 1).any():
+            return None  # a short or long row (or a blank line): the general path names it
         try:
-            values = decoder.decode(b"[[" + rows.replace(b"\n", b"],[") + b"]]")
-        except msgspec.MsgspecError:  # an empty cell or line, a short or long row, `nan`, `+1`, `.5`, ...
+            values = _FLAT_NUMBERS.decode(b"[" + rows.replace(b"\n", b",") + b"]")
+        except msgspec.MsgspecError:  # an empty cell or line, `nan`, `+1`, `.5`, ...
             return None
-        matrix = np.array(values, dtype=float)
+        matrix = np.fromiter(values, dtype=float, count=len(values)).reshape(-1, width)
         if names is not self.feature_order:
             matrix = matrix[:, [names.index(name) for name in self.feature_order]]
         return matrix if np.isfinite(matrix).all() else None

@@ -78,3 +78,27 @@ def test_a_missing_value_is_scored_as_xgboost_scores_missing(trained, column, mi
     as_nan = trained["test"].iloc[:50].copy().astype({column: float})
     as_nan.loc[as_nan.index[37], column] = np.nan
     np.testing.assert_allclose(predictions, expected_predictions(trained, as_nan), rtol=1e-6)
+
+
+def test_predict_scaled_in_place_is_the_dmatrix_prediction_bit_for_bit(trained):
+    """`predict_scaled` predicts in place (no DMatrix); score, evaluate and the endpoint rely on it
+    answering exactly what `Booster.predict` on a DMatrix answers, missing values included."""
+    import xgboost as xgb
+
+    model = trained["model"]
+    scaled = model.preprocessor.scale_frame(trained["test"]).to_numpy(dtype=float, copy=True)
+    scaled[::7, 2] = np.nan
+    reference = model.booster.predict(xgb.DMatrix(scaled, feature_names=model.booster.feature_names))
+    for label, matrix in {"C order": scaled, "Fortran order": np.asfortranarray(scaled),
+                          "a column selection": scaled[:, ::-1][:, ::-1], "one row": scaled[:1]}.items():
+        predicted = model.predict_scaled(matrix)
+        assert predicted.dtype == reference.dtype, label
+        assert predicted.tobytes() == reference[:len(matrix)].tobytes(), label
+    frame = pd.DataFrame(scaled, columns=FEATURES)[list(reversed(FEATURES))]
+    assert model.predict_scaled(frame).tobytes() == reference.tobytes()
+
+
+def test_predict_scaled_refuses_a_matrix_of_another_width(trained):
+    model = trained["model"]
+    with pytest.raises(ModelInputError, match=f"expected a matrix of {len(FEATURES)} feature columns"):
+        model.predict_scaled(np.zeros((2, len(FEATURES) - 1)))

@@ -438,6 +438,8 @@ def test_the_users_column_names_and_missing_values_are_what_the_endpoint_takes(t
 def test_csv_of_plain_numbers_is_read_as_fixed_width_json_and_nothing_else_is(schema, batch):
     """The fastest CSV path (`_csv_numbers`): plain numbers only, exactly one per column in every row,
     columns by the header's names; CSV text that would be other JSON structure is never taken."""
+    from jobs.serve import RequestError
+
     shuffled = batch[[*reversed(FEATURES), "PRICE"]]
     body = shuffled.to_csv(index=False).encode()
     names = [*reversed(FEATURES), "PRICE"]
@@ -448,9 +450,13 @@ def test_csv_of_plain_numbers_is_read_as_fixed_width_json_and_nothing_else_is(sc
     row = ",".join(["1"] * width)
     for label, rows in {"rows joined by brackets": f"{row}],[{row}", "a short row": row.rsplit(",", 1)[0],
                         "a long row": row + ",1", "nan": row.rsplit(",", 1)[0] + ",nan", "a plus sign": "+" + row,
-                        "an object": "{" + row + "}", "a blank line between rows": f"{row}\n\n{row}"}.items():
+                        "an object": "{" + row + "}", "a blank line between rows": f"{row}\n\n{row}",
+                        # The right number of values in all, one too many in one row, one too few in the next.
+                        "a long row, then a short one": f"{row},1\n{row.rsplit(',', 1)[0]}",
+                        "an empty cell": row.replace(",", ",,", 1).rsplit(",", 1)[0], "a trailing comma": row + ",",
+                        "a row of commas only": f"{row}\n" + "," * (width - 1)}.items():
         assert schema._csv_numbers(rows.encode(), FEATURES) is None, label
-    from jobs.serve import RequestError
-
+    with pytest.raises(RequestError, match=f"record 0 has {width + 1} values"):  # the general path's error
+        schema.matrix_from_csv(f"{row},1\n{row.rsplit(',', 1)[0]}\n".encode())
     with pytest.raises(RequestError, match="has 16 values"):  # the general path's error, not two rows
         schema.matrix_from_csv(f"{row}],[{row}\n".encode())
