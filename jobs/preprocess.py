@@ -141,17 +141,32 @@ def _cpus() -> int:
 
 
 def has_rewrites_or_deletes(table: Any, record_identifier: str = "record_id") -> bool:
-    """True unless every record id occurs once and no row is a delete: the cheap check that lets the
-    usual table (one write per record) skip the deduplication `latest_records` does."""
+    """True unless every record id occurs once and no row is a delete: the check that lets the usual
+    table (one write per record) skip the deduplication `latest_records` does."""
+    if table.num_rows == 0 or record_identifier not in table.column_names:
+        return _any_deleted(table)
+    return unique_record_order(table, record_identifier) is None
+
+
+def unique_record_order(table: Any, record_identifier: str = "record_id") -> np.ndarray | None:
+    """The rows in record-id order (indices into `table`) when every record id occurs once and no
+    row is a delete (the usual table); None when it holds rewrites or deletes (`latest_records`).
+    One sort does both: repeated ids are neighbours once sorted (cheaper than hashing every id)."""
     import pyarrow.compute as pc
 
-    if table.num_rows == 0:
-        return False
-    if "is_deleted" in table.column_names and pc.any(table["is_deleted"]).as_py():
-        return True
-    if record_identifier not in table.column_names:
-        return False
-    return len(pc.unique(table[record_identifier])) != table.num_rows
+    if _any_deleted(table):
+        return None
+    ids = table[record_identifier]
+    order = pc.sort_indices(ids)
+    ordered = ids.take(order)
+    repeated = ids.null_count > 1 or pc.any(pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))).as_py()
+    return None if repeated else order.to_numpy()
+
+
+def _any_deleted(table: Any) -> bool:
+    import pyarrow.compute as pc
+
+    return "is_deleted" in table.column_names and bool(pc.any(table["is_deleted"]).as_py())
 
 
 def latest_records(table: Any, record_identifier: str = "record_id") -> Any:
@@ -341,8 +356,6 @@ def _split_and_scale(
 ) -> tuple[dict[str, int], list[str], np.ndarray, np.ndarray, dict[str, float]]:
     """Steps 2-5 but the preprocessor document; returns (split sizes, features, mean, scale,
     missing share per feature in the train split)."""
-    import pyarrow.compute as pc
-
     version = manifest.dataset_version
     store_uri = manifest.offline_store_uri
     workdir = Path(tempfile.mkdtemp(prefix="offline-store-"))
@@ -356,18 +369,18 @@ def _split_and_scale(
         shutil.rmtree(workdir, ignore_errors=True)
 
     record_identifier = manifest.record_identifier
-    # `order`: the rows ordered by record id, as indices into `table` (None: `table` is in that order).
+    # `order`: the rows ordered by record id, as indices into `table` (None: `table` is in that order,
+    # or has no record ids). The offline store's files hold the records in the order PutRecord calls
+    # arrived (actors race), so the same CSV and seed would shuffle into different splits from run to
+    # run. Ordered by the deterministic record id first, the same dataset version and seed give the
+    # same splits, the same scaler and (seeded tuning) the same model.
     order = None
-    if has_rewrites_or_deletes(table, record_identifier):
-        read_rows = table.num_rows
-        table = latest_records(table, record_identifier)  # (ordered by record id)
-        log.info("kept the latest of the rewritten records: %d of %d rows", table.num_rows, read_rows)
-    elif record_identifier in table.column_names:
-        # The offline store's files hold the records in the order PutRecord calls arrived (actors
-        # race), so the same CSV and seed would shuffle into different splits from run to run.
-        # Ordered by the deterministic record id first, the same dataset version and seed give the
-        # same splits, the same scaler and (seeded tuning) the same model.
-        order = pc.sort_indices(table[record_identifier]).to_numpy()
+    if table.num_rows and record_identifier in table.column_names:
+        order = unique_record_order(table, record_identifier)
+        if order is None:
+            read_rows = table.num_rows
+            table = latest_records(table, record_identifier)  # (ordered by record id)
+            log.info("kept the latest of the rewritten records: %d of %d rows", table.num_rows, read_rows)
     expected = manifest.row_count
     if table.num_rows != expected:
         raise common.JobFailure(

@@ -109,6 +109,15 @@ def test_rewrites_and_deletes_are_detected_and_a_clean_table_is_not():
     assert not preprocess.has_rewrites_or_deletes(clean.slice(0, 0))
 
 
+def test_the_unique_record_order_is_the_record_id_order_or_none_for_rewrites_and_deletes():
+    table = _writes(["c", "a", "b"], [1, 2, 3], [0, 0, 0])
+    assert preprocess.unique_record_order(table).tolist() == [1, 2, 0]
+    assert preprocess.unique_record_order(_writes(["a", "b", "a"], [1, 2, 3], [0, 0, 1])) is None
+    assert preprocess.unique_record_order(_writes(["a", "b"], [1, 2], [0, 0], deleted=[False, True])) is None
+    assert preprocess.unique_record_order(_writes([None, "b", None], [1, 2, 3], [0, 0, 0])) is None
+    assert preprocess.unique_record_order(_writes(["a"], [1], [0])).tolist() == [0]
+
+
 def test_merged_moments_equal_a_population_standard_scaler():
     rng = np.random.default_rng(0)
     data = pd.DataFrame(rng.normal(50, 7, (1000, 3)), columns=["x", "y", "z"])
