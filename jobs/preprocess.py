@@ -39,9 +39,10 @@ import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -313,44 +314,58 @@ def write_splits(blocks: list[Any], bounds: Sequence[int], out_dirs: Sequence[Pa
 
 
 # --------------------------------------------------------------------------- shuffle
-def shuffle_order(block_sizes: Sequence[int], seed: int) -> list[np.ndarray]:
-    """The rows of each output block of Ray Data's `Dataset.random_shuffle(seed=seed)` over blocks
-    of `block_sizes` rows, as indices into the blocks' concatenation.
+@contextmanager
+def ray_data_settings() -> Iterator[None]:
+    """Ray Data settings for the dataset the shuffle creates (a dataset keeps a copy of the settings
+    current when it is created); the previous ones are restored on exit.
 
-    This is Ray Data's pull-based shuffle (`ShuffleTaskSpec`, Ray 2.60) computed as index arrays, so
-    the step gives exactly the splits it gave when Ray Data shuffled the rows, without the dozens of
-    Ray tasks that cost more than the shuffle itself on one node: map task i permutes its block with
-    `RandomState(seed + i)`, cuts it into as many slices of ceil(rows / blocks) rows as there are
-    blocks and permutes the slices with a fresh `RandomState(seed + i)`; reduce task j concatenates
-    the j-th slice of every map task in order and permutes that with `RandomState(seed)`.
-    `test_the_shuffle_order_is_ray_datas_random_shuffle` checks it against Ray Data itself."""
-    count = len(block_sizes)
-    offsets = np.concatenate([[0], np.cumsum(block_sizes, dtype=np.int64)])
-    mapped = []
-    for index, size in enumerate(block_sizes):
-        rows = np.arange(size)
-        np.random.RandomState(seed + index).shuffle(rows)
-        rows += offsets[index]
-        width = max(1, math.ceil(size / count))
-        slices = [rows[k * width:(k + 1) * width] for k in range(count)]
-        np.random.RandomState(seed + index).shuffle(slices)
-        mapped.append(slices)
-    reduced = []
-    for output in range(count):
-        gathered = np.concatenate([slices[output] for slices in mapped])
-        order = np.arange(len(gathered))
-        np.random.RandomState(seed).shuffle(order)
-        reduced.append(gathered[order])
-    return reduced
+    * Block order is preserved: the splits are row ranges of the shuffled blocks in their order, and
+      the scaler's moments are merged in that order.
+    * No progress bars: the step's log is read by people, not a terminal (and on a 2-core node the
+      bars' refresh thread competes with the shuffle).
+    """
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    names = ("enable_progress_bars", "print_on_execution_start")
+    saved = [getattr(context, name) for name in names], context.execution_options.preserve_order
+    for name in names:
+        setattr(context, name, False)
+    context.execution_options.preserve_order = True
+    try:
+        yield
+    finally:
+        for name, value in zip(names, saved[0]):
+            setattr(context, name, value)
+        context.execution_options.preserve_order = saved[1]
 
 
-# --------------------------------------------------------------------------- step
 def shuffle_block_count(rows: int) -> int:
     """How many blocks the rows are shuffled in: one per CPU of the Ray cluster, at least 1000 rows
-    each (as when Ray Data shuffled them: the splits of a seed depend on it)."""
+    each (Ray Data's `random_shuffle` gives as many blocks as it gets, and which rows land where
+    depends on the blocks: the splits of a seed depend on this)."""
     return max(1, min(_cpus(), rows // 1000))
 
 
+def random_shuffle(table: Any, seed: int) -> list[Any]:
+    """The rows of `table` shuffled by Ray Data's `random_shuffle(seed=seed)`, as the shuffled blocks
+    (pyarrow tables, in order). The table goes to Ray Data cut into `shuffle_block_count` blocks of
+    consecutive rows; the shuffled blocks come back to the driver from Ray's shared memory on this
+    node (zero-copy) for the fit, the scaling and the writing."""
+    import ray
+
+    with ray_data_settings():
+        dataset = ray.data.from_arrow(_slices(table, shuffle_block_count(table.num_rows)))
+        # `to_arrow_refs` runs the shuffle itself: no separate materialise.
+        return ray.get(dataset.random_shuffle(seed=seed).to_arrow_refs())
+
+
+def _slices(table: Any, count: int) -> list[Any]:
+    bounds = np.linspace(0, table.num_rows, max(1, count) + 1).astype(int)
+    return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# --------------------------------------------------------------------------- step
 def _split_and_scale(
     args: PreprocessArgs, fractions: tuple[float, float, float], manifest: IngestManifest, s3: Any
 ) -> tuple[dict[str, int], list[str], np.ndarray, np.ndarray, dict[str, float]]:
@@ -403,33 +418,29 @@ def _split_and_scale(
         )
 
     # From here on the columns carry the CSV's own names (Feature Store's are storage only). The
-    # shuffle is one `take` of the feature columns: the record-id order composed with the seeded
-    # shuffle's, in blocks of the rows in that order.
-    block_bounds = np.linspace(0, rows, shuffle_block_count(rows) + 1).astype(int)
-    shuffled_parts = shuffle_order(np.diff(block_bounds).tolist(), args.seed)
-    positions = np.concatenate(shuffled_parts)
+    # feature columns go to the shuffle in record-id order (one `take`).
     features_table = table.select(stored)
-    # The schema's metadata (e.g. pandas' of a file pandas wrote) is kept as Ray Data kept it
-    # through the renaming: pyarrow's rename_columns drops it, and the Parquet files would differ.
+    # The schema's metadata (e.g. pandas' of a file pandas wrote) is kept as Ray Data's renaming
+    # kept it: pyarrow's rename_columns drops it, and the Parquet files would differ.
     features_table = features_table.rename_columns(columns).replace_schema_metadata(features_table.schema.metadata)
-    shuffled = features_table.take(positions if order is None else order[positions])
-    del table, features_table, order, positions
-    # The scaler's moments are taken per shuffled block and merged in block order (as the Ray Data
-    # pass over the blocks did): the same blocks give the same bits.
-    edges = np.concatenate([[0], np.cumsum([len(part) for part in shuffled_parts])])
-    shuffled_blocks = [shuffled.slice(a, b - a) for a, b in zip(edges[:-1], edges[1:])]
+    if order is not None:
+        features_table = features_table.take(order)
+    del table, order
+    shuffled_blocks = random_shuffle(features_table, args.seed)
+    del features_table
+    # The scaler's moments are taken per shuffled block and merged in block order.
     train_blocks = head_rows(shuffled_blocks, train_rows)
     mean, scale, present = fit_scaler_on_blocks(train_blocks, features)
     # The drift monitor's baseline: the raw train split (the same rows, a column at a time).
     baseline.write_baseline(common.processing_output("preprocessor"), baseline.baseline_statistics(
-        shuffled.slice(0, train_rows), columns, target, dataset_version=version))
-    del train_blocks, shuffled_blocks
+        train_blocks, columns, target, dataset_version=version))
+    del train_blocks
     missing_share = {name: round(1 - int(n) / train_rows, 6) for name, n in zip(features, present)}
     # Scaling is row by row, so one pass over the shuffled rows scales all three splits; the splits
     # are then slices of it at the same bounds.
-    scaled = scale_batch(shuffled, features, mean.tolist(), scale.tolist())
-    del shuffled
-    write_splits([scaled], bounds, [common.processing_output(name) for name in SPLITS])
+    scaled = [scale_batch(block, features, mean.tolist(), scale.tolist()) for block in shuffled_blocks]
+    del shuffled_blocks
+    write_splits(scaled, bounds, [common.processing_output(name) for name in SPLITS])
 
     return counts, features, mean, scale, missing_share
 

@@ -374,23 +374,25 @@ def test_the_driver_side_scaler_fit_is_the_ray_data_fit_bit_for_bit(ray_local):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sizes", [[600], [1000, 1001], [7, 3], [1500, 1499, 1501, 1500, 1333]])
-def test_the_shuffle_order_is_ray_datas_random_shuffle(ray_local, sizes):
-    """The step shuffles as Ray Data's `random_shuffle(seed)` did, block for block: the same splits
-    for the same data and seed as before it stopped running Ray Data (and a Ray upgrade that
-    changes the algorithm fails here, not silently in the splits)."""
+def test_the_shuffle_is_seeded_keeps_every_row_once_and_leaves_ray_datas_settings_as_they_were(ray_local):
+    """`random_shuffle` hands the rows to Ray Data in one block per CPU (2 here) and gives back
+    the shuffled blocks: every row once, the same order for the same seed, another for another."""
     import ray
 
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    blocks = [pa.table({"row": np.arange(start, start + size)}) for start, size in zip(starts, sizes)]
-    for seed in (42, 7):
-        with _ordered_ray_data():
-            shuffled = ray.data.from_arrow(blocks).random_shuffle(seed=seed).materialize()
-            expected = [block["row"].to_numpy() for block in ray.get(shuffled.to_arrow_refs())]
-        actual = preprocess.shuffle_order(sizes, seed)
-        assert [len(part) for part in actual] == [len(part) for part in expected]
-        for ours, theirs in zip(actual, expected):
-            np.testing.assert_array_equal(ours, theirs)
+    table = pa.table({"row": np.arange(2500)})
+    context = ray.data.DataContext.get_current()
+    before = context.execution_options.preserve_order, context.enable_progress_bars
+    first = preprocess.random_shuffle(table, seed=42)
+    assert len(first) == 2
+    rows = np.concatenate([block["row"].to_numpy() for block in first])
+    assert sorted(rows.tolist()) == list(range(2500)) and rows.tolist() != list(range(2500))
+    again = np.concatenate([block["row"].to_numpy() for block in preprocess.random_shuffle(table, seed=42)])
+    other = np.concatenate([block["row"].to_numpy() for block in preprocess.random_shuffle(table, seed=7)])
+    np.testing.assert_array_equal(rows, again)
+    assert rows.tolist() != other.tolist()
+    assert (context.execution_options.preserve_order, context.enable_progress_bars) == before
+    # Under 1000 rows per CPU the rows are shuffled as one block.
+    assert len(preprocess.random_shuffle(table.slice(0, 1500), seed=42)) == 1
 
 
 # --------------------------------------------------------------------------- outputs pinned byte for byte
