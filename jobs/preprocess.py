@@ -13,21 +13,25 @@ Input: `processing/input/manifest/manifest.json`, written by the ingest step.
    and refuses to go on unless exactly the manifest's row count remains: a partial table must never
    be trained on.
 4. Drops the Feature Store columns and gives the others back the CSV's own names (the manifest
-   maps them; from here on nobody sees a Feature Store name), shuffles (seeded, Ray Data's
-   `random_shuffle` algorithm: `shuffle_order`) and splits (rounded sizes), fits a StandardScaler
+   maps them; from here on nobody sees a Feature Store name), shuffles with Ray Data
+   (`Dataset.random_shuffle(seed)`: `random_shuffle` below) and splits (rounded sizes), fits a StandardScaler
    on the train split only (one pass; missing values ignored and kept missing, any finite magnitude
    kept finite: `jobs.scaling`), applies it to every feature but the target.
 5. Writes `processing/output/{train,validation,test}/part-*.parquet` (target column kept under its
    CSV name), `processing/output/preprocessor/preprocessor.json` and the drift monitor's
    `baseline_statistics.json` (`jobs.baseline`).
 
-It runs as a Ray job (connected like every step, `jobs.ray_cluster`), but the work is on the driver
-with pyarrow and numpy: the dedupe and the record-id order need every record id at once anyway, and
-at the sizes that went through the Feature Store (1M rows: bench P2) a single process does the read,
-shuffle, fit and scaling faster than the scheduling of Ray Data's tasks for them. The shuffle is the
-one Ray Data ran, computed as index arrays in as many blocks as the cluster has CPUs, so the splits of
-a dataset version and seed are those the Ray Data implementation gave (byte for byte:
-`test_the_outputs_are_byte_for_byte_those_of_the_ray_data_implementation`).
+It runs as a Ray job (connected like every step, `jobs.ray_cluster`). The shuffle is Ray Data's:
+the driver hands the record-id ordered feature columns to `ray.data.from_arrow` in one block per
+Ray CPU (at least 1000 rows each), Ray Data's `random_shuffle(seed=...)` runs as its map and reduce
+tasks, and the shuffled blocks come back to the driver from Ray's shared memory. The rest is on the
+driver with pyarrow and numpy: the read, the dedupe and the record-id order need every record id at
+once anyway, and at the sizes that went through the Feature Store (1M rows: bench P2) the fit, the
+scaling and the writing are a few vectorised passes, cheaper than scheduling Ray Data operators for
+them (moments per shuffled block, merged in block order, so the numbers are those of a Ray Data pass
+over the same blocks). The outputs of a dataset version and seed are byte for byte those of the
+all-Ray-Data implementation this step had before
+(`test_the_outputs_are_byte_for_byte_those_of_the_ray_data_implementation`).
 """
 from __future__ import annotations
 
