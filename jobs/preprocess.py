@@ -325,8 +325,8 @@ def ray_data_settings() -> Iterator[None]:
 
     * Block order is preserved: the splits are row ranges of the shuffled blocks in their order, and
       the scaler's moments are merged in that order.
-    * No progress bars: the step's log is read by people, not a terminal (and on a 2-core node the
-      bars' refresh thread competes with the shuffle).
+    * No progress bars nor start-of-execution lines: the step's log is a file read by people, not a
+      terminal.
     """
     import ray.data
 
