@@ -6,24 +6,32 @@
 Input: `processing/input/manifest/manifest.json`, written by the ingest step.
 
 1. Checks the split fractions (each > 0, summing to 1 within 1e-6) before touching any data.
-2. Copies the offline store's Parquet files to local disk (boto3) and reads them with Ray Data
-   (one block per CPU), keeping only this dataset version.
+2. Copies the offline store's Parquet files to local disk (boto3) and reads them with pyarrow,
+   keeping only this dataset version.
 3. Keeps the latest write per record id that is not a delete (a re-run of the ingest step rewrites
-   records, and the offline store keeps every write), and refuses to go on unless exactly the
-   manifest's row count remains: a partial table must never be trained on.
+   records, and the offline store keeps every write), orders the records by their deterministic id
+   and refuses to go on unless exactly the manifest's row count remains: a partial table must never
+   be trained on.
 4. Drops the Feature Store columns and gives the others back the CSV's own names (the manifest
-   maps them; from here on nobody sees a Feature Store name), shuffles (seeded) and splits (rounded
-   sizes) with Ray Data, fits a StandardScaler on the train split only (one pass; missing values
-   ignored and kept missing, any finite magnitude kept finite: `jobs.scaling`), applies it to
-   every feature but the target.
+   maps them; from here on nobody sees a Feature Store name), shuffles with Ray Data
+   (`Dataset.random_shuffle(seed)`: `random_shuffle` below) and splits (rounded sizes), fits a StandardScaler
+   on the train split only (one pass; missing values ignored and kept missing, any finite magnitude
+   kept finite: `jobs.scaling`), applies it to every feature but the target.
 5. Writes `processing/output/{train,validation,test}/part-*.parquet` (target column kept under its
-   CSV name) and `processing/output/preprocessor/preprocessor.json`.
+   CSV name), `processing/output/preprocessor/preprocessor.json` and the drift monitor's
+   `baseline_statistics.json` (`jobs.baseline`).
 
-The dedupe needs every record id at once, so it runs on the driver with pyarrow, on the blocks Ray
-Data read (shared memory, no copy). Usually every record id is there once and none is deleted: a
-vectorised check finds that and the read blocks go on to the shuffle untouched; only a store that
-holds rewrites or deletes pays for the sort. The data went through PutRecord one row at a time, so
-it fits a driver comfortably.
+It runs as a Ray job (connected like every step, `jobs.ray_cluster`). The shuffle is Ray Data's:
+the driver hands the record-id ordered feature columns to `ray.data.from_arrow` in one block per
+Ray CPU (at least 1000 rows each), Ray Data's `random_shuffle(seed=...)` runs as its map and reduce
+tasks, and the shuffled blocks come back to the driver from Ray's shared memory. The rest is on the
+driver with pyarrow and numpy: the read, the dedupe and the record-id order need every record id at
+once anyway, and at the sizes that went through the Feature Store (1M rows: bench P2) the fit, the
+scaling and the writing are a few vectorised passes, cheaper than scheduling Ray Data operators for
+them (moments per shuffled block, merged in block order, so the numbers are those of a Ray Data pass
+over the same blocks). The outputs of a dataset version and seed are byte for byte those of the
+all-Ray-Data implementation this step had before
+(`test_the_outputs_are_byte_for_byte_those_of_the_ray_data_implementation`).
 """
 from __future__ import annotations
 
@@ -118,43 +126,17 @@ def download_offline_store(s3: Any, offline_store_uri: str, dest: Path) -> list[
         return list(pool.map(fetch, keys))
 
 
-@contextmanager
-def ray_data_settings() -> Iterator[None]:
-    """Ray Data settings for the datasets this step creates (each dataset keeps a copy of the
-    settings current when it is created); the previous ones are restored on exit.
+def read_dataset_version(files: Sequence[Path], dataset_version: str) -> Any:
+    """The rows of `dataset_version` in the downloaded offline-store files, as one pyarrow table
+    (the files in path order, each file's rows in their order, as Ray Data's reader gave them).
+    pyarrow reads and filters each file without the GIL, side by side on a few threads."""
+    import pyarrow.parquet as pq
 
-    * Block order is preserved: the shuffle is only reproducible from its seed if its input comes
-      in the same order every time, and the splits are row ranges of the shuffled, then scaled rows.
-    * Parquet is read with the V1 reader: the V2 reader lists files by reading their footers on a
-      pool of 32 actors, each a new worker process, which on a node of a few cores costs 10-20 s
-      before the first row is read.
-    """
-    import ray
+    def read(path: Path) -> Any:
+        return pq.read_table(path, filters=[("dataset_version", "=", dataset_version)], partitioning=None)
 
-    context = ray.data.DataContext.get_current()
-    saved = context.use_datasource_v2, context.execution_options.preserve_order
-    context.use_datasource_v2, context.execution_options.preserve_order = False, True
-    try:
-        yield
-    finally:
-        context.use_datasource_v2, context.execution_options.preserve_order = saved
-
-
-def read_dataset_version(local_dir: Path, dataset_version: str) -> Any:
-    """Reads the downloaded offline store with Ray Data, keeping only `dataset_version`'s rows;
-    returns the materialised dataset (one block per CPU)."""
-    import ray
-    from ray.data.expressions import col
-
-    # The files are on this node's disk only: read them here. The partition folders (year=/month=/…)
-    # are never features, so they are not turned into columns.
-    dataset = ray.data.read_parquet(
-        str(local_dir),
-        partitioning=None,
-        override_num_blocks=_cpus(),
-        label_selector={"ray.io/node-id": ray.get_runtime_context().get_node_id()},
-    )
-    return dataset.filter(expr=col("dataset_version") == dataset_version).materialize()
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(files)))) as pool:
+        return _concat(list(pool.map(read, sorted(files, key=str))))
 
 
 def _cpus() -> int:
@@ -163,25 +145,33 @@ def _cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def _blocks(dataset: Any) -> list[Any]:
-    """The dataset's blocks as pyarrow tables (a materialised dataset: read from shared memory)."""
-    import ray
-
-    return ray.get(dataset.to_arrow_refs())
-
-
 def has_rewrites_or_deletes(table: Any, record_identifier: str = "record_id") -> bool:
-    """True unless every record id occurs once and no row is a delete: the cheap check that lets the
-    usual table (one write per record) skip the deduplication `latest_records` does."""
+    """True unless every record id occurs once and no row is a delete: the check that lets the usual
+    table (one write per record) skip the deduplication `latest_records` does."""
+    if table.num_rows == 0 or record_identifier not in table.column_names:
+        return _any_deleted(table)
+    return unique_record_order(table, record_identifier) is None
+
+
+def unique_record_order(table: Any, record_identifier: str = "record_id") -> np.ndarray | None:
+    """The rows in record-id order (indices into `table`) when every record id occurs once and no
+    row is a delete (the usual table); None when it holds rewrites or deletes (`latest_records`).
+    One sort does both: repeated ids are neighbours once sorted (cheaper than hashing every id)."""
     import pyarrow.compute as pc
 
-    if table.num_rows == 0:
-        return False
-    if "is_deleted" in table.column_names and pc.any(table["is_deleted"]).as_py():
-        return True
-    if record_identifier not in table.column_names:
-        return False
-    return len(pc.unique(table[record_identifier])) != table.num_rows
+    if _any_deleted(table):
+        return None
+    ids = table[record_identifier]
+    order = pc.sort_indices(ids)
+    ordered = ids.take(order)
+    repeated = ids.null_count > 1 or pc.any(pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))).as_py()
+    return None if repeated else order.to_numpy()
+
+
+def _any_deleted(table: Any) -> bool:
+    import pyarrow.compute as pc
+
+    return "is_deleted" in table.column_names and bool(pc.any(table["is_deleted"]).as_py())
 
 
 def latest_records(table: Any, record_identifier: str = "record_id") -> Any:
@@ -242,11 +232,6 @@ def _concat(blocks: list[Any]) -> Any:
     return pa.concat_tables(blocks, promote_options="permissive") if blocks else pa.table({})
 
 
-def _slices(table: Any, count: int) -> list[Any]:
-    bounds = np.linspace(0, table.num_rows, max(1, count) + 1).astype(int)
-    return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
 # --------------------------------------------------------------------------- scaler
 def batch_moments(batch: Any, features: Sequence[str]) -> dict[str, np.ndarray]:
     """Per-feature moments of one batch (a pyarrow table or a DataFrame; missing values left out),
@@ -264,17 +249,6 @@ def merge_moments(moments: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.
         raise common.JobFailure("cannot fit the scaler: the train split is empty")
     mean, scale, _ = scaling.merge_moments(moments, np.asarray(moments[0]["mean"]).size)
     return mean, scale
-
-
-def fit_scaler(train: Any, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One Ray Data pass over the train split: moments per block, merged here; returns (mean,
-    scale, present values per feature)."""
-    moments = train.map_batches(
-        batch_moments, fn_kwargs={"features": list(features)}, batch_format="pyarrow", batch_size=None
-    ).take_all()
-    if not moments:
-        raise common.JobFailure("cannot fit the scaler: the train split is empty")
-    return scaling.merge_moments(moments, len(features))
 
 
 def head_rows(blocks: Sequence[Any], rows: int) -> list[Any]:
@@ -343,14 +317,64 @@ def write_splits(blocks: list[Any], bounds: Sequence[int], out_dirs: Sequence[Pa
         list(pool.map(write, range(len(out_dirs))))
 
 
+# --------------------------------------------------------------------------- shuffle
+@contextmanager
+def ray_data_settings() -> Iterator[None]:
+    """Ray Data settings for the dataset the shuffle creates (a dataset keeps a copy of the settings
+    current when it is created); the previous ones are restored on exit.
+
+    * Block order is preserved: the splits are row ranges of the shuffled blocks in their order, and
+      the scaler's moments are merged in that order.
+    * No progress bars nor start-of-execution lines: the step's log is a file read by people, not a
+      terminal.
+    """
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    names = ("enable_progress_bars", "print_on_execution_start")
+    saved = [getattr(context, name) for name in names], context.execution_options.preserve_order
+    for name in names:
+        setattr(context, name, False)
+    context.execution_options.preserve_order = True
+    try:
+        yield
+    finally:
+        for name, value in zip(names, saved[0]):
+            setattr(context, name, value)
+        context.execution_options.preserve_order = saved[1]
+
+
+def shuffle_block_count(rows: int) -> int:
+    """How many blocks the rows are shuffled in: one per CPU of the Ray cluster, at least 1000 rows
+    each (Ray Data's `random_shuffle` gives as many blocks as it gets, and which rows land where
+    depends on the blocks: the splits of a seed depend on this)."""
+    return max(1, min(_cpus(), rows // 1000))
+
+
+def random_shuffle(table: Any, seed: int) -> list[Any]:
+    """The rows of `table` shuffled by Ray Data's `random_shuffle(seed=seed)`, as the shuffled blocks
+    (pyarrow tables, in order). The table goes to Ray Data cut into `shuffle_block_count` blocks of
+    consecutive rows; the shuffled blocks come back to the driver from Ray's shared memory on this
+    node (zero-copy) for the fit, the scaling and the writing."""
+    import ray
+
+    with ray_data_settings():
+        dataset = ray.data.from_arrow(_slices(table, shuffle_block_count(table.num_rows)))
+        # `to_arrow_refs` runs the shuffle itself: no separate materialise.
+        return ray.get(dataset.random_shuffle(seed=seed).to_arrow_refs())
+
+
+def _slices(table: Any, count: int) -> list[Any]:
+    bounds = np.linspace(0, table.num_rows, max(1, count) + 1).astype(int)
+    return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 # --------------------------------------------------------------------------- step
 def _split_and_scale(
     args: PreprocessArgs, fractions: tuple[float, float, float], manifest: IngestManifest, s3: Any
 ) -> tuple[dict[str, int], list[str], np.ndarray, np.ndarray, dict[str, float]]:
     """Steps 2-5 but the preprocessor document; returns (split sizes, features, mean, scale,
     missing share per feature in the train split)."""
-    import ray
-
     version = manifest.dataset_version
     store_uri = manifest.offline_store_uri
     workdir = Path(tempfile.mkdtemp(prefix="offline-store-"))
@@ -359,26 +383,23 @@ def _split_and_scale(
         if not files:
             raise common.JobFailure(f"the offline store {store_uri} holds no Parquet file")
         log.info("read %d offline store files from %s", len(files), store_uri)
-        dataset = read_dataset_version(workdir, version)
+        table = read_dataset_version(files, version)
     finally:
-        # Materialised: the rows are in Ray's object store now.
         shutil.rmtree(workdir, ignore_errors=True)
 
     record_identifier = manifest.record_identifier
-    blocks = _blocks(dataset)
-    table = _concat(blocks)
-    if has_rewrites_or_deletes(table, record_identifier):
-        table = latest_records(table, record_identifier)  # (ordered by record id)
-        log.info("kept the latest of the rewritten records: %d of %d rows", table.num_rows, dataset.count())
-    elif record_identifier in table.column_names:
-        # The offline store's files hold the records in the order PutRecord calls arrived (actors
-        # race), so the same CSV and seed would shuffle into different splits from run to run.
-        # Ordered by the deterministic record id first, the same dataset version and seed give the
-        # same splits, the same scaler and (seeded tuning) the same model.
-        import pyarrow.compute as pc
-
-        table = table.take(pc.sort_indices(table, sort_keys=[(record_identifier, "ascending")]))
-    dataset = ray.data.from_arrow(_slices(table, max(1, min(_cpus(), table.num_rows // 1000))))
+    # `order`: the rows ordered by record id, as indices into `table` (None: `table` is in that order,
+    # or has no record ids). The offline store's files hold the records in the order PutRecord calls
+    # arrived (actors race), so the same CSV and seed would shuffle into different splits from run to
+    # run. Ordered by the deterministic record id first, the same dataset version and seed give the
+    # same splits, the same scaler and (seeded tuning) the same model.
+    order = None
+    if table.num_rows and record_identifier in table.column_names:
+        order = unique_record_order(table, record_identifier)
+        if order is None:
+            read_rows = table.num_rows
+            table = latest_records(table, record_identifier)  # (ordered by record id)
+            log.info("kept the latest of the rewritten records: %d of %d rows", table.num_rows, read_rows)
     expected = manifest.row_count
     if table.num_rows != expected:
         raise common.JobFailure(
@@ -388,13 +409,6 @@ def _split_and_scale(
     stored, columns, target = feature_columns(table.schema, manifest, args.target_column)
     features = [c for c in columns if c != target]
     rows = table.num_rows
-    del blocks, table
-
-    # From here on the columns carry the CSV's own names (Feature Store's are storage only).
-    renamed = dataset.select_columns(stored).rename_columns(dict(zip(stored, columns)))
-    # The shuffle keeps the number of blocks: one per CPU, as read, so it and the scaling run in
-    # parallel without the per-block overhead of many small blocks.
-    shuffled = renamed.random_shuffle(seed=args.seed).materialize()
     # Rounded sizes (split_proportionately floors cumulative float products: 399 of 2000 for 0.2).
     train_rows = round(rows * fractions[0])
     validation_rows = round(rows * fractions[1])
@@ -407,14 +421,21 @@ def _split_and_scale(
             "would be empty"
         )
 
-    # The scaler's fit and the scaling run here on the shuffled blocks (Ray's shared memory, no
-    # copy): both are a few vectorised passes over the rows, far less than the scheduling of two more
-    # Ray Data operators (fit_scaler and a scaling map_batches), and the numbers are the same: the
-    # moments are taken per block, of the same blocks, and merged in the same order.
-    shuffled_blocks = _blocks(shuffled)
+    # From here on the columns carry the CSV's own names (Feature Store's are storage only). The
+    # feature columns go to the shuffle in record-id order (one `take`).
+    features_table = table.select(stored)
+    # The schema's metadata (e.g. pandas' of a file pandas wrote) is kept as Ray Data's renaming
+    # kept it: pyarrow's rename_columns drops it, and the Parquet files would differ.
+    features_table = features_table.rename_columns(columns).replace_schema_metadata(features_table.schema.metadata)
+    if order is not None:
+        features_table = features_table.take(order)
+    del table, order
+    shuffled_blocks = random_shuffle(features_table, args.seed)
+    del features_table
+    # The scaler's moments are taken per shuffled block and merged in block order.
     train_blocks = head_rows(shuffled_blocks, train_rows)
     mean, scale, present = fit_scaler_on_blocks(train_blocks, features)
-    # The drift monitor's baseline: the raw train split (the same blocks, a column at a time).
+    # The drift monitor's baseline: the raw train split (the same rows, a column at a time).
     baseline.write_baseline(common.processing_output("preprocessor"), baseline.baseline_statistics(
         train_blocks, columns, target, dataset_version=version))
     del train_blocks
@@ -441,8 +462,7 @@ def preprocess(args: PreprocessArgs, s3: Any = None) -> dict[str, Any]:
         import boto3
 
         s3 = boto3.client("s3")
-    with ray_data_settings():
-        counts, features, mean, scale, missing_share = _split_and_scale(args, fractions, manifest, s3)
+    counts, features, mean, scale, missing_share = _split_and_scale(args, fractions, manifest, s3)
 
     stored_name = dict(zip(manifest.csv_names(), manifest.features))
     target = args.target_column.strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import common, preprocess
+from jobs import common, preprocess, scaling
 from local.cli.datagen import generate_housing
 from mlops_shared.artifacts import IngestManifest, PreprocessorDocument
 from tests.artifact_contracts import assert_follows_contract
@@ -106,6 +107,15 @@ def test_rewrites_and_deletes_are_detected_and_a_clean_table_is_not():
     assert preprocess.has_rewrites_or_deletes(_writes(["a", "b", "a"], [1, 2, 3], [0, 0, 1]))
     assert preprocess.has_rewrites_or_deletes(_writes(["a", "b", "c"], [1, 2, 3], [0, 0, 0], deleted=[False, True, False]))
     assert not preprocess.has_rewrites_or_deletes(clean.slice(0, 0))
+
+
+def test_the_unique_record_order_is_the_record_id_order_or_none_for_rewrites_and_deletes():
+    table = _writes(["c", "a", "b"], [1, 2, 3], [0, 0, 0])
+    assert preprocess.unique_record_order(table).tolist() == [1, 2, 0]
+    assert preprocess.unique_record_order(_writes(["a", "b", "a"], [1, 2, 3], [0, 0, 1])) is None
+    assert preprocess.unique_record_order(_writes(["a", "b"], [1, 2], [0, 0], deleted=[False, True])) is None
+    assert preprocess.unique_record_order(_writes([None, "b", None], [1, 2, 3], [0, 0, 0])) is None
+    assert preprocess.unique_record_order(_writes(["a"], [1], [0])).tolist() == [0]
 
 
 def test_merged_moments_equal_a_population_standard_scaler():
@@ -327,10 +337,24 @@ def test_a_manifest_that_breaks_its_contract_fails_the_step_naming_the_field(off
     assert "manifest.json: the field 'features' is missing" in (root / "output" / "message").read_text()
 
 
+@contextmanager
+def _ordered_ray_data():
+    """Ray Data keeping the order of blocks, as the step's splits (row ranges) need."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True
+    try:
+        yield
+    finally:
+        context.execution_options.preserve_order = saved
+
+
 @pytest.mark.slow
 def test_the_driver_side_scaler_fit_is_the_ray_data_fit_bit_for_bit(ray_local):
-    """The step fits the scaler on the shuffled blocks on the driver; it must give exactly what the
-    Ray Data pass over the train split (`fit_scaler`) gives: same blocks, same merge order."""
+    """The step fits the scaler on the shuffled blocks on the driver; it must give exactly what a
+    Ray Data pass over the train split gives (moments per block, merged in block order)."""
     import ray
 
     frame = generate_housing(5000, seed=3)
@@ -339,9 +363,111 @@ def test_the_driver_side_scaler_fit_is_the_ray_data_fit_bit_for_bit(ray_local):
     train_rows = 3333  # inside the fourth block: the last train block is a slice
     head = preprocess.head_rows(blocks, train_rows)
     assert [b.num_rows for b in head] == [1000, 1000, 1000, 333]
-    dataset = ray.data.from_arrow(blocks)
-    with preprocess.ray_data_settings():
-        expected = preprocess.fit_scaler(dataset.split_at_indices([train_rows])[0], FEATURES)
+    with _ordered_ray_data():
+        moments = ray.data.from_arrow(blocks).split_at_indices([train_rows])[0].map_batches(
+            preprocess.batch_moments, fn_kwargs={"features": FEATURES}, batch_format="pyarrow", batch_size=None,
+        ).take_all()
+    expected = scaling.merge_moments(moments, len(FEATURES))
     actual = preprocess.fit_scaler_on_blocks(head, FEATURES)
     for ours, theirs in zip(actual, expected):
         np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.slow
+def test_the_shuffle_is_seeded_keeps_every_row_once_and_leaves_ray_datas_settings_as_they_were(ray_local):
+    """`random_shuffle` hands the rows to Ray Data in one block per CPU (2 here) and gives back
+    the shuffled blocks: every row once, the same order for the same seed, another for another."""
+    import ray
+
+    table = pa.table({"row": np.arange(2500)})
+    context = ray.data.DataContext.get_current()
+    before = context.execution_options.preserve_order, context.enable_progress_bars
+    first = preprocess.random_shuffle(table, seed=42)
+    assert len(first) == 2
+    rows = np.concatenate([block["row"].to_numpy() for block in first])
+    assert sorted(rows.tolist()) == list(range(2500)) and rows.tolist() != list(range(2500))
+    again = np.concatenate([block["row"].to_numpy() for block in preprocess.random_shuffle(table, seed=42)])
+    other = np.concatenate([block["row"].to_numpy() for block in preprocess.random_shuffle(table, seed=7)])
+    np.testing.assert_array_equal(rows, again)
+    assert rows.tolist() != other.tolist()
+    assert (context.execution_options.preserve_order, context.enable_progress_bars) == before
+    # Under 1000 rows per CPU the rows are shuffled as one block.
+    assert len(preprocess.random_shuffle(table.slice(0, 1500), seed=42)) == 1
+
+
+# --------------------------------------------------------------------------- outputs pinned byte for byte
+# SHA-256 of every file the step writes, for fixed inputs and seed, as the Ray Data implementation
+# (main before the driver-only rewrite for bench P2) wrote them with 2 CPUs: a rewrite that makes
+# the step faster must not change a single byte of the splits, the scaler or the drift baseline.
+# Parquet files name the pyarrow version that wrote them: a pyarrow upgrade changes these digests
+# (check the files' contents are unchanged, then update them).
+PINNED_OUTPUTS = {
+    "rewrites": {
+        "train/part-00000.parquet": "9cdab2caac1d7e31eba9f8f4aa9a3cd1cca241bcccd7f2acf465ea60d9df1539",
+        "validation/part-00000.parquet": "7246cf8d7bdf8bbb6aea9dce2d26c472604ab3035cc231f4889ee3a539bc6d89",
+        "test/part-00000.parquet": "20179f1e3415c323abadaaca4384408bcf95cd9a0b1ce0a04ebd274dbd26e46c",
+        "preprocessor/preprocessor.json": "53b4e8c5edfb5bc89446a34a382eb2cab11998ec18237fb80f03582fa1cf40b4",
+        "preprocessor/baseline_statistics.json": "0b618485e97fd89615a92e5d6bbebf67bdc323f21426fb67e748d1e1adb90c61",
+    },
+    "missing": {
+        "train/part-00000.parquet": "6faf22d4f5321d116fa273d7a0233c0c467a06c67f72318b88681905b3a2d7c6",
+        "validation/part-00000.parquet": "55388c1b06111cac4ef43cb2c6593ec9310adb1aab85854d5be958178a1006de",
+        "test/part-00000.parquet": "948860e910e0dbb9f29de9643a7451714e0f8420682defcefc5d9eabaa49e738",
+        "preprocessor/preprocessor.json": "8a315fde0a1e904d9389e8eb2a0c9155a1f88e09e2221816b9f9b55fec8a879b",
+        "preprocessor/baseline_statistics.json": "f3a729dd7672c11c0d9fcfdf614d05333e718731c3ce2283f07ba3c1ce1a9361",
+    },
+    "small": {
+        "train/part-00000.parquet": "eabe2b71412ad6e2300e2fc8ab9af4c929d1e87fafc53d96ede390886ae632af",
+        "validation/part-00000.parquet": "fa108a2027e167c777413f17a2d2958f69e3f14e01ed4a51255d4f7cf5132b38",
+        "test/part-00000.parquet": "800b40a763f44dd2451c2b7663771d84de1a7acf378f783df331166c50c18113",
+        "preprocessor/preprocessor.json": "20111c9449bf384c4f91607e2b68ad9c41dfb8fd2b44f956973044ed8e5b296b",
+        "preprocessor/baseline_statistics.json": "8db69f4541c52d5001b00e5e2cf06dbbbb6756252677eca71f2ae950ff32693e",
+    },
+}
+OUTPUT_FILES = ("train/part-00000.parquet", "validation/part-00000.parquet", "test/part-00000.parquet",
+                "preprocessor/preprocessor.json", "preprocessor/baseline_statistics.json")
+
+
+def _pinned_store(root: Path, case: str) -> None:
+    """The offline store of one pinned case: `rewrites` (the rewrites store above: stale writes, an
+    older version), `missing` (2000 clean records over three files in a scrambled arrival order,
+    a tenth of LOT_ACRES and a few prices missing) and `small` (600 records: a single shuffle block)."""
+    if case == "rewrites":
+        _make_offline_store(root, rewrites=True)
+        return
+    rows = 2000 if case == "missing" else 600
+    data = generate_housing(rows, seed=21)
+    if case == "missing":
+        data["LOT_ACRES"] = data["LOT_ACRES"].mask(np.arange(rows) % 10 == 3)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    fresh = _offline_rows(data, "v1", pd.Timestamp("2024-05-01 11:00", tz="UTC"))
+    arrived = fresh.sample(frac=1, random_state=5)
+    base = f"{STORE_PREFIX}/data/year=2024/month=05/day=01/hour=11"
+    for index, part in enumerate(np.array_split(np.arange(rows), 3)):
+        _put_parquet(s3, f"{base}/part-{index}.parquet", arrived.iloc[part])
+    manifest = IngestManifest(
+        dataset_version="v1", input_uri="s3://data/incoming/housing.csv", feature_group_name="fs-housing-abc",
+        offline_store_uri=f"s3://{BUCKET}/{STORE_PREFIX}", record_identifier="record_id",
+        event_time_feature="event_time", features=["PRICE", *FEATURES],
+        feature_types={"PRICE": "Integral", **{name: "Fractional" for name in FEATURES}}, target="PRICE",
+        row_count=rows, rejected_rows=0, event_time=1_714_561_200.0, ingestion_mode="PutRecord",
+    ).to_json()
+    path = root / "processing" / "input" / "manifest" / "manifest.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(manifest))
+
+
+def _output_digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    out = root / "processing" / "output"
+    return {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in OUTPUT_FILES}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["rewrites", "missing", "small"])
+def test_the_outputs_are_byte_for_byte_those_of_the_ray_data_implementation(ray_local, aws, root, case):
+    _pinned_store(root, case)
+    assert _run(ARGV) == 0
+    assert _output_digests(root) == PINNED_OUTPUTS[case]
