@@ -155,3 +155,27 @@ def test_the_moto_lookup_resolves_names_the_table_cannot(aws):
     assert lookup.role_arn("fn") == f"arn:aws:iam::{ACCOUNT}:role/service-role/fn"
     assert lookup.ses_identity("mlops@example.com") == "example.com"
     assert lookup.ses_identity("mlops@other.org") is None
+
+
+def test_a_changed_policy_is_evaluated_as_changed_not_as_remembered(aws):
+    """Policy documents are parsed once per text (the strict face reads them on every request): an
+    edited inline policy or a new default version of a managed policy must decide the next request."""
+    iam = aws("iam")
+    iam.create_user(UserName="carol")
+    key = iam.create_access_key(UserName="carol")["AccessKey"]["AccessKeyId"]
+    principal = principal_for_access_key(key, ACCOUNT)
+    put = AuthorizationRequest("s3:PutObject", "arn:aws:s3:::data/k")
+    allow_put = {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::data/*"}
+    allow_get = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::data/*"}
+
+    iam.put_user_policy(UserName="carol", PolicyName="inline", PolicyDocument=document(allow_put))
+    assert evaluate(put, identity_policies(principal), principal=principal).allowed
+    iam.put_user_policy(UserName="carol", PolicyName="inline", PolicyDocument=document(allow_get))
+    assert not evaluate(put, identity_policies(principal), principal=principal).allowed
+
+    iam.delete_user_policy(UserName="carol", PolicyName="inline")
+    arn = iam.create_policy(PolicyName="managed", PolicyDocument=document(allow_put))["Policy"]["Arn"]
+    iam.attach_user_policy(UserName="carol", PolicyArn=arn)
+    assert evaluate(put, identity_policies(principal), principal=principal).allowed
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=document(allow_get), SetAsDefault=True)
+    assert not evaluate(put, identity_policies(principal), principal=principal).allowed
