@@ -20,7 +20,7 @@ LAMBDA_PYTHON := 3.13
 LAMBDA_VENV := .venv-lambda
 LAMBDA_STAMP := $(LAMBDA_VENV)/.installed
 
-.PHONY: venv lambda-venv jobs-env demo test test-fast bench bench-scale lock lock-lambda definition clean browser tools lock-tools lint-template sam-build publish deploy
+.PHONY: venv lambda-venv jobs-env asl-validator demo test test-fast bench bench-scale lock lock-lambda definition clean browser tools lock-tools lint-template sam-build publish deploy
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "pip is required"; exit 1; }
@@ -54,13 +54,23 @@ demo: $(STAMP) jobs-env
 browser:
 	@bash scripts/ensure_chromium.sh
 
+## asl-validator (npm, pinned by statemachines/package-lock.json) for the state machine's offline check
+## (tests/unit/test_deploy_asl.py); reinstalled when the lock file changes.
+ASL_STAMP := statemachines/node_modules/.installed
+$(ASL_STAMP): statemachines/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is required (Debian: apt-get install npm) for asl-validator"; exit 1; }
+	npm ci --prefix statemachines --no-audit --no-fund --loglevel=error
+	@touch $(ASL_STAMP)
+
+asl-validator: $(ASL_STAMP)
+
 ## Every test (unit, integration on moto server, infrastructure checks); the handlers' tests
 ## (tests/unit/functions) on the functions' runtime.
-test: $(STAMP) $(LAMBDA_STAMP) browser tools jobs-env
+test: $(STAMP) $(LAMBDA_STAMP) browser tools jobs-env asl-validator
 	$(BIN)/python -m pytest -q -ra --ignore=tests/unit/functions
 	$(LAMBDA_VENV)/bin/python -m pytest -q -ra tests/unit/functions
 
-test-fast: $(STAMP) $(LAMBDA_STAMP) tools jobs-env
+test-fast: $(STAMP) $(LAMBDA_STAMP) tools jobs-env asl-validator
 	$(BIN)/python -m pytest -q -ra -m "not slow" --ignore=tests/unit/functions
 	$(LAMBDA_VENV)/bin/python -m pytest -q -ra -m "not slow" tests/unit/functions
 

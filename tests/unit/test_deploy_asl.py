@@ -168,7 +168,7 @@ def test_clean_up_deletes_only_what_this_execution_created(asl):
         assert all(guard == n for n, s in states.items() if delete in transitions(s)), f"{delete} is entered unguarded"
 
 
-@pytest.mark.skipif(not ASL_VALIDATOR.exists(), reason="asl-validator is not installed: npm ci --prefix statemachines")
+@pytest.mark.skipif(not ASL_VALIDATOR.exists(), reason="asl-validator is not installed: make asl-validator (make test installs it)")
 def test_asl_validator_accepts_the_definition():
     result = subprocess.run([str(ASL_VALIDATOR), "--json-path", str(ASL_PATH)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
