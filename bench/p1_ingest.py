@@ -42,6 +42,11 @@ TARGET = Target(RATIO_AT_LEAST, 5.0)
 # one actor per vCPU; the round trip is an assumption there): an ml.m5.xlarge has 4 vCPUs.
 AWS_CALLS_IN_FLIGHT = 64  # 4 vCPUs × 16
 AWS_PUT_RECORD_LATENCY_S = 0.015
+# The strict face's cost per call: reported (what the local face adds; AWS has its own latency).
+GATEWAY_CPU_TARGET = Target(REPORTED, 0, note="local face's own cost, reported")
+GATEWAY_CPU_CALLS = 3_000
+GATEWAY_WARMUP_CALLS = 200
+GATEWAY_CPU_IN_FLIGHT = 16
 BULK_ROWS = 1_000_000
 QUICK_BULK_ROWS = 100_000
 ACTORS = 10
@@ -175,6 +180,7 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
                f"{RAY_LOGICAL_CPUS} logical CPUs on {_cores()} cores"),
         details={"ours_seconds": ours_seconds, "baseline_seconds": base_seconds, "rows": len(good_rows)},
     ))
+    report(gateway_cpu_row(good_rows[:GATEWAY_CPU_CALLS + GATEWAY_WARMUP_CALLS], schema, workdir))
     bulk_rows, bulk_seconds, files = bulk
     reference_rate = len(good_rows) / base_seconds
     report(Row(
@@ -186,6 +192,79 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
                f"{bulk_rows / reference_rate / 60:,.0f} min for these rows"),
         details={"bulk_seconds": bulk_seconds, "rows": bulk_rows, "files": files},
     ))
+
+
+def gateway_cpu_row(good_rows, schema, workdir: Path) -> Row:
+    """The local face's own cost per PutRecord: the gateway process's CPU time per call with the strict
+    face (Signature V4, IAM as the caller's role, the services' constraints) against the bare
+    gateway's constraints only, each in a fresh gateway process, same records, same concurrency."""
+    strict_ms = gateway_cpu_per_put_record(good_rows, schema, strict=True, log_path=workdir / "gateway-strict.log")
+    bare_ms = gateway_cpu_per_put_record(good_rows, schema, strict=False, log_path=workdir / "gateway-bare.log")
+    calls = len(good_rows) - GATEWAY_WARMUP_CALLS
+    return Row(
+        KEY, "local gateway CPU per PutRecord, strict face (ms)", strict_ms, bare_ms, "ms", GATEWAY_CPU_TARGET,
+        notes=(f"gateway process user+system CPU over {calls:,} PutRecord calls ({len(schema.feature_names)}-feature "
+               f"records, {GATEWAY_CPU_IN_FLIGHT} in flight, after {GATEWAY_WARMUP_CALLS} warm-up calls) as a role "
+               f"allowed sagemaker:PutRecord; baseline: the same calls to a gateway checking the services' "
+               f"constraints only. What the strict face adds to every local AWS call (docs/performance.md)"),
+        details={"strict_ms": strict_ms, "constraints_only_ms": bare_ms, "calls": calls},
+    )
+
+
+def gateway_cpu_per_put_record(good_rows, schema, *, strict: bool, log_path: Path) -> float:
+    """ms of gateway CPU per PutRecord call of these rows, through a fresh gateway process."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobs import dataset_schema, ingest
+    from jobs import feature_store_layout as layout
+
+    with GatewayProcess(log_path=log_path, strict=strict) as gateway:
+        # The bare gateway checks no keys; the strict one knows only its administrator's and sessions'.
+        keys = gateway.administrator or {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        sagemaker, s3 = _client_as("sagemaker", gateway.url, keys), _client_as("s3", gateway.url, keys)
+        s3.create_bucket(Bucket=BUCKET)
+        name = dataset_schema.effective_group_name("bench-gateway-cpu", schema)
+        group = ingest.ensure_feature_group(sagemaker, name, schema, f"s3://{BUCKET}/gateway-cpu", ROLE_ARN,
+                                            poll_seconds=0.2)
+        writer = keys
+        if strict:  # a role session, as the ingest job's actors call with the jobs role's
+            iam, sts = _client_as("iam", gateway.url, keys), _client_as("sts", gateway.url, keys)
+            trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                     "Principal": {"AWS": f"arn:aws:iam::{ROLE_ARN.split(':')[4]}:root"}}]}
+            role = iam.create_role(RoleName="bench-gateway-cpu-writer", AssumeRolePolicyDocument=json.dumps(trust))
+            iam.put_role_policy(RoleName="bench-gateway-cpu-writer", PolicyName="put-record", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sagemaker:PutRecord",
+                                                         "Resource": group["FeatureGroupArn"]}]}))
+            session = sts.assume_role(RoleArn=role["Role"]["Arn"], RoleSessionName="bench")["Credentials"]
+            writer = {"aws_access_key_id": session["AccessKeyId"], "aws_secret_access_key": session["SecretAccessKey"],
+                      "aws_session_token": session["SessionToken"]}
+        runtime = _client_as("sagemaker-featurestore-runtime", gateway.url, writer,
+                             max_pool_connections=GATEWAY_CPU_IN_FLIGHT)
+        event_time = repr(round(time.time(), 3))
+
+        def put(row) -> None:
+            number, values = row
+            runtime.put_record(FeatureGroupName=name, TargetStores=["OfflineStore"], Record=[
+                {"FeatureName": layout.RECORD_IDENTIFIER, "ValueAsString": layout.record_id("bench", number)},
+                {"FeatureName": layout.EVENT_TIME_FEATURE, "ValueAsString": event_time},
+                {"FeatureName": layout.DATASET_VERSION_FEATURE, "ValueAsString": "bench"},
+                *({"FeatureName": f, "ValueAsString": v} for f, v in zip(schema.feature_names, values))])
+
+        with ThreadPoolExecutor(GATEWAY_CPU_IN_FLIGHT) as pool:
+            list(pool.map(put, good_rows[:GATEWAY_WARMUP_CALLS]))  # connections opened, caches filled
+            before = gateway.cpu_seconds()
+            list(pool.map(put, good_rows[GATEWAY_WARMUP_CALLS:]))
+            used = gateway.cpu_seconds() - before
+    return 1000 * used / (len(good_rows) - GATEWAY_WARMUP_CALLS)
+
+
+def _client_as(service: str, endpoint_url: str, keys: dict[str, str], **config):
+    import boto3
+    import botocore.config
+
+    return boto3.client(service, endpoint_url=endpoint_url, region_name=REGION, **keys,
+                        config=botocore.config.Config(**config) if config else None)
 
 
 def measure_bulk(rows: int, s3, sagemaker) -> tuple[int, float, int]:

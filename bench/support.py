@@ -7,6 +7,7 @@ its own handle (never by name).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -124,18 +125,24 @@ class GatewayProcess:
     """moto + the local featurestore runtime behind `local.aws.gateway.LocalGateway`, in a child
     process, so the service's CPU work does not share a GIL with the benchmark driver."""
 
-    def __init__(self, replication_delay_seconds: float = 0.0, log_path: Path | None = None):
+    def __init__(self, replication_delay_seconds: float = 0.0, log_path: Path | None = None, *,
+                 strict: bool = False):
         self.replication_delay_seconds = replication_delay_seconds
         self.log_path = log_path
+        # strict: the local cloud's whole strict face (Signature V4, IAM, constraints) instead of the
+        # bare gateway's constraints only; callers then act with `administrator` keys or a role's session.
+        self.strict = strict
         self.process: subprocess.Popen | None = None
         self.url: str | None = None
+        self.administrator: dict[str, str] | None = None
 
     def start(self, timeout: float = 60.0) -> "GatewayProcess":
         env = dict(os.environ, **local_aws_env())
         env.pop("AWS_ENDPOINT_URL", None)
         stderr = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.support", "serve-gateway", str(self.replication_delay_seconds)],
+            [sys.executable, "-m", "bench.support", "serve-gateway", str(self.replication_delay_seconds),
+             *(["--strict"] if self.strict else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, text=True,
         )
         ready: dict[str, str] = {}
@@ -143,6 +150,8 @@ class GatewayProcess:
         def read_ready() -> None:
             assert self.process is not None and self.process.stdout is not None
             for line in self.process.stdout:
+                if line.startswith("ADMINISTRATOR "):  # the strict face's administrator keys (local, throwaway)
+                    ready["administrator"] = line.split(" ", 1)[1]
                 if line.startswith("READY "):
                     ready["url"] = line.split()[1]
                     return
@@ -154,7 +163,17 @@ class GatewayProcess:
             self.stop()
             raise RuntimeError(f"the local gateway did not start within {timeout:.0f} s")
         self.url = ready["url"]
+        if "administrator" in ready:
+            self.administrator = json.loads(ready["administrator"])
         return self
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the gateway process has used so far."""
+        import psutil
+
+        assert self.process is not None, "the gateway is not running"
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -175,16 +194,28 @@ class GatewayProcess:
         self.stop()
 
 
-def serve_gateway(replication_delay_seconds: float) -> int:
-    """Child process body: gateway + featurestore runtime until stdin closes."""
+def serve_gateway(replication_delay_seconds: float, strict: bool = False) -> int:
+    """Child process body: gateway + featurestore runtime until stdin closes; `strict` puts the local
+    cloud's strict face in front (as `local.cloud.LocalCloud` does) and prints its administrator's keys."""
     import logging
 
     from local.aws.featurestore_runtime.service import FeatureStoreRuntimeApp
     from local.aws.gateway import LocalGateway
 
     logging.basicConfig(level=logging.WARNING)
-    gateway = LocalGateway().start()
-    featurestore = FeatureStoreRuntimeApp(gateway.url, replication_delay_seconds=replication_delay_seconds)
+    gateway = LocalGateway()
+    identities = None
+    if strict:
+        from local.aws.identities import Identities
+        from local.aws.stack.model import ACCOUNT_ID
+        from local.aws.strict.face import StrictFace
+
+        identities = Identities(region=REGION)
+        gateway.strict = StrictFace(identities, account=ACCOUNT_ID, region=REGION)
+        print(f"ADMINISTRATOR {json.dumps(identities.administrator.client_kwargs())}", flush=True)
+    gateway.start()
+    featurestore = FeatureStoreRuntimeApp(gateway.url, replication_delay_seconds=replication_delay_seconds,
+                                          identities=identities)
     gateway.route_path(r"/FeatureGroup/.+", featurestore)
     gateway.route_path(r"/BatchGetRecord", featurestore)
     print(f"READY {gateway.url}", flush=True)
@@ -224,6 +255,7 @@ def boto_client(service: str, endpoint_url: str, **config: Any) -> Any:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "serve-gateway":
-        sys.exit(serve_gateway(float(sys.argv[2]) if len(sys.argv) > 2 else 0.0))
-    print("usage: python -m bench.support serve-gateway [replication_delay_seconds]", file=sys.stderr)
+        arguments = [a for a in sys.argv[2:] if a != "--strict"]
+        sys.exit(serve_gateway(float(arguments[0]) if arguments else 0.0, strict="--strict" in sys.argv[2:]))
+    print("usage: python -m bench.support serve-gateway [replication_delay_seconds] [--strict]", file=sys.stderr)
     sys.exit(2)
