@@ -6,12 +6,13 @@ parameters) and saved as the train job saves it (`model.json` + `preprocessor.js
 Ours: `python -m jobs.serve --model-dir ... --host 127.0.0.1` in its own process; one keep-alive
 HTTP connection; `POST /invocations` with raw features.
 - single record (JSON object): latency p50/p99 over many sequential requests, after a warm-up;
-- batches of 1,000 records, as JSON and as CSV with a header: rows/s.
+- batches of 1,000 records, as JSON, as CSV with a header and as a .npy array
+  (`application/x-npy`, what the SageMaker SDK's NumpySerializer sends): rows/s.
 
 Baseline: `jobs.model_io.ServingModel` in this process on the same model, by its cheapest path —
 raw values scaled with numpy, then `predict_scaled` — one record for latency, 1,000 rows for
 throughput. `predict_raw` (the DataFrame API) is measured too and given in the notes. The batch
-rates are the medians of alternating rounds (baseline, JSON, CSV, again), so that a change in the
+rates are the medians of alternating rounds (baseline, JSON, CSV, NPY, again), so that a change in the
 machine's load falls on both sides alike.
 
 Both sides run XGBoost with the OpenMP spin-wait the server sets for itself (`GOMP_SPINCOUNT`, see
@@ -21,6 +22,7 @@ in-process baseline by tens of milliseconds per call, which would flatter the se
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import subprocess
@@ -43,7 +45,9 @@ KEY = "P6"
 LATENCY_TARGET = Target(VALUE_AT_MOST, 10.0)  # ms, p99
 THROUGHPUT_TARGET = Target(RATIO_AT_LEAST, 0.7)  # issue 15: batch over HTTP >= 0.7x in-process
 BATCH_ROWS = 1000
-ROUNDS = 5  # alternating baseline / JSON / CSV rounds for the batch rates
+ROUNDS = 5  # alternating baseline / JSON / CSV / NPY rounds for the batch rates
+# The batch bodies by kind: the label in the report and the Content-Type sent.
+BATCH_KINDS = (("JSON", "application/json"), ("CSV", "text/csv"), ("NPY", "application/x-npy"))
 TARGET_COLUMN = "PRICE"
 
 
@@ -159,6 +163,9 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
     json_single = json.dumps(record).encode()
     json_batch = json.dumps(batch_frame.to_dict(orient="records")).encode()
     csv_batch = batch_frame.to_csv(index=False).encode()
+    npy_buffer = io.BytesIO()
+    np.save(npy_buffer, batch_frame.to_numpy(dtype=float), allow_pickle=False)
+    batch_bodies = {"JSON": json_batch, "CSV": csv_batch, "NPY": npy_buffer.getvalue()}
 
     mean, scale = model.preprocessor.mean, model.preprocessor.scale
     record_values = np.asarray([[record[name] for name in features]], dtype=float)
@@ -180,14 +187,22 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
             # Baseline and server in alternating rounds, the median of each: on a shared machine the
             # load changes within seconds, and measuring one side only before the other let a burst
             # of load land on one of them (ratios from 0.41x to 0.57x in consecutive runs).
-            rounds: dict[str, list[float]] = {"local": [], "json": [], "csv": []}
+            # Every kind must answer the same predictions before its speed means anything.
+            answers = {kind: json.loads(post(connection, batch_bodies[kind], content_type))["predictions"]
+                       for kind, content_type in BATCH_KINDS}
+            if any(answer != answers["JSON"] for answer in answers.values()):
+                raise RuntimeError("the batch content types answer different predictions for the same rows")
+            rounds: dict[str, list[float]] = {"local": [], **{kind: [] for kind, _ in BATCH_KINDS}}
             for _ in range(ROUNDS):
                 rounds["local"].append(rows_per_second(lambda: model.predict_scaled((batch_values - mean) / scale),
                                                        BATCH_ROWS, batches))
-                rounds["json"].append(rows_per_second(lambda: post(connection, json_batch, "application/json"),
-                                                      BATCH_ROWS, batches))
-                rounds["csv"].append(rows_per_second(lambda: post(connection, csv_batch, "text/csv"), BATCH_ROWS, batches))
-            local_rate, http_json_rate, http_csv_rate = (percentile(rounds[k], 50) for k in ("local", "json", "csv"))
+                for kind, content_type in BATCH_KINDS:
+                    def send(body: bytes = batch_bodies[kind], content_type: str = content_type) -> bytes:
+                        return post(connection, body, content_type)
+
+                    rounds[kind].append(rows_per_second(send, BATCH_ROWS, batches))
+            local_rate = percentile(rounds["local"], 50)
+            http_rates = {kind: percentile(rounds[kind], 50) for kind, _ in BATCH_KINDS}
         finally:
             connection.close()
 
@@ -199,13 +214,14 @@ def run(quick: bool, workdir: Path, report: Callable[[Row], None]) -> None:
                       f"predict_raw with a DataFrame: p50 {percentile(raw_single, 50):.2f} ms, p99 "
                       f"{percentile(raw_single, 99):.2f} ms); one keep-alive connection"),
                details={"p50_ms": p50, "baseline_p50_ms": local_p50}))
-    for kind, rate in (("JSON", http_json_rate), ("CSV", http_csv_rate)):
+    for kind, rate in http_rates.items():
         report(Row(KEY, f"batch throughput over HTTP, {kind}, {BATCH_ROWS:,} rows/request", rate, local_rate,
                    "rows/s", THROUGHPUT_TARGET,
                    notes=(f"baseline: in-process numpy scaling + predict_scaled of {BATCH_ROWS:,} rows "
                           f"(predict_raw on a DataFrame: {raw_rate:,.0f} rows/s); median of {ROUNDS} alternating rounds "
                           f"of {batches} requests each (baseline {min(rounds['local']):,.0f}–{max(rounds['local']):,.0f}, "
-                          f"{kind} {min(rounds[kind.lower()]):,.0f}–{max(rounds[kind.lower()]):,.0f} rows/s); "
+                          f"{kind} {min(rounds[kind]):,.0f}–{max(rounds[kind]):,.0f} rows/s; body "
+                          f"{len(batch_bodies[kind]) / 1000:,.0f} kB); "
                           f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} on both sides; "
                           f"{BATCH_ROWS / rate * 1000:.2f} ms per request vs {BATCH_ROWS / local_rate * 1000:.2f} ms "
                           f"in-process: the difference is parsing the body, the HTTP round trip and waking the OpenMP worker, a cost per row "

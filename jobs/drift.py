@@ -11,9 +11,10 @@ baseline (docs/monitoring.md, "Drift monitoring").
 2. The capture of the window `(end − WindowMinutes, end]`: SageMaker's data-capture JSON Lines under
    `<capture>/<endpoint>/<variant>/yyyy/mm/dd/hh/`, only the hour folders the window touches, each
    object streamed line by line; records are kept by `eventMetadata.inferenceTime`. Request bodies
-   (CSV, JSON or BASE64 of either) are decoded with `jobs.serve.FeatureSchema` — the parser the
-   endpoint itself uses, so a record reads here as the model read it; a body the endpoint refused
-   is counted as unreadable and left out.
+   (CSV or JSON text, or BASE64 of any body: a binary `application/x-npy` one always is) are read by
+   `jobs.serve.FeatureSchema.matrix_from_body` — the endpoint's own content-type dispatch and parsers,
+   so a record reads here as the model read it; a body the endpoint refused is counted as
+   unreadable and left out.
 3. Per feature, values are sorted into the baseline's bins file by file (counts only: memory is one
    capture file's rows plus features × bins, whatever the window holds, which is why this job needs
    no Ray; about 20,000 rows/s measured on the shared 2-core machine): PSI over the
@@ -168,12 +169,10 @@ def request_body(endpoint_input: Mapping[str, Any]) -> tuple[bytes, str]:
 
 def rows_of_record(schema: FeatureSchema, record: Mapping[str, Any]) -> np.ndarray:
     """The feature rows of one capture record, a float matrix in feature order (NaN where missing),
-    read as the endpoint reads a request (`matrix_from_*`: the fast path, else `rows_from_*`); raises
-    RequestError or ValueError when unreadable."""
+    read by the endpoint's own dispatch on the observed content type (`FeatureSchema.matrix_from_body`:
+    JSON, CSV or .npy); raises RequestError or ValueError when unreadable."""
     body, content_type = request_body(record["captureData"]["endpointInput"])
-    if "csv" in content_type.lower():
-        return schema.matrix_from_csv(body)
-    return schema.matrix_from_json(body)
+    return schema.matrix_from_body(content_type, body)
 
 
 @dataclass

@@ -9,13 +9,17 @@
     `{"instances": [...]}`; a record may also be a list of values in the model's feature order.
   - `text/csv`: rows with a header line (columns by name, any order) or without one (values in
     the model's feature order).
+  - `application/x-npy` (what the SageMaker SDK's `NumpySerializer` sends): a NumPy .npy array of
+    integers or floats, 2-D (rows × features in the model's feature order) or 1-D (one record).
+    No other dtype (bool, complex, strings, objects: nothing is ever unpickled), no `.npz`.
   Fields carry the CSV's own column names (`{"Square Feet": 3100}`), as the model was trained. A
-  missing value — JSON `null`, an empty CSV field, or an NA spelling such as `NaN` — is taken (the
-  model learned a default direction for it). The target column is ignored when present (rows
+  missing value — JSON `null`, an empty CSV field, an NA spelling such as `NaN`, a NaN in an array —
+  is taken (the model learned a default direction for it). The target column is ignored when present (rows
   copied from a dataset carry it); an unknown or absent field, a string or an infinite value is a
-  400 with a JSON body naming the field and row.
+  400 with a JSON body naming the field and row. `FeatureSchema.matrix_from_body` is the one place
+  that picks the parser by content type: the drift monitor reads captured requests through it too.
 * Explanations: with the SageMaker CustomAttributes value `explain=true` (header
-  `X-Amzn-SageMaker-Custom-Attributes`), JSON and CSV requests alike are answered in JSON with
+  `X-Amzn-SageMaker-Custom-Attributes`), requests of every content type are answered in JSON with
   `explanations` next to `predictions`: per row the bias and each feature's contribution under the
   user's column names (`jobs.explain`).
 
@@ -30,6 +34,7 @@ accepts only input the general path would accept with the same values. Anything 
 accept — an unknown field, a string, a short row, a missing or non-finite value, a quoted header — goes to the
 general path, row by row on the stdlib parsers, which either accepts it too or raises the precise
 400 naming the row and field. Without msgspec installed, JSON always takes the general path.
+A .npy body has one path: its header is checked, then its data is a view of the body, cast to float64.
 """
 from __future__ import annotations
 
@@ -73,6 +78,10 @@ JSON_TYPES = ("application/json",)
 # What a CSV body of plain numbers consists of (FeatureSchema._csv_numbers): anything else is left to pyarrow.
 _CSV_NUMBER_BYTES = b"0123456789+-.eE, \t\r\n"
 CSV_TYPES = ("text/csv", "application/csv")
+NPY_TYPES = ("application/x-npy",)
+SUPPORTED_TYPES = "application/json, text/csv or application/x-npy"
+# What every .npy file begins with (NumPy's format: the magic string, then the format version).
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 class RequestError(Exception):
@@ -104,6 +113,21 @@ class FeatureSchema:
         self._json_records = _JsonRecords(self.feature_order, self.target) if msgspec is not None else None
 
     # -- whole-body parsing: a float matrix in feature order ---------------------------------
+    def matrix_from_body(self, content_type: str | None, body: bytes) -> np.ndarray:
+        """The request's float matrix, parsed by its content type (parameters such as `; charset=`
+        ignored). The model server and the drift monitor both read requests here, so a captured
+        request reads exactly as the endpoint read it."""
+        if not body or body.isspace():
+            raise RequestError(400, "empty request body")
+        media_type = (content_type or "").split(";", 1)[0].strip().lower()
+        if media_type in JSON_TYPES:
+            return self.matrix_from_json(body)
+        if media_type in CSV_TYPES:
+            return self.matrix_from_csv(body)
+        if media_type in NPY_TYPES:
+            return self.matrix_from_npy(body)
+        raise RequestError(415, f"unsupported content type {content_type!r}; use {SUPPORTED_TYPES}")
+
     def matrix_from_json(self, body: bytes) -> np.ndarray:
         matrix = self._json_fast(body)
         return matrix if matrix is not None else np.asarray(self.rows_from_json(body), dtype=float)
@@ -111,6 +135,68 @@ class FeatureSchema:
     def matrix_from_csv(self, body: bytes) -> np.ndarray:
         matrix = self._csv_fast(body)
         return matrix if matrix is not None else np.asarray(self.rows_from_csv(body), dtype=float)
+
+    def matrix_from_npy(self, body: bytes) -> np.ndarray:
+        """A NumPy .npy body: a 2-D array (rows × features in feature order) or a 1-D array (one
+        record) of integers or floats, as float64; NaN is a missing value, an infinity a 400.
+
+        This is `np.load(io.BytesIO(body), allow_pickle=False)` with the checks first: the header is
+        read with numpy's own reader (which bounds its size), then the dtype, the shape and the data
+        length are checked before any data is touched — np.load would allocate whatever shape the
+        header declares before finding that the body is shorter. The data is then a view of the
+        body, cast (copied) to float64."""
+        if not body.startswith(_NPY_MAGIC):
+            raise RequestError(400, "application/x-npy body is not a .npy file: it does not begin with NumPy's "
+                                    "magic string \\x93NUMPY (an .npz archive is not taken either)")
+        stream = io.BytesIO(body)
+        try:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:  # 3.0 only differs by UTF-8 field names, i.e. structured dtypes, refused anyway
+                raise RequestError(400, f"application/x-npy body has .npy format version {version[0]}.{version[1]}; "
+                                        "versions 1.0 and 2.0 are read")
+        except RequestError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - numpy's parser of an untrusted header text (ast, tokenize): any failure is a malformed header
+            raise RequestError(400, f"application/x-npy body is not a valid .npy file: {exc}") from None
+        if dtype.kind not in "iuf":
+            raise RequestError(400, f"the .npy array must hold integers or floats, got dtype {dtype}",
+                               dtype=str(dtype))
+        width = len(self.feature_order)
+        if len(shape) not in (1, 2):
+            raise RequestError(400, f"the .npy array has {len(shape)} dimensions (shape {list(shape)}); send a 2-D "
+                                    "array (rows x features) or a 1-D array (one record)", shape=list(shape))
+        if any(size < 0 for size in shape):
+            raise RequestError(400, f"application/x-npy body is not a valid .npy file: shape {list(shape)}")
+        if shape[0] == 0:
+            raise RequestError(400, "no records in the request")
+        if shape[-1] != width:
+            what = f"(one record) has {shape[0]} values" if len(shape) == 1 else f"has {shape[1]} columns (shape {list(shape)})"
+            raise RequestError(
+                400,
+                f"the .npy array {what}; expected {width} in this order: " + ", ".join(self.feature_order),
+                shape=list(shape), expected=self.feature_order,
+            )
+        count = math.prod(shape)
+        offset = stream.tell()
+        if count * dtype.itemsize != len(body) - offset:
+            raise RequestError(400, f"application/x-npy body is not a valid .npy file: its header declares shape "
+                                    f"{list(shape)} of {dtype} ({count * dtype.itemsize} bytes) but "
+                                    f"{len(body) - offset} bytes follow it")
+        values = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+        matrix = values.reshape(shape, order="F" if fortran_order else "C").reshape(-1, width)
+        with np.errstate(over="ignore"):  # a long double beyond float64 becomes inf, refused next
+            matrix = matrix.astype(np.float64, order="C")  # a copy: the body's bytes are read-only
+        infinite = np.isinf(matrix)
+        if infinite.any():
+            row, column = (int(i) for i in np.argwhere(infinite)[0])
+            name = self.feature_order[column]
+            raise RequestError(400, f"field {name} in record {row} must be finite, got {float(matrix[row, column])!r}",
+                               row=row, field=name)
+        return matrix
 
     def _json_fast(self, body: bytes) -> np.ndarray | None:
         """The matrix if msgspec's typed decode accepts the body, else None (the general path decides)."""
@@ -356,15 +442,7 @@ class Predictor:
                 "explanations": explain_scaled(self.model.booster, scaled, self.schema.feature_order)}
 
     def _scaled(self, content_type: str, body: bytes) -> np.ndarray:
-        if not body or body.isspace():
-            raise RequestError(400, "empty request body")
-        media_type = (content_type or "").split(";", 1)[0].strip().lower()
-        if media_type in JSON_TYPES:
-            matrix = self.schema.matrix_from_json(body)
-        elif media_type in CSV_TYPES:
-            matrix = self.schema.matrix_from_csv(body)
-        else:
-            raise RequestError(415, f"unsupported content type {content_type!r}; use application/json or text/csv")
+        matrix = self.schema.matrix_from_body(content_type, body)
         # The matrix is validated floats in feature order already: scale with numpy and predict, no
         # DataFrame round trip (it would cost more than the model itself for one record).
         return standardize(matrix, self._mean, self._scale)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
 import uuid
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from jobs import baseline
@@ -33,13 +35,19 @@ def baseline_document(train: pd.DataFrame) -> dict[str, Any]:
 
 def capture_record(rows: pd.DataFrame, when: dt.datetime, *, content_type: str = "application/json",
                    encoding: str | None = None) -> dict[str, Any]:
-    """One SageMaker data-capture record of a request holding `rows` (JSON records or headed CSV)."""
-    if content_type == "text/csv":
-        text = rows.to_csv(index=False)
+    """One SageMaker data-capture record of a request holding `rows` (JSON records, headed CSV, or a
+    .npy array of its columns in their order, which SageMaker always stores as BASE64)."""
+    if content_type == "application/x-npy":
+        buffer = io.BytesIO()
+        np.save(buffer, rows.to_numpy(dtype=float), allow_pickle=False)
+        body = buffer.getvalue()
+        encoding = "BASE64"
+    elif content_type == "text/csv":
+        body = rows.to_csv(index=False).encode()
     else:
-        text = json.dumps({"instances": json.loads(rows.to_json(orient="records"))})
+        body = json.dumps({"instances": json.loads(rows.to_json(orient="records"))}).encode()
     encoding = encoding or ("CSV" if content_type == "text/csv" else "JSON")
-    data = base64.b64encode(text.encode()).decode() if encoding == "BASE64" else text
+    data = base64.b64encode(body).decode() if encoding == "BASE64" else body.decode()
     return {
         "captureData": {
             "endpointInput": {"observedContentType": content_type, "mode": "INPUT", "data": data, "encoding": encoding},
@@ -62,7 +70,7 @@ def write_capture(s3, bucket: str, endpoint: str, variant: str, records: Sequenc
 
 def traffic_records(frame: pd.DataFrame, start: dt.datetime, per_request: int = 20,
                     content_types: Iterable[str] = ("application/json", "text/csv")) -> list[dict[str, Any]]:
-    """The frame as requests of `per_request` rows, a second apart, alternating JSON and CSV."""
+    """The frame as requests of `per_request` rows, a second apart, cycling through `content_types`."""
     kinds = list(content_types)
     records = []
     for number, first in enumerate(range(0, len(frame), per_request)):

@@ -31,7 +31,9 @@ settings = DeploymentSettings.from_env(os.environ)
 def data_capture_config(environ) -> dict[str, Any]:
     """The endpoint config's DataCaptureConfig (docs/monitoring.md): requests and responses, sampled
     at DATA_CAPTURE_SAMPLING_PERCENTAGE (0 turns capture off), to DATA_CAPTURE_DESTINATION in
-    SageMaker's JSON Lines format; CSV and JSON bodies kept as text, not base64."""
+    SageMaker's JSON Lines format; CSV and JSON bodies kept as text, not base64. Every other content
+    type, `application/x-npy` among them, is base64 (`BASE64`): right for a binary .npy body, which
+    the drift monitor decodes and reads with the endpoint's own parser."""
     percentage = int_env(environ, "DATA_CAPTURE_SAMPLING_PERCENTAGE", 100)
     if percentage > 100:
         raise ConfigurationError(f"DATA_CAPTURE_SAMPLING_PERCENTAGE must be at most 100, got {percentage}")

@@ -1,8 +1,10 @@
-"""`mlops predict ENDPOINT (--json '{...}' | --csv FILE)`: score raw features on a deployed endpoint.
+"""`mlops predict ENDPOINT (--json '{...}' | --csv FILE | --npy FILE)`: score raw features on a deployed endpoint.
 
 Talks to the local cloud that `mlops local up` is running (found through `<state>/cloud.json`), or,
 with `--endpoint-url`, to any InvokeEndpoint-compatible URL; with `--aws` to the real AWS account
 of the current credentials. Prints the endpoint's JSON answer (`{"predictions": [...]}`) on stdout.
+The body goes as `application/json`, `text/csv` or, with `--npy`, `application/x-npy` (a NumPy .npy
+file as `np.save` writes it, sent byte for byte: what the SageMaker SDK's NumpySerializer sends).
 
 `--explain` asks the endpoint for each prediction's per-feature contributions (the SageMaker
 CustomAttributes value `explain=true`, docs/monitoring.md): a table per row on a terminal (features
@@ -30,6 +32,9 @@ def register(subparsers) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--json", dest="json_body", help="one record, a list of records, or {\"instances\": [...]}")
     source.add_argument("--csv", dest="csv_file", help="CSV file of raw features (header optional; '-' = stdin)")
+    source.add_argument("--npy", dest="npy_file",
+                        help="NumPy .npy file of raw features: 2-D rows x features in the model's feature order, "
+                             "or 1-D for one record ('-' = stdin)")
     parser.add_argument("--explain", action="store_true",
                         help="also return each feature's contribution to each prediction (CustomAttributes explain=true)")
     parser.add_argument("--format", choices=("auto", "table", "json"), default="auto",
@@ -42,19 +47,26 @@ def register(subparsers) -> None:
 
 
 def request_body(args: argparse.Namespace) -> tuple[str, bytes]:
-    """(content type, body) from --json or --csv; raises ValueError with a message for the user."""
+    """(content type, body) from --json, --csv or --npy; raises ValueError with a message for the user."""
     if args.json_body is not None:
         try:
             json.loads(args.json_body)
         except ValueError as exc:
             raise ValueError(f"--json is not valid JSON: {exc}") from None
         return "application/json", args.json_body.encode()
-    if args.csv_file == "-":
-        return "text/csv", sys.stdin.buffer.read()
-    path = Path(args.csv_file)
-    if not path.is_file():
-        raise ValueError(f"--csv file not found: {path}")
-    return "text/csv", path.read_bytes()
+    option, name, content_type = (("--npy", args.npy_file, "application/x-npy") if args.npy_file is not None
+                                  else ("--csv", args.csv_file, "text/csv"))
+    if name == "-":
+        body = sys.stdin.buffer.read()
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"{option} file not found: {path}")
+        body = path.read_bytes()
+    # The endpoint checks the array itself; this only catches the wrong file before a round trip.
+    if option == "--npy" and not body.startswith(NPY_MAGIC):
+        raise ValueError(f"--npy {name} is not a NumPy .npy file (write one with numpy.save)")
+    return content_type, body
 
 
 def runtime_client(args: argparse.Namespace):
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 EXPLAIN_ATTRIBUTES = "explain=true"
+NPY_MAGIC = b"\x93NUMPY"  # how every .npy file begins
 
 
 def explanation_table(answer: dict) -> str:

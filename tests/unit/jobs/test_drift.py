@@ -70,6 +70,56 @@ def _metric(served, name: str, **dimensions) -> list[float]:
     return [point["Maximum"] for point in answer["Datapoints"]]
 
 
+def test_npy_traffic_is_read_with_the_json_and_csv_traffic(served):
+    """Requests sent as application/x-npy (captured as BASE64) count like the others: the shifted
+    half of the traffic arrives as .npy only, and its shift is what drifts."""
+    calm = world.traffic_records(world.housing(500, seed=13), END - dt.timedelta(minutes=50))
+    shifted = world.traffic_records(world.housing(400, seed=14, square_feet_shift=1500), END - dt.timedelta(minutes=30),
+                                    content_types=("application/x-npy",))
+    assert {r["captureData"]["endpointInput"]["encoding"] for r in shifted} == {"BASE64"}
+    world.write_capture(served["s3"], BUCKET, ENDPOINT, "AllTraffic", [*calm, *shifted], END - dt.timedelta(minutes=50))
+
+    report = _run(served)
+
+    assert report["capture"]["rows"] == 900 and report["capture"]["unreadable_records"] == 0
+    assert report["drifted_features"] == ["SQUARE_FEET"]
+
+
+def test_a_captured_npy_request_reads_as_the_endpoint_read_it():
+    """The local data capture, configured as deploy-prepare configures SageMaker's, stores a .npy
+    request as BASE64; the drift job reads it back with the server's own npy reader, missing values
+    included, and refuses what the endpoint refuses."""
+    import base64
+    import io
+
+    from jobs.serve import RequestError
+    from local.aws.data_capture import CaptureSettings, capture_record
+
+    config = {"EnableCapture": True, "InitialSamplingPercentage": 100, "DestinationS3Uri": "s3://artifacts/capture",
+              "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+              "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv", "application/csv"],
+                                           "JsonContentTypes": ["application/json"]}}
+    settings = CaptureSettings.from_config(ENDPOINT, config, role_arn=None)
+    schema = FeatureSchema(world.FEATURES, world.TARGET)
+    values = world.housing(30, seed=45)[world.FEATURES].to_numpy(dtype=float)
+    values[4, 2] = np.nan
+    body = io.BytesIO()
+    np.save(body, values, allow_pickle=False)
+    record = capture_record(settings, END, "application/x-npy", body.getvalue(), "application/json", b"{}")
+    captured = record["captureData"]["endpointInput"]
+    assert captured["encoding"] == "BASE64" and base64.b64decode(captured["data"]) == body.getvalue()
+    rows = drift.rows_of_record(schema, record)
+    np.testing.assert_array_equal(rows, values)
+    np.testing.assert_array_equal(rows, schema.matrix_from_body("application/x-npy", body.getvalue()))
+
+    values[7, 1] = np.inf
+    refused = io.BytesIO()
+    np.save(refused, values, allow_pickle=False)
+    record = capture_record(settings, END, "application/x-npy", refused.getvalue(), "application/json", b"{}")
+    with pytest.raises(RequestError, match="field SQUARE_FEET in record 7 must be finite"):
+        drift.rows_of_record(schema, record)
+
+
 def test_only_the_feature_shifted_in_half_of_the_traffic_drifts(served):
     calm = world.housing(500, seed=11)
     shifted = world.housing(500, seed=12, square_feet_shift=1500)
@@ -188,7 +238,8 @@ def test_capture_bodies_read_as_the_endpoint_reads_them():
     schema = FeatureSchema(["a", "b"], "t")
     frame = pd.DataFrame({"a": [1.0, None], "b": [2.0, 3.0]})
     when = END
-    for content_type, encoding in (("application/json", "JSON"), ("text/csv", "CSV"), ("text/csv", "BASE64")):
+    for content_type, encoding in (("application/json", "JSON"), ("text/csv", "CSV"), ("text/csv", "BASE64"),
+                                   ("application/x-npy", "BASE64")):
         record = {"captureData": {"endpointInput": {"observedContentType": content_type, "encoding": encoding,
                                                     "data": world.capture_record(frame, when, content_type=content_type,
                                                                                  encoding=encoding)

@@ -55,7 +55,8 @@ def invoke(port, body: bytes, content_type: str, custom_attributes: str | None =
 
 
 def request_bodies(trained):
-    """The same five rows (two with a missing value) as JSON records, CSV with a header, CSV without."""
+    """The same five rows (two with a missing value) as JSON records, CSV with a header, CSV without,
+    and a .npy array (NaN where missing)."""
     rows = trained["test"].iloc[:5]
     records = [dict(zip(NAMES, (float(row[f]) for f in FEATURES))) for _, row in rows.iterrows()]
     records[1]["Square Feet"] = None
@@ -69,13 +70,16 @@ def request_bodies(trained):
     as_nan = rows.copy()
     as_nan.loc[as_nan.index[1], "SQUARE_FEET"] = np.nan
     as_nan.loc[as_nan.index[3], "LOT_ACRES"] = np.nan
+    npy = io.BytesIO()
+    np.save(npy, as_nan[FEATURES].to_numpy(dtype=float), allow_pickle=False)
     bodies = {"json": (json.dumps(records).encode(), "application/json"),
               "csv-header": (with_header.getvalue().encode(), "text/csv"),
-              "csv": (without_header.getvalue().encode(), "text/csv")}
+              "csv": (without_header.getvalue().encode(), "text/csv"),
+              "npy": (npy.getvalue(), "application/x-npy")}
     return bodies, as_nan
 
 
-@pytest.mark.parametrize("kind", ["json", "csv-header", "csv"])
+@pytest.mark.parametrize("kind", ["json", "csv-header", "csv", "npy"])
 def test_contributions_plus_bias_are_the_prediction(server, trained, kind):
     bodies, rows = request_bodies(trained)
     body, content_type = bodies[kind]

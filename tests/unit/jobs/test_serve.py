@@ -1,4 +1,4 @@
-"""The model server over real HTTP: raw features in (JSON or CSV), scaled inside, predictions out."""
+"""The model server over real HTTP: raw features in (JSON, CSV or .npy), scaled inside, predictions out."""
 from __future__ import annotations
 
 import http.client
@@ -92,7 +92,8 @@ def test_csv_with_and_without_header(server, trained):
     (json.dumps([]).encode(), "application/json", 400, "no records"),
     (b"1,2,3\n", "text/csv", 400, "has 3 values; expected 8"),
     (("YEAR_BUILT,SQUARE_FEET\n2000,3000\n").encode(), "text/csv", 400, "missing field(s)"),
-    (b"a,b", "application/x-npy", 415, "unsupported content type"),
+    (b"a,b", "application/x-protobuf", 415,
+     "unsupported content type 'application/x-protobuf'; use application/json, text/csv or application/x-npy"),
 ])
 def test_client_errors_are_clear_json(server, payload, content_type, status, fragment):
     got_status, body = call(server, "POST", "/invocations", payload, content_type=content_type)
@@ -460,3 +461,193 @@ def test_csv_of_plain_numbers_is_read_as_fixed_width_json_and_nothing_else_is(sc
         schema.matrix_from_csv(f"{row},1\n{row.rsplit(',', 1)[0]}\n".encode())
     with pytest.raises(RequestError, match="has 16 values"):  # the general path's error, not two rows
         schema.matrix_from_csv(f"{row}],[{row}\n".encode())
+
+
+# --------------------------------------------------------------------------- application/x-npy
+def npy_body(array) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def call_raw(port, body, content_type, headers=None):
+    """POST /invocations with any body; (status, the answer's JSON)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/invocations", body=body, headers={"Content-Type": content_type, **(headers or {})})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_npy_predictions_are_the_json_and_csv_predictions_bit_for_bit(server, trained):
+    """The same rows, three missing values among them, as JSON (null), CSV (empty field) and .npy
+    (NaN): the server answers exactly the same floats; a 1-D array is one record, integers are taken."""
+    rows = trained["test"].iloc[:40][FEATURES].astype(float)
+    rows.iloc[3, 1] = np.nan
+    rows.iloc[17, 4] = np.nan
+    rows.iloc[39, 7] = np.nan
+    records = [{name: (None if np.isnan(value) else value) for name, value in record.items()}
+               for record in rows.to_dict(orient="records")]
+    values = rows.to_numpy()
+    answers = {}
+    for label, body, content_type in (
+            ("json", json.dumps(records).encode(), "application/json"),
+            ("csv", rows.to_csv(index=False).encode(), "text/csv"),
+            ("npy", npy_body(values), "application/x-npy"),
+            ("npy, Fortran order", npy_body(np.asfortranarray(values)), "application/x-npy"),
+            ("npy, big-endian", npy_body(values.astype(">f8")), "application/x-npy; charset=binary")):
+        status, answer = call_raw(server, body, content_type)
+        assert status == 200, (label, answer)
+        answers[label] = answer["predictions"]
+    assert len(answers["json"]) == 40
+    for label, predictions in answers.items():
+        assert predictions == answers["json"], label
+    assert answers["npy"] == pytest.approx(expected_predictions(trained, rows).tolist(), rel=1e-5)
+
+    status, answer = call_raw(server, npy_body(values[5]), "application/x-npy")
+    assert status == 200 and answer["predictions"] == [answers["json"][5]]
+    whole = trained["test"].iloc[:10][FEATURES].round().astype(np.int64)
+    status, as_integers = call_raw(server, npy_body(whole.to_numpy()), "application/x-npy")
+    status_json, as_json = call_raw(server, json.dumps(whole.to_dict(orient="records")).encode(), "application/json")
+    assert status == status_json == 200 and as_integers["predictions"] == as_json["predictions"]
+
+
+def test_npy_explanations_are_the_json_explanations(server, trained):
+    rows = trained["test"].iloc[:6][FEATURES].astype(float)
+    rows.iloc[2, 0] = np.nan
+    records = [{name: (None if np.isnan(value) else value) for name, value in record.items()}
+               for record in rows.to_dict(orient="records")]
+    explain = {"X-Amzn-SageMaker-Custom-Attributes": "explain=true"}
+    status, from_npy = call_raw(server, npy_body(rows.to_numpy()), "application/x-npy", explain)
+    assert status == 200 and len(from_npy["explanations"]) == 6
+    assert from_npy == call_raw(server, json.dumps(records).encode(), "application/json", explain)[1]
+
+
+WIDTH = len(FEATURES)
+IN_ORDER = ", ".join(FEATURES)
+
+
+def _with_infinity(sign):
+    values = np.ones((5, WIDTH))
+    values[3, FEATURES.index("LOT_ACRES")] = sign * np.inf
+    return values
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.ones((4, 3)), f"the .npy array has 3 columns (shape [4, 3]); expected {WIDTH} in this order: {IN_ORDER}"),
+    (np.ones(WIDTH + 1), f"the .npy array (one record) has {WIDTH + 1} values; expected {WIDTH} in this order: {IN_ORDER}"),
+    (np.ones((2, 3, WIDTH)), "the .npy array has 3 dimensions (shape [2, 3, 8]); send a 2-D array"),
+    (np.float64(3.0), "the .npy array has 0 dimensions"),
+    (np.zeros((0, WIDTH)), "no records in the request"),
+    (np.zeros(0), "no records in the request"),
+    (np.ones((2, WIDTH), dtype=bool), "the .npy array must hold integers or floats, got dtype bool"),
+    (np.ones((2, WIDTH), dtype=complex), "got dtype complex128"),
+    (np.full((2, WIDTH), "1"), "got dtype <U1"),
+    (np.zeros(2, dtype=[("a", "<f8"), ("b", "<f8")]), "got dtype [('a', '<f8'), ('b', '<f8')]"),
+    (np.array(["2026-12-01"] * WIDTH, dtype="datetime64[D]"), "got dtype datetime64[D]"),
+    (_with_infinity(1), "field LOT_ACRES in record 3 must be finite, got inf"),
+    (_with_infinity(-1), "field LOT_ACRES in record 3 must be finite, got -inf"),
+    (np.full((1, WIDTH), 1e300, dtype=np.longdouble) * 1e300, "field YEAR_BUILT in record 0 must be finite, got inf"),
+])
+def test_npy_refusals_are_clear_400s(server, array, message):
+    status, answer = call_raw(server, npy_body(array), "application/x-npy")
+    assert status == 400, answer
+    assert message in answer["error"]
+
+
+def test_npy_of_objects_is_refused_without_unpickling(server, tmp_path):
+    """A pickled object array (np.save with allow_pickle) is refused by its dtype: the pickle, which
+    would run code on load, is never read."""
+    import io
+    import pickle
+
+    marker = tmp_path / "unpickled"
+
+    class Touch:
+        def __reduce__(self):
+            return (marker.write_text, ("ran",))
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([Touch()] * WIDTH, dtype=object), allow_pickle=True)
+    assert b"write_text" in buffer.getvalue() and pickle  # the body does carry the pickle
+    status, answer = call_raw(server, buffer.getvalue(), "application/x-npy")
+    assert status == 400 and "got dtype object" in answer["error"]
+    assert not marker.exists()
+
+
+def test_corrupt_npy_bodies_are_400s_never_500s(server, schema):
+    """Every truncation of a valid body, and every single-byte change to its header, is either still
+    a valid array of the right shape or a 400 (RequestError) — never another exception."""
+    from jobs.serve import RequestError
+
+    good = npy_body(np.arange(3 * WIDTH, dtype=float).reshape(3, WIDTH))
+    header_end = good.index(b"\n") + 1
+    bodies = [good[:cut] for cut in range(1, len(good))]
+    bodies += [good[:at] + bytes([value]) + good[at + 1:] for at in range(header_end)
+               for value in (0, 0x20, ord("("), ord("9"), 0xFF) if good[at] != value]
+    bodies += [good + b"\0" * 8, b"PK\x03\x04" + good, b"not a numpy file"]
+    refused = 0
+    for body in bodies:
+        try:
+            matrix = schema.matrix_from_npy(body)
+        except RequestError as exc:
+            assert exc.status == 400 and exc.message
+            refused += 1
+        else:
+            assert matrix.shape[1] == WIDTH
+    assert refused > len(bodies) * 0.9
+    status, answer = call_raw(server, good[: len(good) // 2], "application/x-npy")
+    assert status == 400 and "not a valid .npy file" in answer["error"]
+    status, answer = call_raw(server, good[:20], "application/x-npy")
+    assert status == 400 and "not a valid .npy file" in answer["error"]
+    status, answer = call_raw(server, b"PK\x03\x04 an npz archive", "application/x-npy")
+    assert status == 400 and "not a .npy file" in answer["error"]
+
+
+def test_npy_header_declaring_more_rows_than_the_body_holds_is_refused_before_any_allocation(server):
+    """A 100-byte body claiming 10^12 rows: numpy's own np.load would allocate them first."""
+    good = npy_body(np.ones((1, WIDTH)))
+    header = good[: good.index(b"\n") + 1].replace(b"(1, 8)", b"(1000000000000, 8)")
+    assert len(header) == len(good) - WIDTH * 8 + len(b"000000000000")  # the padding still fits
+    # Keep the header's declared length in step with its text.
+    length = len(header) - 10
+    body = header[:8] + length.to_bytes(2, "little") + header[10:] + good[len(good) - WIDTH * 8:]
+    status, answer = call_raw(server, body, "application/x-npy")
+    assert status == 400
+    assert "declares shape [1000000000000, 8] of float64 (64000000000000 bytes) but 64 bytes follow it" in answer["error"]
+
+
+def test_npy_body_over_the_payload_limit_is_413(server):
+    from jobs.serve import MAX_BODY_BYTES
+
+    body = npy_body(np.ones((MAX_BODY_BYTES // (8 * WIDTH) + 1, WIDTH)))
+    assert len(body) > MAX_BODY_BYTES
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
+    try:
+        conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/x-npy"})
+        response = conn.getresponse()
+        assert response.status == 413 and "exceeds the" in json.loads(response.read())["error"]
+    finally:
+        conn.close()
+
+
+def test_one_dispatch_by_content_type(schema, batch):
+    """`matrix_from_body` picks the parser (the server and the drift monitor both call it)."""
+    from jobs.serve import RequestError
+
+    values = batch[FEATURES].to_numpy(dtype=float)
+    for content_type, body in (("application/json", json.dumps(values.tolist()).encode()),
+                               ("Text/CSV; charset=utf-8", batch[FEATURES].to_csv(index=False).encode()),
+                               ("application/csv", batch[FEATURES].to_csv(index=False, header=False).encode()),
+                               ("application/x-npy", npy_body(values))):
+        np.testing.assert_array_equal(schema.matrix_from_body(content_type, body), values, err_msg=content_type)
+    for content_type, body, status, message in (("application/x-npy", b"", 400, "empty request body"),
+                                                ("", b"1,2", 415, "unsupported content type ''"),
+                                                ("application/x-npz", npy_body(values), 415, "unsupported")):
+        with pytest.raises(RequestError, match=message) as caught:
+            schema.matrix_from_body(content_type, body)
+        assert caught.value.status == status

@@ -72,6 +72,59 @@ def predict(runtime, name: str, records: list[dict]) -> list[float]:
     return json.loads(response["Body"].read())["predictions"]
 
 
+def test_npy_requests_are_served_captured_as_base64_and_read_back_by_the_drift_job(cloud, capsys):
+    """application/x-npy end to end on the local face: sagemaker-runtime → gateway → model server,
+    captured (with the content-type lists deploy-prepare sets) as BASE64, read back by the drift
+    job's reader; and `mlops predict --npy`."""
+    import base64
+    import io
+
+    import numpy as np
+
+    from jobs import drift
+    from jobs.serve import FeatureSchema
+
+    package = publish_package(cloud["s3"], cloud["sagemaker"], cloud["tmp"], bucket=BUCKET, group=GROUP, execution_id="e1")
+    # A capture folder of its own: S3 outlives each test's gateway in this process.
+    capture = {**CAPTURE, "DestinationS3Uri": f"s3://{BUCKET}/capture-npy",
+               "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv", "application/csv"],
+                                            "JsonContentTypes": ["application/json"]}}
+    cloud["sagemaker"].create_endpoint(EndpointName="houses", EndpointConfigName=deploy_config(cloud, package, "m1", capture=capture))
+    assert wait_status(cloud["sagemaker"], "houses")["EndpointStatus"] == "InService"
+    test = package["trained"]["test"].iloc[:4][FEATURES].astype(float)
+    test.iloc[2, 3] = np.nan
+    expected = expected_predictions(package["trained"], test).tolist()
+    buffer = io.BytesIO()
+    np.save(buffer, test.to_numpy(), allow_pickle=False)
+    body = buffer.getvalue()
+    response = cloud["runtime"].invoke_endpoint(EndpointName="houses", ContentType="application/x-npy", Body=body)
+    assert json.loads(response["Body"].read())["predictions"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ClientError) as err:  # the model server's 400, reported as AWS does
+        cloud["runtime"].invoke_endpoint(EndpointName="houses", ContentType="application/x-npy", Body=body[:-8])
+    assert err.value.response["Error"]["Code"] == "ModelError" and "not a valid .npy file" in err.value.response["Error"]["Message"]
+
+    cloud["endpoints"].flush_capture()
+    [(_, record)] = captured_records(cloud["s3"], "capture-npy/")  # only the successful invocation
+    captured = record["captureData"]["endpointInput"]
+    assert captured["observedContentType"] == "application/x-npy" and captured["encoding"] == "BASE64"
+    assert base64.b64decode(captured["data"]) == body
+    np.testing.assert_array_equal(drift.rows_of_record(FeatureSchema(FEATURES, "PRICE"), record), test.to_numpy())
+
+    state = cloud["tmp"] / "state"
+    state.mkdir()
+    (state / "cloud.json").write_text(json.dumps({
+        "pid": os.getpid(), "endpoint_url": cloud["gateway"].url,
+        "credentials": {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}}))
+    npy_file, not_npy = cloud["tmp"] / "rows.npy", cloud["tmp"] / "rows.csv"
+    npy_file.write_bytes(body)
+    test.to_csv(not_npy, index=False)
+    capsys.readouterr()
+    assert cli_main(["predict", "houses", "--state-dir", str(state), "--npy", str(npy_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"] == pytest.approx(expected, rel=1e-5)
+    assert cli_main(["predict", "houses", "--state-dir", str(state), "--npy", str(not_npy)]) == 2
+    assert "is not a NumPy .npy file" in capsys.readouterr().err
+
+
 def test_create_then_invoke_with_json_and_csv(cloud, capsys):
     package = publish_package(cloud["s3"], cloud["sagemaker"], cloud["tmp"], bucket=BUCKET, group=GROUP, execution_id="e1")
     config = deploy_config(cloud, package, "m1", capture=CAPTURE)
