@@ -15,11 +15,10 @@ a monitor that runs every hour would add a trial an hour and say nothing new.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from jobs import drift
-from jobs.pipeline import ROLE_PLACEHOLDER, _session, definition_json as _definition_json
+from jobs.pipeline import ROLE_PLACEHOLDER, _session, definition_main, definition_json as _definition_json
 
 from sagemaker.processing import Processor
 from sagemaker.workflow.execution_variables import ExecutionVariables
@@ -93,17 +92,7 @@ def definition_json() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the drift monitor pipeline definition.")
-    parser.add_argument("--write", metavar="FILE", help="write the definition JSON here (default: stdout)")
-    args = parser.parse_args(argv)
-    text = definition_json()
-    if args.write:
-        with open(args.write, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        print(f"wrote {args.write}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return definition_main(build_pipeline, "Build the drift monitor pipeline definition.", argv)
 
 
 if __name__ == "__main__":

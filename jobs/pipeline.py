@@ -368,13 +368,17 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
     )
 
 
+# The loggers through which the SDK narrates building offline ("No Job being started", "Popping out
+# ...JobName", its config lookup): all three pipeline modules build that way on purpose.
+_SDK_NARRATING_LOGGERS = ("sagemaker", "sagemaker.workflow.utilities", "sagemaker.workflow._utils",
+                          "sagemaker.estimator", "sagemaker.config")
+
+
 def definition_json(build: Callable[[], Pipeline] = build_pipeline) -> str:
-    """The pipeline definition (`build()`'s; jobs/drift_pipeline.py passes its own) as deterministic,
-    pretty-printed JSON (what the stack deploys)."""
-    # The SDK narrates building offline ("No Job being started", "Popping out ...JobName"): that
-    # is exactly what is intended here, so keep it out of the output.
-    noisy = [logging.getLogger(name) for name in ("sagemaker", "sagemaker.workflow.utilities",
-                                                  "sagemaker.workflow._utils", "sagemaker.estimator")]
+    """The pipeline definition (`build()`'s; jobs/drift_pipeline.py and jobs/scoring_pipeline.py pass
+    their own) as deterministic, pretty-printed JSON (what the stack deploys)."""
+    # The SDK's narration of an offline build is exactly what is intended here: keep it out of the output.
+    noisy = [logging.getLogger(name) for name in _SDK_NARRATING_LOGGERS]
     levels = [logger.level for logger in noisy]
     try:
         for logger in noisy:
@@ -388,11 +392,12 @@ def definition_json(build: Callable[[], Pipeline] = build_pipeline) -> str:
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the training pipeline definition.")
+def definition_main(build: Callable[[], Pipeline], description: str, argv: list[str] | None = None) -> int:
+    """The command line of each pipeline module: `build()`'s definition JSON to `--write FILE` or stdout."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--write", metavar="FILE", help="write the definition JSON here (default: stdout)")
     args = parser.parse_args(argv)
-    text = definition_json()
+    text = definition_json(build)
     if args.write:
         with open(args.write, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -400,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return definition_main(build_pipeline, "Build the training pipeline definition.", argv)
 
 
 if __name__ == "__main__":

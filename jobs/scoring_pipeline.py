@@ -10,13 +10,11 @@ through Metadata.Mlops.DefinitionFile; the role is the literal `${PipelineJobsRo
 """
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import sys
-import warnings
 
-from jobs.pipeline import ROLE_PLACEHOLDER, _session  # noqa: E402 - sets the SDK's quiet mode first
+# jobs.pipeline sets the SDK's quiet mode before sagemaker is first imported.
+from jobs.pipeline import ROLE_PLACEHOLDER, _session, definition_main  # noqa: E402
+from jobs.pipeline import definition_json as _definition_json  # noqa: E402
 from sagemaker.processing import Processor  # noqa: E402
 from sagemaker.workflow.parameters import ParameterString  # noqa: E402
 from sagemaker.workflow.pipeline import Pipeline  # noqa: E402
@@ -69,33 +67,11 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
 
 
 def definition_json() -> str:
-    # Quiet as jobs/pipeline.py: the SDK narrates building offline, which is what is intended here.
-    noisy = [logging.getLogger(name) for name in ("sagemaker", "sagemaker.workflow.utilities", "sagemaker.config")]
-    levels = [logger.level for logger in noisy]
-    try:
-        for logger in noisy:
-            logger.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Running within a PipelineSession")
-            definition = json.loads(build_pipeline().definition())
-    finally:
-        for logger, level in zip(noisy, levels):
-            logger.setLevel(level)
-    return json.dumps(definition, indent=2, sort_keys=True) + "\n"
+    return _definition_json(build_pipeline)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the scoring pipeline definition.")
-    parser.add_argument("--write", metavar="FILE", help="write the definition JSON here (default: stdout)")
-    args = parser.parse_args(argv)
-    text = definition_json()
-    if args.write:
-        with open(args.write, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        print(f"wrote {args.write}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return definition_main(build_pipeline, "Build the scoring pipeline definition.", argv)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from local.aws.periodic import PeriodicWork
+
 log = logging.getLogger(__name__)
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
@@ -77,8 +79,8 @@ class AlarmEvaluator:
         self.account, self.region = account or ACCOUNT_ID, region or REGION
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds = PeriodicWork("alarm-evaluator", self.evaluate_now, period_seconds, logger=log,
+                                    failure_message="alarm evaluator: an evaluation round failed (the next one tries again)")
         self.changes: list[StateChange] = []
 
     def client(self, service: str):
@@ -93,21 +95,11 @@ class AlarmEvaluator:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "AlarmEvaluator":
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="alarm-evaluator")
-        self._thread.start()
+        self._rounds.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period_seconds):
-            try:
-                self.evaluate_now()
-            except Exception:
-                log.exception("alarm evaluator: an evaluation round failed (the next one tries again)")
+        self._rounds.stop()
 
     # -- evaluation -----------------------------------------------------------------------------
     def alarms(self, names: list[str] | None = None) -> list[dict]:

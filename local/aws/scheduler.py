@@ -36,7 +36,6 @@ import json
 import logging
 import random
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,6 +45,8 @@ from zoneinfo import ZoneInfo
 
 from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError
+
+from local.aws.periodic import PeriodicWork
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +214,9 @@ class LocalScheduler:
         self.retry_delay_seconds = retry_delay_seconds
         self.clock = clock
         self._tracked: dict[str, _Tracked] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The next poll tries again; a broken schedule must not stop the others.
+        self._polls = PeriodicWork("local-scheduler", self.tick, poll_seconds, logger=log,
+                                   failure_message="local scheduler: polling the schedules failed")
         self.history: list[FireResult] = []
 
     # -- clients --------------------------------------------------------------------------------
@@ -255,21 +257,11 @@ class LocalScheduler:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "LocalScheduler":
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="local-scheduler")
-        self._thread.start()
+        self._polls.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.tick()
-            except Exception:  # the next poll tries again; a broken schedule must not stop the others
-                log.exception("local scheduler: polling the schedules failed")
+        self._polls.stop()
 
     def tick(self) -> list[FireResult]:
         """Fires every schedule that is due now; returns what it fired."""

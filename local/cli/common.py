@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_STATE_DIR = ".mlops-local"
 DISTRIBUTION = "ray-sagemaker-mlops"
@@ -63,6 +65,41 @@ def print_result(result: dict, as_json: bool) -> None:
         if value is None or value == [] or value == {}:
             continue
         print(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
+
+
+class RunError(RuntimeError):
+    """The flow did not behave as designed (a handler crashed, an event was dead-lettered, ...)."""
+
+
+class Failure(NamedTuple):
+    """Why a flow command stopped before its outcome, and the exit code that says so."""
+    reason: str
+    exit_code: int
+
+
+def failure_of(error: Exception, command: str, log: logging.Logger) -> Failure:
+    """The failure of a flow command (`mlops local run`, `mlops local score`) that stopped on `error`:
+    its deadline passing is a timeout, a RunError explains itself; anything else is an internal error
+    too, named by its type, and its traceback is logged (call this in the `except` block)."""
+    if isinstance(error, TimeoutError):
+        return Failure(str(error), EXIT_TIMEOUT)
+    if isinstance(error, RunError):
+        return Failure(str(error), EXIT_INTERNAL_ERROR)
+    log.error("%s failed", command, exc_info=error)
+    return Failure(f"{type(error).__name__}: {error}", EXIT_INTERNAL_ERROR)
+
+
+def report_outcome(result: dict, failure: Failure | None, as_json: bool) -> int:
+    """Prints a flow command's result document and returns its exit code. With no failure, the code
+    is the status's (`exit_code_for`); with one, it is the failure's, and the document still shows how
+    far the flow got, its `reason` saying why it stopped."""
+    if failure is None:
+        code = exit_code_for(result)
+    else:
+        result["reason"] = failure.reason
+        code = failure.exit_code
+    print_result(result, as_json)
+    return code
 
 
 def parse_assignments(pairs: list[str] | None, option: str = "--parameter") -> dict[str, str]:

@@ -24,17 +24,13 @@ from botocore.exceptions import ClientError
 from mlops_shared.deployment import cause_text
 
 from local.cli.approve import ApprovalEmailNotFound, find_approval_email, follow_approval_link
-from local.cli.common import DEPLOYMENT_STAGE
+from local.cli.common import DEPLOYMENT_STAGE, RunError
 
 TERMINAL_OUTCOMES = ("deployed", "rolled_back", "failed", "skipped")
 # How long the end of a deployment (the notification after the outcome is recorded) may take
 # before the run stops waiting for it.
 SETTLE_SECONDS = 60.0
 MAX_REASON_CHARS = 800
-
-
-class RunError(RuntimeError):
-    """The flow did not behave as designed (a handler crashed, an event was dead-lettered, ...)."""
 
 
 def requested_action(args: Any) -> str | None:

@@ -32,17 +32,16 @@ from botocore.exceptions import ClientError
 from local.cli.common import (
     report_metrics,
     DEFAULT_STATE_DIR,
-    EXIT_INTERNAL_ERROR,
-    EXIT_TIMEOUT,
     EXIT_USAGE,
     LOCAL_DEPLOY_PARAMETERS,
     PIPELINE_STAGE,
-    exit_code_for,
+    RunError,
+    failure_of,
     parse_assignments,
-    print_result,
+    report_outcome,
     stderr,
 )
-from local.cli.follow import RunError, decide
+from local.cli.follow import decide
 from local.cli.progress import as_display, progress_for, watch_execution
 from local.cli.step_hosts import step_summaries
 from local.cli.step_logs import (
@@ -317,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"already running for {state_dir} (pass them to `mlops local up` instead)")
         return EXIT_USAGE
     session: RunSession | None = None
-    code = None
+    failure = None
     display = progress_for(quiet=args.quiet, as_json=args.json)
     try:
         with cloud_for(state_dir, parameters=parameters, strict=not args.no_strict) as (
@@ -327,23 +326,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  progress=display,
                                  cloud=cloud, api_url=api_url, credentials=credentials)
             run_dataset(session, path, args.target)
-    except TimeoutError as exc:
-        reason, code = str(exc), EXIT_TIMEOUT
-    except RunError as exc:
-        reason, code = str(exc), EXIT_INTERNAL_ERROR
-    except Exception as exc:  # anything else is an internal error too, but say what it was
-        log.exception("mlops local run failed")
-        reason, code = f"{type(exc).__name__}: {exc}", EXIT_INTERNAL_ERROR
+    except Exception as exc:  # each failure is an outcome: the document says how far the flow got
+        failure = failure_of(exc, "mlops local run", log)
     finally:
         display.close()
-    # On an error the document shows how far the flow got (status, ARNs) and why it stopped.
     result = session.result if session is not None and session.result is not None else empty_result()
-    if code is None:
-        code = exit_code_for(result)
-    else:
-        result["reason"] = reason
-    print_result(result, args.json)
-    return code
+    return report_outcome(result, failure, args.json)
 
 
 def register(local_commands) -> None:

@@ -20,15 +20,12 @@ from botocore.exceptions import ClientError
 
 from local.cli.common import (
     DEFAULT_STATE_DIR,
-    EXIT_INTERNAL_ERROR,
-    EXIT_TIMEOUT,
     EXIT_USAGE,
     LOCAL_DEPLOY_PARAMETERS,
-    exit_code_for,
-    print_result,
+    failure_of,
+    report_outcome,
     stderr,
 )
-from local.cli.follow import RunError
 from local.cli.run import RunSession, cloud_for
 from mlops_shared.aws import is_not_found
 from mlops_shared.quarantine import REASON_SUFFIX, quarantine_key
@@ -118,7 +115,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     state_dir = Path(args.state_dir)
     session: RunSession | None = None
-    code = None
+    failure = None
     progress = (lambda message: None) if args.quiet else stderr
     try:
         with cloud_for(state_dir, parameters=dict(LOCAL_DEPLOY_PARAMETERS), strict=True) as (
@@ -127,20 +124,10 @@ def cmd_score(args: argparse.Namespace) -> int:
                                  deadline=time.monotonic() + args.timeout, progress=progress,
                                  cloud=cloud, api_url=api_url, credentials=credentials)
             score_file(session, path, args.explain)
-    except TimeoutError as exc:
-        reason, code = str(exc), EXIT_TIMEOUT
-    except RunError as exc:
-        reason, code = str(exc), EXIT_INTERNAL_ERROR
-    except Exception as exc:  # an internal error, but say what it was
-        log.exception("mlops local score failed")
-        reason, code = f"{type(exc).__name__}: {exc}", EXIT_INTERNAL_ERROR
+    except Exception as exc:  # each failure is an outcome: the document says how far the flow got
+        failure = failure_of(exc, "mlops local score", log)
     result = session.result if session is not None and session.result is not None else empty_result()
-    if code is None:
-        code = exit_code_for(result)
-    else:
-        result["reason"] = reason
-    print_result(result, args.json)
-    return code
+    return report_outcome(result, failure, args.json)
 
 
 def register(local_commands) -> None:

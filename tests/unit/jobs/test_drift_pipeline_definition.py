@@ -3,32 +3,19 @@ running jobs.drift with the agreed parameters."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
 from jobs import drift_pipeline
+from tests.pipeline_definitions import built_offline
 
 DEFINITION_FILE = Path(drift_pipeline.__file__).with_name("drift_pipeline_definition.json")
 
 
 @pytest.fixture(scope="module")
 def built_text():
-    original = socket.socket.connect
-    attempts = []
-
-    def refuse(self, address):
-        attempts.append(address)
-        raise OSError(f"network call while building the pipeline: {address}")
-
-    socket.socket.connect = refuse
-    try:
-        text = drift_pipeline.definition_json()
-    finally:
-        socket.socket.connect = original
-    assert attempts == []
-    return text
+    return built_offline(drift_pipeline.definition_json)
 
 
 def test_definition_file_is_current(built_text):

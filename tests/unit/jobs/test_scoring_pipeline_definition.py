@@ -3,22 +3,18 @@ start_scoring function sends (mlops_shared.scoring.pipeline_parameters) are exac
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 from jobs import scoring_pipeline
 from mlops_shared.scoring import ScoringDrop, ScoringSettings, pipeline_parameters
 from mlops_shared.serving import ServingPackage
+from tests.pipeline_definitions import built_offline
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_definition_is_current_built_offline_and_takes_what_start_scoring_sends(monkeypatch):
-    def refuse(self, address):
-        raise OSError(f"network call while building the pipeline: {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    text = scoring_pipeline.definition_json()
+def test_definition_is_current_built_offline_and_takes_what_start_scoring_sends():
+    text = built_offline(scoring_pipeline.definition_json)
     on_disk = (ROOT / "jobs" / "scoring_pipeline_definition.json").read_text()
     assert on_disk == text, "jobs/scoring_pipeline_definition.json is stale: run `make definition`"
     definition = json.loads(text)
