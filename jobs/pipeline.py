@@ -314,7 +314,8 @@ def build_pipeline(pipeline_name: str = PIPELINE_NAME) -> Pipeline:
     step_register = ModelStep(
         name="RegisterModel",
         step_args=model.register(
-            content_types=["application/json", "text/csv"],
+            # What the model server (jobs/serve.py) reads; the test holds the two together.
+            content_types=["application/json", "text/csv", "application/x-npy"],
             response_types=["application/json"],
             inference_instances=["ml.m5.large", "ml.m5.xlarge"],
             transform_instances=["ml.m5.xlarge"],

@@ -140,7 +140,12 @@ def test_gate_condition_register_and_fail(definition):
     register = steps["RegisterModel-RegisterModel"]["Arguments"]
     assert register["ModelApprovalStatus"] == "PendingManualApproval"
     assert register["ModelPackageGroupName"] == {"Get": "Parameters.ModelPackageGroupName"}
-    assert register["InferenceSpecification"]["SupportedContentTypes"] == ["application/json", "text/csv"]
+    # The package promises exactly what the model server reads, so a client going by the registry works.
+    from jobs.serve import CSV_TYPES, JSON_TYPES, NPY_TYPES
+
+    supported = register["InferenceSpecification"]["SupportedContentTypes"]
+    assert supported == ["application/json", "text/csv", "application/x-npy"]
+    assert all(t in JSON_TYPES + CSV_TYPES + NPY_TYPES for t in supported)
     assert register["InferenceSpecification"]["Containers"][0]["Image"] == {"Get": "Parameters.JobImageUri"}
     assert set(register["CustomerMetadataProperties"]) == {"dataset_uri", "dataset_reference", "dataset_version",
                                                            "target_column"}
