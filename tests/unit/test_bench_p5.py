@@ -35,3 +35,18 @@ def test_probe_environment_looks_like_the_lambda_runtime(tmp_path: Path):
     assert env["AWS_EXECUTION_ENV"].startswith("AWS_Lambda_python3.")
     assert env["POWERTOOLS_SERVICE_NAME"] == "x"
     assert env["AWS_ACCESS_KEY_ID"] == "testing"
+
+
+def test_the_probe_counts_only_what_the_module_adds_to_one_imported_before_the_clock(tmp_path: Path):
+    import os
+    import sys
+
+    from bench.p5_functions import import_probe
+
+    (tmp_path / "base_layer.py").write_text("TOTAL = sum(range(4_000_000))  # CPU work at import\n")
+    (tmp_path / "handler_module.py").write_text("import base_layer\n")
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+    _, alone_cpu = import_probe("handler_module", tmp_path, env, sys.executable, path=[tmp_path])
+    _, beyond_cpu = import_probe("handler_module", tmp_path, env, sys.executable, path=[tmp_path], after="base_layer")
+    assert alone_cpu > 20  # the base layer's work is paid when nothing imported it first...
+    assert beyond_cpu < alone_cpu / 4  # ...and not again when it was imported before the clock started
