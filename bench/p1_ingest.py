@@ -212,59 +212,53 @@ def gateway_cpu_row(good_rows, schema, workdir: Path) -> Row:
 
 
 def gateway_cpu_per_put_record(good_rows, schema, *, strict: bool, log_path: Path) -> float:
-    """ms of gateway CPU per PutRecord call of these rows, through a fresh gateway process."""
+    """ms of gateway CPU per PutRecord call of these rows, through a fresh gateway process, written by
+    the ingest actors' own `RecordWriter` (without Ray: the gateway's side is what is measured)."""
     import json
-    from concurrent.futures import ThreadPoolExecutor
 
-    from jobs import dataset_schema, ingest
-    from jobs import feature_store_layout as layout
+    from jobs import dataset_schema, feature_store_writers, ingest
+    from local.aws.identities import AwsCredentials
+    from local.aws.stack.model import ACCOUNT_ID
 
     with GatewayProcess(log_path=log_path, strict=strict) as gateway:
-        # The bare gateway checks no keys; the strict one knows only its administrator's and sessions'.
-        keys = gateway.administrator or {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        sagemaker, s3 = _client_as("sagemaker", gateway.url, keys), _client_as("s3", gateway.url, keys)
+        keys = gateway.administrator  # None for the bare gateway, which checks no keys
+        sagemaker, s3 = boto_client("sagemaker", gateway.url, keys), boto_client("s3", gateway.url, keys)
         s3.create_bucket(Bucket=BUCKET)
         name = dataset_schema.effective_group_name("bench-gateway-cpu", schema)
         group = ingest.ensure_feature_group(sagemaker, name, schema, f"s3://{BUCKET}/gateway-cpu", ROLE_ARN,
                                             poll_seconds=0.2)
-        writer = keys
+        writer_keys = keys
         if strict:  # a role session, as the ingest job's actors call with the jobs role's
-            iam, sts = _client_as("iam", gateway.url, keys), _client_as("sts", gateway.url, keys)
+            iam, sts = boto_client("iam", gateway.url, keys), boto_client("sts", gateway.url, keys)
             trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                     "Principal": {"AWS": f"arn:aws:iam::{ROLE_ARN.split(':')[4]}:root"}}]}
+                     "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}}]}
             role = iam.create_role(RoleName="bench-gateway-cpu-writer", AssumeRolePolicyDocument=json.dumps(trust))
             iam.put_role_policy(RoleName="bench-gateway-cpu-writer", PolicyName="put-record", PolicyDocument=json.dumps(
                 {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sagemaker:PutRecord",
                                                          "Resource": group["FeatureGroupArn"]}]}))
             session = sts.assume_role(RoleArn=role["Role"]["Arn"], RoleSessionName="bench")["Credentials"]
-            writer = {"aws_access_key_id": session["AccessKeyId"], "aws_secret_access_key": session["SecretAccessKey"],
-                      "aws_session_token": session["SessionToken"]}
-        runtime = _client_as("sagemaker-featurestore-runtime", gateway.url, writer,
-                             max_pool_connections=GATEWAY_CPU_IN_FLIGHT)
-        event_time = repr(round(time.time(), 3))
-
-        def put(row) -> None:
-            number, values = row
-            runtime.put_record(FeatureGroupName=name, TargetStores=["OfflineStore"], Record=[
-                {"FeatureName": layout.RECORD_IDENTIFIER, "ValueAsString": layout.record_id("bench", number)},
-                {"FeatureName": layout.EVENT_TIME_FEATURE, "ValueAsString": event_time},
-                {"FeatureName": layout.DATASET_VERSION_FEATURE, "ValueAsString": "bench"},
-                *({"FeatureName": f, "ValueAsString": v} for f, v in zip(schema.feature_names, values))])
-
-        with ThreadPoolExecutor(GATEWAY_CPU_IN_FLIGHT) as pool:
-            list(pool.map(put, good_rows[:GATEWAY_WARMUP_CALLS]))  # connections opened, caches filled
+            writer_keys = AwsCredentials(session["AccessKeyId"], session["SecretAccessKey"],
+                                         session["SessionToken"]).client_kwargs()
+        writer = feature_store_writers.RecordWriter(
+            name, schema.feature_names, "bench", round(time.time(), 3), max_concurrency=GATEWAY_CPU_IN_FLIGHT,
+            client=boto_client("sagemaker-featurestore-runtime", gateway.url, writer_keys,
+                               retries={"max_attempts": 1, "mode": "standard"},
+                               max_pool_connections=GATEWAY_CPU_IN_FLIGHT))
+        try:
+            _write_all(writer, good_rows[:GATEWAY_WARMUP_CALLS])  # connections opened, caches filled
             before = gateway.cpu_seconds()
-            list(pool.map(put, good_rows[GATEWAY_WARMUP_CALLS:]))
+            _write_all(writer, good_rows[GATEWAY_WARMUP_CALLS:])
             used = gateway.cpu_seconds() - before
+        finally:
+            writer.close()
     return 1000 * used / (len(good_rows) - GATEWAY_WARMUP_CALLS)
 
 
-def _client_as(service: str, endpoint_url: str, keys: dict[str, str], **config):
-    import boto3
-    import botocore.config
-
-    return boto3.client(service, endpoint_url=endpoint_url, region_name=REGION, **keys,
-                        config=botocore.config.Config(**config) if config else None)
+def _write_all(writer, rows) -> None:
+    """Every row written, or an error naming the first refusal (a refused call measures nothing)."""
+    rejected = writer.write(rows)["rejected"]
+    if rejected:
+        raise RuntimeError(f"{len(rejected)} of {len(rows)} PutRecord calls failed; first: {rejected[0][1]}")
 
 
 def measure_bulk(rows: int, s3, sagemaker) -> tuple[int, float, int]:

@@ -239,7 +239,9 @@ def in_process_gateway() -> Iterator[str]:
         gateway.stop()
 
 
-def boto_client(service: str, endpoint_url: str, **config: Any) -> Any:
+def boto_client(service: str, endpoint_url: str, credentials: dict[str, str] | None = None, **config: Any) -> Any:
+    """A client of the local gateway: with `credentials` (client keyword arguments: a strict gateway's
+    administrator keys, a role session's), else the dummy keys a bare gateway takes."""
     import boto3
     import botocore.config
 
@@ -247,8 +249,7 @@ def boto_client(service: str, endpoint_url: str, **config: Any) -> Any:
         service,
         endpoint_url=endpoint_url,
         region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        **(credentials or {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}),
         config=botocore.config.Config(**config) if config else None,
     )
 
